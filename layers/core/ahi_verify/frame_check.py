@@ -1,0 +1,224 @@
+"""One frame: its metadata entry and the bytes GetImageFrame served -> exactly one result.
+
+A frame is MATCH only when a checksum computed by a rule that applies to its stored syntax equals the
+published full-resolution checksum. MISMATCH is reserved for HealthImaging's own HTJ2K frames, whose
+checksum definition AWS documents; everything else that cannot be confirmed is ERROR with a reason.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from .ifrc import FrameChecksum, FrameDecodeError, decoded_checksum, raw_checksum
+from .metadata import FrameRef
+from .syntax import DECODABLE_CONTENT_TYPES, Rule, RuleSet, content_type_of, stored_syntax
+
+KNOWN_CHECKSUM_TYPES = frozenset({"DECOMPRESSED"})
+
+
+class Status(enum.StrEnum):
+    """The verdict for one frame."""
+
+    MATCH = "MATCH"
+    MISMATCH = "MISMATCH"
+    ERROR = "ERROR"
+
+
+class Reason(enum.StrEnum):
+    """Why a frame is ERROR (or, for MISMATCH, what disagreed)."""
+
+    CHECKSUM_DIFFERS = "checksum-differs"
+    NO_CHECKSUM = "no-checksum-in-metadata"
+    METADATA_INVALID = "metadata-entry-invalid"
+    FRAME_NOT_FOUND = "frame-not-found"
+    ACCESS_DENIED = "access-denied"
+    FETCH_FAILED = "fetch-failed"
+    INCOMPLETE_BODY = "incomplete-body"
+    TRUNCATED = "truncated-codestream"
+    DECODE_FAILED = "decode-failed"
+    UNSUPPORTED_SYNTAX = "unsupported-transfer-syntax"
+    UNSUPPORTED_CONTENT_TYPE = "unsupported-content-type"
+    NO_RULE_MATCHED = "checksum-definition-unknown"
+    UNKNOWN_CHECKSUM_TYPE = "unknown-checksum-type"
+    INTERNAL = "internal-error"
+
+
+@dataclass(frozen=True)
+class FetchedFrame:
+    """What GetImageFrame returned for one frame."""
+
+    blob: bytes
+    content_type: str | None
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """The one result every frame listed in metadata ends in."""
+
+    frame: FrameRef
+    status: Status
+    expected: int | None = None
+    actual: int | None = None
+    rule: Rule | None = None
+    reason: Reason | None = None
+    detail: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The frame entry of the ``--format json`` contract."""
+        return {
+            "imageFrameId": self.frame.image_frame_id,
+            "seriesInstanceUID": self.frame.series_instance_uid,
+            "sopInstanceUID": self.frame.sop_instance_uid,
+            "frameNumber": self.frame.frame_number,
+            "status": self.status.value,
+            "expected": self.expected,
+            "actual": self.actual,
+            "rule": self.rule.value if self.rule else None,
+            "reason": self.reason.value if self.reason else None,
+            "detail": self.detail,
+        }
+
+
+def precheck_frame(frame: FrameRef) -> FrameResult | None:
+    """Return the result of a frame that needs no fetch because its metadata already decides it."""
+    if frame.problem:
+        return FrameResult(frame, Status.ERROR, reason=Reason.METADATA_INVALID, detail=frame.problem)
+    if frame.full_resolution is None:
+        return FrameResult(frame, Status.ERROR, reason=Reason.NO_CHECKSUM, detail="no checksum in metadata")
+    if stored_syntax(frame.stored_transfer_syntax_uid) is None:
+        return FrameResult(
+            frame,
+            Status.ERROR,
+            expected=frame.full_resolution.checksum,
+            reason=Reason.UNSUPPORTED_SYNTAX,
+            detail=f"stored transfer syntax {frame.stored_transfer_syntax_uid} is not one HealthImaging documents",
+        )
+    return None
+
+
+def check_frame(frame: FrameRef, fetched: FetchedFrame) -> FrameResult:
+    """Verify one fetched frame against its metadata.
+
+    Parameters
+    ----------
+    frame : FrameRef
+        The metadata entry; :func:`precheck_frame` must have returned ``None`` for it.
+    fetched : FetchedFrame
+        The bytes and Content-Type GetImageFrame returned.
+
+    Returns
+    -------
+    FrameResult
+        MATCH when a rule that applies reproduces the checksum; MISMATCH when HealthImaging's own HTJ2K
+        decodes to other pixels; ERROR with a reason otherwise.
+    """
+    early = precheck_frame(frame)
+    if early is not None:
+        return early
+    syntax = stored_syntax(frame.stored_transfer_syntax_uid)
+    # precheck_frame guarantees both
+    assert frame.full_resolution is not None
+    assert syntax is not None
+    expected = frame.full_resolution.checksum
+    content_type = content_type_of(fetched.content_type)
+    decodable = content_type in DECODABLE_CONTENT_TYPES
+    if syntax.rules is RuleSet.DECODED and not decodable:
+        return FrameResult(
+            frame,
+            Status.ERROR,
+            expected=expected,
+            reason=Reason.UNSUPPORTED_CONTENT_TYPE,
+            detail=f"content type {content_type} for stored syntax {syntax.uid} (expected {syntax.content_type})",
+        )
+
+    computed: list[FrameChecksum] = []
+    failure: FrameDecodeError | None = None
+    if syntax.rules in (RuleSet.RAW, RuleSet.RAW_THEN_DECODED):
+        computed.append(raw_checksum(fetched.blob))
+    if syntax.rules in (RuleSet.DECODED, RuleSet.RAW_THEN_DECODED) and decodable and not _matched(computed, expected):
+        try:
+            computed.append(decoded_checksum(fetched.blob, content_type))
+        except FrameDecodeError as exc:
+            failure = exc
+
+    for checksum in computed:
+        if checksum.crc == expected:
+            return _match(frame, expected, checksum)
+    return _no_match(frame, expected, computed, failure, authoritative=syntax.authoritative)
+
+
+def _matched(computed: list[FrameChecksum], expected: int) -> bool:
+    return any(c.crc == expected for c in computed)
+
+
+def _match(frame: FrameRef, expected: int, checksum: FrameChecksum) -> FrameResult:
+    detail: str | None
+    if frame.checksum_type is not None and frame.checksum_type not in KNOWN_CHECKSUM_TYPES:
+        detail = f"matched although ChecksumType {frame.checksum_type!r} is undocumented"
+    else:
+        detail = _dimension_note(frame, checksum)
+    return FrameResult(frame, Status.MATCH, expected=expected, actual=checksum.crc, rule=checksum.rule, detail=detail)
+
+
+def _no_match(
+    frame: FrameRef,
+    expected: int,
+    computed: list[FrameChecksum],
+    failure: FrameDecodeError | None,
+    *,
+    authoritative: bool,
+) -> FrameResult:
+    last = computed[-1] if computed else None
+    actual, rule = (last.crc, last.rule) if last else (None, None)
+    if frame.checksum_type is not None and frame.checksum_type not in KNOWN_CHECKSUM_TYPES:
+        return FrameResult(
+            frame,
+            Status.ERROR,
+            expected=expected,
+            actual=actual,
+            rule=rule,
+            reason=Reason.UNKNOWN_CHECKSUM_TYPE,
+            detail=f"ChecksumType {frame.checksum_type!r} is undocumented and no known rule reproduced the checksum",
+        )
+    if failure is not None and (authoritative or not computed):
+        reason = Reason.TRUNCATED if failure.truncated else Reason.DECODE_FAILED
+        return FrameResult(frame, Status.ERROR, expected=expected, reason=reason, detail=str(failure))
+    if authoritative and last is not None:
+        return FrameResult(
+            frame,
+            Status.MISMATCH,
+            expected=expected,
+            actual=last.crc,
+            rule=last.rule,
+            reason=Reason.CHECKSUM_DIFFERS,
+            detail=_dimension_note(frame, last),
+        )
+    tried = ", ".join(c.rule.value for c in computed) or "none"
+    note = f"; decoding failed: {failure}" if failure else ""
+    return FrameResult(
+        frame,
+        Status.ERROR,
+        expected=expected,
+        actual=actual,
+        rule=rule,
+        reason=Reason.NO_RULE_MATCHED,
+        detail=(
+            f"stored syntax {frame.stored_transfer_syntax_uid} keeps the original; AWS does not document its "
+            f"checksum definition and no rule reproduced it (tried: {tried}){note}"
+        ),
+    )
+
+
+def _dimension_note(frame: FrameRef, checksum: FrameChecksum) -> str | None:
+    """Soft checks the auditor should see, which never change the verdict."""
+    full = frame.full_resolution
+    notes = []
+    if full and checksum.width is not None and (checksum.width, checksum.height) != (full.width, full.height):
+        notes.append(f"decoded {checksum.width}x{checksum.height}, metadata lists {full.width}x{full.height}")
+    if full and frame.columns and frame.rows and (frame.columns, frame.rows) != (full.width, full.height):
+        notes.append(
+            f"DICOM Columns x Rows {frame.columns}x{frame.rows} differ from the checksum's {full.width}x{full.height}"
+        )
+    return "; ".join(notes) or None

@@ -1,0 +1,101 @@
+"""The adapter to AWS HealthImaging: the only module of the core that talks to AWS.
+
+One client per process, shared by every fetch thread: botocore's adaptive retry mode keeps its
+client-side rate limiter in the client, so sharing it is what makes throttling back-off work across
+threads. The connection pool is sized to the fetch concurrency so threads never wait for a socket.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .frame_check import FetchedFrame, Reason
+from .image_set import FrameFetchError, ImageSetError
+
+#: Attempts per request, the first included. botocore's default (3) gives up on a frame after two 429s;
+#: ten rides out several consecutive throttles with exponential back-off (capped at 20 s per retry).
+DEFAULT_MAX_ATTEMPTS = 10
+
+_REASON_BY_CODE = {
+    "ResourceNotFoundException": Reason.FRAME_NOT_FOUND,
+    "AccessDeniedException": Reason.ACCESS_DENIED,
+}
+
+
+def make_client(max_pool_connections: int, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> Any:
+    """Create the ``medical-imaging`` client with the retry and pool settings verification needs.
+
+    Endpoint, region and credentials come from the ordinary boto3 configuration (profile, environment,
+    ``AWS_ENDPOINT_URL_MEDICAL_IMAGING`` for the local emulator).
+    """
+    config = Config(
+        retries={"mode": "adaptive", "total_max_attempts": max_attempts},
+        max_pool_connections=max_pool_connections,
+        connect_timeout=10,
+        read_timeout=60,
+    )
+    return boto3.client("medical-imaging", config=config)
+
+
+class HealthImagingSource:
+    """Fetches metadata and frames with a ``medical-imaging`` client and maps failures to reasons."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def get_image_set_metadata(self, datastore_id: str, image_set_id: str, version_id: str | None) -> bytes:
+        """Return the raw metadata blob (gzip as served; the core decompresses it).
+
+        Raises
+        ------
+        ImageSetError
+            Any service or transport error, after the client's retries.
+        """
+        kwargs = {"datastoreId": datastore_id, "imageSetId": image_set_id}
+        if version_id is not None:
+            kwargs["versionId"] = version_id
+        try:
+            response = self._client.get_image_set_metadata(**kwargs)
+            return bytes(response["imageSetMetadataBlob"].read())
+        except ClientError as exc:
+            raise ImageSetError(f"GetImageSetMetadata for image set {image_set_id} failed: {_describe(exc)}") from exc
+        except BotoCoreError as exc:
+            raise ImageSetError(f"GetImageSetMetadata for image set {image_set_id} failed: {exc}") from exc
+
+    def get_image_frame(self, datastore_id: str, image_set_id: str, image_frame_id: str) -> FetchedFrame:
+        """Return one frame's bytes and content type.
+
+        Raises
+        ------
+        FrameFetchError
+            With a reason: not found, access denied, incomplete body, or fetch failed after retries.
+        """
+        try:
+            response = self._client.get_image_frame(
+                datastoreId=datastore_id,
+                imageSetId=image_set_id,
+                imageFrameInformation={"imageFrameId": image_frame_id},
+            )
+            # StreamingBody.read() raises IncompleteReadError when fewer bytes arrive than Content-Length
+            # promised; the explicit comparison also covers a body that was cut without that check.
+            blob = response["imageFrameBlob"].read()
+            declared = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("content-length")
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            raise FrameFetchError(_REASON_BY_CODE.get(code, Reason.FETCH_FAILED), _describe(exc)) from exc
+        except BotoCoreError as exc:
+            reason = Reason.INCOMPLETE_BODY if "IncompleteRead" in type(exc).__name__ else Reason.FETCH_FAILED
+            raise FrameFetchError(reason, f"{type(exc).__name__}: {exc}") from exc
+        if declared is not None and declared.isdigit() and int(declared) != len(blob):
+            raise FrameFetchError(Reason.INCOMPLETE_BODY, f"received {len(blob)} of {declared} bytes")
+        return FetchedFrame(blob=blob, content_type=response.get("contentType"))
+
+
+def _describe(exc: ClientError) -> str:
+    error = exc.response.get("Error", {})
+    attempts = exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
+    return f"{error.get('Code', 'Unknown')}: {error.get('Message', '')} (after {attempts} retries)".strip()

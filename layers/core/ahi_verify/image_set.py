@@ -1,0 +1,257 @@
+"""Verify every frame of one image set: metadata once, then all frames fetched and checked concurrently.
+
+Fetching is I/O-bound and runs on many threads; decoding and CRC are CPU-bound and run on one thread per
+CPU (the codecs release the GIL). Frames in flight (fetched bytes plus the decoder's working memory) are
+bounded by a byte budget, so an image set of large frames cannot exhaust the function's memory.
+Results stream out as frames complete.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Protocol, TypeVar
+
+from .frame_check import FetchedFrame, FrameResult, Reason, Status, check_frame, precheck_frame
+from .metadata import FrameRef, ImageSetFrames, MetadataError, decode_metadata_blob, parse_image_set_metadata
+
+# What one frame costs while in flight, as a multiple of its decoded size: the encoded bytes (at most
+# about the decoded size for lossless data), the decoded array, and the decoder's scratch space (OpenJPH
+# peaks near +0.6x on large frames).
+_IN_FLIGHT_FACTOR = 2.6
+DEFAULT_FETCH_CONCURRENCY = 16
+DEFAULT_MEMORY_BUDGET = 160 * 1024 * 1024
+_T = TypeVar("_T")
+
+
+class FrameFetchError(Exception):
+    """GetImageFrame did not deliver the frame (after the client's own retries)."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ImageSetError(Exception):
+    """The image set as a whole cannot be verified (its metadata could not be fetched or read)."""
+
+
+class FrameSource(Protocol):
+    """Where metadata and frames come from; the HealthImaging adapter is the production one."""
+
+    def get_image_set_metadata(self, datastore_id: str, image_set_id: str, version_id: str | None) -> bytes:
+        """Return the raw ``imageSetMetadataBlob`` bytes; raise :class:`ImageSetError` on failure."""
+        ...
+
+    def get_image_frame(self, datastore_id: str, image_set_id: str, image_frame_id: str) -> FetchedFrame:
+        """Return one frame's bytes and content type; raise :class:`FrameFetchError` on failure."""
+        ...
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    """How hard to drive the service and the CPUs.
+
+    The fetch concurrency should match the client's connection pool (``max_pool_connections``); the
+    default keeps one process far below the GetImageFrame quota of 1,000 TPS.
+    """
+
+    fetch_concurrency: int = DEFAULT_FETCH_CONCURRENCY
+    decode_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET
+
+    def __post_init__(self) -> None:
+        for name in ("fetch_concurrency", "decode_workers", "memory_budget_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+
+@dataclass(frozen=True)
+class ImageSetResult:
+    """Every frame's result for one image set, in metadata order."""
+
+    datastore_id: str
+    image_set_id: str
+    version_id: str | None
+    results: tuple[FrameResult, ...]
+
+    def count(self, status: Status) -> int:
+        """Number of frames with the given status."""
+        return sum(1 for r in self.results if r.status is status)
+
+    @property
+    def all_match(self) -> bool:
+        """True when every frame matched (an image set with no frames never counts as verified)."""
+        return bool(self.results) and all(r.status is Status.MATCH for r in self.results)
+
+
+class _ByteBudget:
+    """A counting semaphore over bytes. A request larger than the whole budget waits until it runs alone."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._available = capacity
+        self._cond = threading.Condition()
+
+    def acquire(self, amount: int, cancelled: threading.Event) -> int:
+        amount = min(amount, self._capacity)
+        with self._cond:
+            while self._available < amount and not cancelled.is_set():
+                self._cond.wait(timeout=0.5)
+            self._available -= amount
+        return amount
+
+    def release(self, amount: int) -> None:
+        with self._cond:
+            self._available += amount
+            self._cond.notify_all()
+
+
+def load_image_set_frames(
+    source: FrameSource, datastore_id: str, image_set_id: str, version_id: str | None = None
+) -> ImageSetFrames:
+    """Fetch and parse an image set's metadata.
+
+    Raises
+    ------
+    ImageSetError
+        The fetch failed, or the document is corrupt or lists no series.
+    """
+    blob = source.get_image_set_metadata(datastore_id, image_set_id, version_id)
+    try:
+        return parse_image_set_metadata(decode_metadata_blob(blob))
+    except MetadataError as exc:
+        raise ImageSetError(f"image set {image_set_id}: {exc}") from exc
+
+
+def iter_frame_results(
+    source: FrameSource,
+    datastore_id: str,
+    image_set_id: str,
+    frames: tuple[FrameRef, ...],
+    options: VerifyOptions | None = None,
+) -> Iterator[FrameResult]:
+    """Yield one result per frame, in completion order.
+
+    Every frame yields exactly one result: fetch and decode failures, and any unexpected exception,
+    become ERROR results for that frame instead of ending the run. Closing the iterator early cancels
+    the frames not yet started.
+    """
+    options = options or VerifyOptions()
+    done: queue.SimpleQueue[FrameResult] = queue.SimpleQueue()
+    budget = _ByteBudget(options.memory_budget_bytes)
+    cancelled = threading.Event()
+    fetch_pool = ThreadPoolExecutor(options.fetch_concurrency, thread_name_prefix="ahi-fetch")
+    decode_pool = ThreadPoolExecutor(options.decode_workers, thread_name_prefix="ahi-decode")
+
+    def decode(frame: FrameRef, fetched: FetchedFrame, reserved: int) -> None:
+        try:
+            done.put(_guarded(frame, lambda: check_frame(frame, fetched)))
+        finally:
+            budget.release(reserved)
+
+    def fetch(frame: FrameRef) -> None:
+        reserved = budget.acquire(int(frame.decoded_size_estimate() * _IN_FLIGHT_FACTOR), cancelled)
+        handed_over = False
+        try:
+            if cancelled.is_set():
+                return
+            try:
+                fetched = source.get_image_frame(datastore_id, image_set_id, frame.image_frame_id)
+            except FrameFetchError as exc:
+                done.put(
+                    FrameResult(frame, Status.ERROR, expected=_expected(frame), reason=exc.reason, detail=str(exc))
+                )
+                return
+            except Exception as exc:  # one frame's failure never ends the run
+                done.put(_internal_error(frame, exc))
+                return
+            decode_pool.submit(decode, frame, fetched, reserved)
+            handed_over = True
+        finally:
+            if not handed_over:
+                budget.release(reserved)
+
+    pending = 0
+    try:
+        for frame in frames:
+            early = _guarded(frame, partial(precheck_frame, frame))
+            if early is not None:
+                yield early
+            else:
+                fetch_pool.submit(fetch, frame)
+                pending += 1
+        for _ in range(pending):
+            yield done.get()
+    finally:
+        cancelled.set()
+        fetch_pool.shutdown(wait=True, cancel_futures=True)
+        decode_pool.shutdown(wait=True, cancel_futures=True)
+
+
+def verify_image_set(
+    source: FrameSource,
+    datastore_id: str,
+    image_set_id: str,
+    version_id: str | None = None,
+    options: VerifyOptions | None = None,
+    on_result: Callable[[FrameResult, int], None] | None = None,
+) -> ImageSetResult:
+    """Verify every frame of one image set.
+
+    Parameters
+    ----------
+    source : FrameSource
+        The HealthImaging adapter (or any object with the same two methods).
+    datastore_id, image_set_id : str
+    version_id : str, optional
+        Pin the image set version, so a later update cannot change what is verified.
+    options : VerifyOptions, optional
+    on_result : callable, optional
+        Called with each result and the total frame count as results complete (progress reporting).
+
+    Returns
+    -------
+    ImageSetResult
+        Results in metadata order.
+
+    Raises
+    ------
+    ImageSetError
+        The metadata could not be fetched or read.
+    """
+    listed = load_image_set_frames(source, datastore_id, image_set_id, version_id)
+    total = len(listed.frames)
+    collected: list[FrameResult] = []
+    for result in iter_frame_results(source, datastore_id, image_set_id, listed.frames, options):
+        collected.append(result)
+        if on_result is not None:
+            on_result(result, total)
+    collected.sort(key=lambda r: r.frame.index)
+    return ImageSetResult(datastore_id, image_set_id, version_id, tuple(collected))
+
+
+def _expected(frame: FrameRef) -> int | None:
+    return frame.full_resolution.checksum if frame.full_resolution else None
+
+
+def _internal_error(frame: FrameRef, exc: BaseException) -> FrameResult:
+    return FrameResult(
+        frame,
+        Status.ERROR,
+        expected=_expected(frame),
+        reason=Reason.INTERNAL,
+        detail=f"unexpected {type(exc).__name__}: {exc}",
+    )
+
+
+def _guarded(frame: FrameRef, step: Callable[[], _T]) -> _T | FrameResult:
+    try:
+        return step()
+    except Exception as exc:  # turned into that frame's result
+        return _internal_error(frame, exc)
