@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import SHARED_FIXTURES
+
 # Set before any boto3 client exists: no test may reach AWS or probe the instance metadata service.
 for _key, _value in {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -19,7 +21,6 @@ for _key, _value in {
     os.environ[_key] = _value
 os.environ.pop("AWS_PROFILE", None)
 
-from tests.support import SHARED_FIXTURES
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from .metadata import FrameRef, ImageSetFrames, MetadataError, decode_metadata_b
 # What one frame costs while in flight, as a multiple of its decoded size: the encoded bytes (at most
 # about the decoded size for lossless data), the decoded array, and the decoder's scratch space (OpenJPH
 # peaks near +0.6x on large frames).
-_IN_FLIGHT_FACTOR = 2.6
+IN_FLIGHT_FACTOR = 2.6
 DEFAULT_FETCH_CONCURRENCY = 16
 DEFAULT_MEMORY_BUDGET = 160 * 1024 * 1024
 _T = TypeVar("_T")
@@ -156,7 +156,7 @@ def iter_frame_results(
             budget.release(reserved)
 
     def fetch(frame: FrameRef) -> None:
-        reserved = budget.acquire(int(frame.decoded_size_estimate() * _IN_FLIGHT_FACTOR), cancelled)
+        reserved = budget.acquire(int(frame.decoded_size_estimate() * IN_FLIGHT_FACTOR), cancelled)
         handed_over = False
         try:
             if cancelled.is_set():

@@ -1,0 +1,167 @@
+"""The image-set engine: every listed frame ends in exactly one result, concurrency and memory stay bounded."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import time
+import zlib
+from typing import Any
+
+import imagecodecs
+import numpy as np
+import pytest
+
+from ahi_verify.frame_check import FetchedFrame, Reason, Status
+from ahi_verify.image_set import (
+    IN_FLIGHT_FACTOR,
+    FrameFetchError,
+    ImageSetError,
+    VerifyOptions,
+    iter_frame_results,
+    load_image_set_frames,
+    verify_image_set,
+)
+
+DS, ISET = "d" * 32, "e" * 32
+
+
+def make_frames(count: int, size: int = 16) -> dict[str, tuple[bytes, int]]:
+    frames = {}
+    for i in range(count):
+        pixels = (np.arange(size * size, dtype=np.uint16).reshape(size, size) + i).astype(np.uint16)
+        frames[f"{i:032x}"] = (bytes(imagecodecs.htj2k_encode(pixels, reversible=True)), zlib.crc32(pixels.tobytes()))
+    return frames
+
+
+def metadata_for(frames: dict[str, tuple[bytes, int]], size: int = 16) -> dict[str, Any]:
+    image_frames = [
+        {"ID": fid, "PixelDataChecksumFromBaseToFullResolution": [{"Width": size, "Height": size, "Checksum": crc}]}
+        for fid, (_, crc) in frames.items()
+    ]
+    return {"Study": {"Series": {"1.2": {"Instances": {"1.2.3": {"ImageFrames": image_frames}}}}}}
+
+
+class FakeSource:
+    """An in-memory FrameSource that can fail like the real service does (after retries) and counts load."""
+
+    def __init__(self, frames: dict[str, tuple[bytes, int]], metadata: Any = None, delay: float = 0.0) -> None:
+        self.frames = frames
+        self.metadata = gzip.compress(json.dumps(metadata or metadata_for(frames)).encode())
+        self.delay = delay
+        self.failures: dict[str, FrameFetchError | Exception] = {}
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.fetched: list[str] = []
+        self._lock = threading.Lock()
+
+    def get_image_set_metadata(self, datastore_id: str, image_set_id: str, version_id: str | None) -> bytes:
+        return self.metadata
+
+    def get_image_frame(self, datastore_id: str, image_set_id: str, image_frame_id: str) -> FetchedFrame:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.fetched.append(image_frame_id)
+        try:
+            time.sleep(self.delay)
+            if image_frame_id in self.failures:
+                raise self.failures[image_frame_id]
+            return FetchedFrame(self.frames[image_frame_id][0], "image/jph")
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+def test_every_frame_ends_in_exactly_one_result_in_metadata_order() -> None:
+    # GIVEN 50 frames, three of which fail in different ways
+    frames = make_frames(50)
+    source = FakeSource(frames)
+    ids = list(frames)
+    source.failures[ids[3]] = FrameFetchError(Reason.FRAME_NOT_FOUND, "ResourceNotFoundException")
+    source.failures[ids[7]] = FrameFetchError(Reason.FETCH_FAILED, "ThrottlingException after 10 attempts")
+    source.failures[ids[9]] = RuntimeError("socket exploded")
+    # WHEN the image set is verified
+    result = verify_image_set(source, DS, ISET, options=VerifyOptions(fetch_concurrency=8, decode_workers=2))
+    # THEN each frame has one result, in metadata order, with the right reasons
+    assert [r.frame.image_frame_id for r in result.results] == ids
+    assert (result.count(Status.MATCH), result.count(Status.ERROR)) == (47, 3)
+    reasons = {r.frame.image_frame_id: r.reason for r in result.results if r.status is Status.ERROR}
+    assert reasons == {ids[3]: Reason.FRAME_NOT_FOUND, ids[7]: Reason.FETCH_FAILED, ids[9]: Reason.INTERNAL}
+    assert not result.all_match
+
+
+def test_fetch_concurrency_is_bounded_and_used() -> None:
+    source = FakeSource(make_frames(40), delay=0.01)
+    verify_image_set(source, DS, ISET, options=VerifyOptions(fetch_concurrency=6, decode_workers=1))
+    assert source.max_in_flight == 6
+
+
+def test_memory_budget_limits_frames_in_flight() -> None:
+    # GIVEN a budget that holds exactly two frames' in-flight cost
+    source = FakeSource(make_frames(20), delay=0.02)
+    one_frame = int(load_image_set_frames(source, DS, ISET).frames[0].decoded_size_estimate() * IN_FLIGHT_FACTOR)
+    options = VerifyOptions(fetch_concurrency=16, decode_workers=2, memory_budget_bytes=2 * one_frame + 1)
+    # WHEN verified THEN two frames are fetched at once, never more, and all still match
+    result = verify_image_set(source, DS, ISET, options=options)
+    assert source.max_in_flight == 2
+    assert result.all_match
+
+
+def test_frame_larger_than_the_whole_budget_still_runs_alone() -> None:
+    source = FakeSource(make_frames(3))
+    result = verify_image_set(source, DS, ISET, options=VerifyOptions(memory_budget_bytes=1))
+    assert result.all_match
+    assert source.max_in_flight == 1
+
+
+def test_frames_decided_by_metadata_are_not_fetched() -> None:
+    # GIVEN a reduced document: frames without checksums
+    frames = make_frames(4)
+    doc = metadata_for(frames)
+    for entry in doc["Study"]["Series"]["1.2"]["Instances"]["1.2.3"]["ImageFrames"]:
+        del entry["PixelDataChecksumFromBaseToFullResolution"]
+    source = FakeSource(frames, metadata=doc)
+    # WHEN verified THEN every frame is an ERROR "no checksum" and nothing was fetched
+    result = verify_image_set(source, DS, ISET)
+    assert {(r.status, r.reason) for r in result.results} == {(Status.ERROR, Reason.NO_CHECKSUM)}
+    assert len(result.results) == 4
+    assert source.fetched == []
+
+
+def test_closing_the_stream_early_cancels_the_rest() -> None:
+    source = FakeSource(make_frames(200), delay=0.005)
+    listed = load_image_set_frames(source, DS, ISET)
+    stream = iter_frame_results(source, DS, ISET, listed.frames, VerifyOptions(fetch_concurrency=2))
+    next(stream)
+    stream.close()
+    assert len(source.fetched) < 200
+
+
+def test_corrupt_metadata_is_an_image_set_error() -> None:
+    source = FakeSource(make_frames(1))
+    source.metadata = b"\x1f\x8b\x08\x00garbage"
+    with pytest.raises(ImageSetError, match=f"image set {ISET}: .*not valid gzip"):
+        verify_image_set(source, DS, ISET)
+
+
+def test_empty_image_set_is_not_verified() -> None:
+    source = FakeSource({}, metadata={"Study": {"Series": {}}})
+    result = verify_image_set(source, DS, ISET)
+    assert result.results == ()
+    assert not result.all_match
+
+
+def test_progress_callback_sees_every_result() -> None:
+    seen: list[tuple[str, int]] = []
+    source = FakeSource(make_frames(10))
+    verify_image_set(source, DS, ISET, on_result=lambda r, total: seen.append((r.frame.image_frame_id, total)))
+    assert sorted(fid for fid, _ in seen) == sorted(source.frames)
+    assert {total for _, total in seen} == {10}
+
+
+@pytest.mark.parametrize("field", ["fetch_concurrency", "decode_workers", "memory_budget_bytes"])
+def test_options_reject_zero(field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        VerifyOptions(**{field: 0})
