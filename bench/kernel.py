@@ -63,7 +63,9 @@ def main() -> int:
     print(f"kernel: {FRAMES} frames 512x512 int16 HTJ2K, median of {ROUNDS} alternating rounds")
     print(f"  bare htj2k_decode + zlib.crc32: {bare_s * 1000:8.1f} ms  ({mb / bare_s:6.0f} MB/s decoded)")
     print(f"  verifier check_frame          : {verifier_s * 1000:8.1f} ms  ({mb / verifier_s:6.0f} MB/s decoded)")
-    print(f"  ratio verifier/bare throughput: {ratio:.3f}x  (target >= {TARGET}x) {'PASS' if ratio >= TARGET else 'FAIL'}")
+    print(
+        f"  ratio verifier/bare throughput: {ratio:.3f}x  (target >= {TARGET}x) {'PASS' if ratio >= TARGET else 'FAIL'}"
+    )
     return 0 if ratio >= TARGET else 1
 
 

@@ -1,0 +1,107 @@
+"""Image-set benchmark: 1,000 512x512 16-bit frames from the emulator with 20 ms added per GetImageFrame.
+
+Three runs in one command, same emulator process, same frames:
+  sequential  fetch -> decode -> CRC one frame after another, as the AWS SDK example does (with latency)
+  latency     ahi-verify's engine with 20 ms added to every GetImageFrame
+  no-latency  ahi-verify's engine with no added latency
+Targets: latency >= 10x sequential throughput; latency >= 0.8x no-latency throughput.
+
+    python -m bench.image_set [--frames 1000] [--sequential-frames 250]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import time
+import zlib
+
+import imagecodecs
+import numpy as np
+
+from ahi_emulator import Emulator, InstanceSpec
+from ahi_verify.healthimaging import HealthImagingSource, make_client
+from ahi_verify.image_set import VerifyOptions, verify_image_set
+from bench.common import ct_like_frame
+from bench.served import point_boto3_at, served, set_faults
+
+LATENCY_MS = 20
+
+
+def sequential(client: object, datastore_id: str, image_set_id: str, limit: int) -> tuple[float, int]:
+    """The straightforward loop: metadata, then each frame fetched, decoded and hashed in turn."""
+    start = time.perf_counter()
+    blob = client.get_image_set_metadata(datastoreId=datastore_id, imageSetId=image_set_id)  # type: ignore[attr-defined]
+    doc = json.loads(gzip.decompress(blob["imageSetMetadataBlob"].read()))
+    checked = 0
+    for series in doc["Study"]["Series"].values():
+        for instance in series["Instances"].values():
+            for frame in instance["ImageFrames"]:
+                if checked == limit:
+                    return time.perf_counter() - start, checked
+                data = client.get_image_frame(  # type: ignore[attr-defined]
+                    datastoreId=datastore_id,
+                    imageSetId=image_set_id,
+                    imageFrameInformation={"imageFrameId": frame["ID"]},
+                )["imageFrameBlob"].read()
+                crc = zlib.crc32(np.ascontiguousarray(imagecodecs.htj2k_decode(data, planar=False)))
+                expected = max(frame["PixelDataChecksumFromBaseToFullResolution"], key=lambda c: c["Width"])
+                assert crc == expected["Checksum"]
+                checked += 1
+    return time.perf_counter() - start, checked
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--frames", type=int, default=1000)
+    parser.add_argument("--sequential-frames", type=int, default=250)
+    args = parser.parse_args()
+
+    emulator = Emulator()
+    datastore = emulator.create_datastore()
+    distinct = [ct_like_frame(512, 512, seed) for seed in range(25)]
+    per_instance = 100
+    instances = [
+        InstanceSpec(frames=[distinct[(i + j) % len(distinct)] for j in range(min(per_instance, args.frames - i))])
+        for i in range(0, args.frames, per_instance)
+    ]
+    info = emulator.add_image_set(datastore, instances, resolution_levels=False)
+    options = VerifyOptions()
+    print(f"image set: {len(info.frame_ids)} frames 512x512 int16 HTJ2K; engine: {options}")
+
+    with served(emulator) as endpoint:
+        point_boto3_at(endpoint)
+        client = make_client(max_pool_connections=options.fetch_concurrency)
+        source = HealthImagingSource(client)
+
+        def engine() -> float:
+            start = time.perf_counter()
+            result = verify_image_set(source, datastore, info.image_set_id, options=options)
+            elapsed = time.perf_counter() - start
+            assert result.all_match
+            assert len(result.results) == len(info.frame_ids)
+            return elapsed
+
+        engine()  # warm the connection pool and the codecs
+        no_latency = engine()
+        set_faults(endpoint, [{"kind": "latency", "operation": "GetImageFrame", "latency_ms": LATENCY_MS}])
+        with_latency = engine()
+        seq_s, seq_frames = sequential(client, datastore, info.image_set_id, args.sequential_frames)
+        set_faults(endpoint, [])
+
+    n = len(info.frame_ids)
+    fps = {"sequential": seq_frames / seq_s, "latency": n / with_latency, "no-latency": n / no_latency}
+    vs_sequential = fps["latency"] / fps["sequential"]
+    vs_no_latency = fps["latency"] / fps["no-latency"]
+    print(f"  sequential, {LATENCY_MS} ms latency : {fps['sequential']:8.1f} frames/s  ({seq_frames} frames)")
+    print(f"  engine, {LATENCY_MS} ms latency     : {fps['latency']:8.1f} frames/s  ({n} frames)")
+    print(f"  engine, no added latency  : {fps['no-latency']:8.1f} frames/s  ({n} frames)")
+    ok1, ok2 = vs_sequential >= 10, vs_no_latency >= 0.8
+    print(f"  ratio engine/sequential   : {vs_sequential:6.2f}x (target >= 10x)  {'PASS' if ok1 else 'FAIL'}")
+    print(f"  ratio latency/no-latency  : {vs_no_latency:6.2f}x (target >= 0.8x) {'PASS' if ok2 else 'FAIL'}")
+    return 0 if ok1 and ok2 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
