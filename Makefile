@@ -40,7 +40,7 @@ test: lint typecheck ## everything CI runs: lint, types, all tests
 	$(BIN)/pytest
 
 demo: $(STAMP) ## start the emulator with sample image sets and verify each one
-	$(BIN)/python -m bench.demo
+	$(BIN)/python -m local.demo
 
 bench: $(STAMP) ## the benchmarks (ratios against a baseline in the same run)
 	$(BIN)/python -m bench.kernel
