@@ -22,7 +22,6 @@ for _key, _value in {
 os.environ.pop("AWS_PROFILE", None)
 
 
-
 @pytest.fixture(scope="session")
 def shared_fixtures() -> Path:
     if not SHARED_FIXTURES.is_dir():

@@ -1,0 +1,12 @@
+"""A local AWS HealthImaging runtime emulator: metadata, frames and injectable faults.
+
+The full-resolution checksums it lists are computed from the source arrays, independently of any decoder, so
+a verifier tested against it cannot pass by sharing a decoder's mistakes.
+"""
+
+from .faults import Fault
+from .server import EmulatorServer
+from .specs import ImageSetInfo, InstanceSpec, PatientSpec
+from .store import Emulator, NotFoundError
+
+__all__ = ["Emulator", "EmulatorServer", "Fault", "ImageSetInfo", "InstanceSpec", "NotFoundError", "PatientSpec"]

@@ -11,7 +11,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, IncompleteReadError, ResponseStreamingError
 
 from .frame_check import FetchedFrame, Reason
 from .image_set import FrameFetchError, ImageSetError
@@ -88,7 +88,8 @@ class HealthImagingSource:
             code = exc.response.get("Error", {}).get("Code", "")
             raise FrameFetchError(_REASON_BY_CODE.get(code, Reason.FETCH_FAILED), _describe(exc)) from exc
         except BotoCoreError as exc:
-            reason = Reason.INCOMPLETE_BODY if "IncompleteRead" in type(exc).__name__ else Reason.FETCH_FAILED
+            cut_short = isinstance(exc, (IncompleteReadError, ResponseStreamingError))
+            reason = Reason.INCOMPLETE_BODY if cut_short else Reason.FETCH_FAILED
             raise FrameFetchError(reason, f"{type(exc).__name__}: {exc}") from exc
         if declared is not None and declared.isdigit() and int(declared) != len(blob):
             raise FrameFetchError(Reason.INCOMPLETE_BODY, f"received {len(blob)} of {declared} bytes")

@@ -1,0 +1,104 @@
+"""Command line: ``ahi-emulator seed`` writes a dataset, ``ahi-emulator serve`` serves one."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from .seed import seed_emulator
+from .server import EmulatorServer
+from .store import Emulator
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ahi-emulator", description="Local AWS HealthImaging runtime emulator (metadata and frames)."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve a dataset written by 'seed' or Emulator.save()")
+    serve.add_argument("--data", required=True, type=Path, help="dataset directory")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    serve.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default)")
+    serve.add_argument("--url-file", type=Path, help="write the endpoint URL here once serving")
+
+    seed = commands.add_parser("seed", help="write a small synthetic dataset")
+    seed.add_argument("--data", required=True, type=Path, help="dataset directory (created)")
+    seed.add_argument("--frames", type=int, default=2, help="frames per series (default 2)")
+    seed.add_argument("--rows", type=int, default=256, help="rows per frame (default 256)")
+    seed.add_argument("--cols", type=int, default=256, help="columns per frame (default 256)")
+    seed.add_argument("--seed", type=int, default=0, help="random seed of the pixel data")
+    return parser
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    # A script polling for the file must never read it half-written.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    emulator = Emulator.load(args.data)
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with EmulatorServer(emulator, host=args.host, port=args.port) as server:
+            count = len(emulator.image_sets())
+            print(f"ahi-emulator serving {count} image set(s) at {server.endpoint_url}", flush=True)
+            print("Point boto3 at it with:", flush=True)
+            for key, value in server.client_env().items():
+                print(f"export {key}={value}", flush=True)
+            if args.url_file is not None:
+                _write_atomically(args.url_file, server.endpoint_url + "\n")
+            while not stop.wait(0.5):
+                pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("ahi-emulator stopped", flush=True)
+    return 0
+
+
+def _seed(args: argparse.Namespace) -> int:
+    emulator = Emulator()
+    infos = seed_emulator(emulator, frames=args.frames, rows=args.rows, cols=args.cols, seed=args.seed)
+    emulator.save(args.data)
+    for info in infos:
+        print(f"datastore {info.datastore_id} image set {info.image_set_id}: {len(info.frame_ids)} frame(s)")
+    print(f"wrote {args.data}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``ahi-emulator`` command.
+
+    Parameters
+    ----------
+    argv
+        Arguments without the program name; ``sys.argv[1:]`` when ``None``.
+
+    Returns
+    -------
+    int
+        Process exit status.
+    """
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        return _seed(args)
+    except (ValueError, OSError) as exc:
+        print(f"ahi-emulator: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,204 @@
+"""Request-time fault injection and request counters, shared by all server threads."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, get_args
+
+FaultKind = Literal["latency", "throttle", "server_error", "truncate_body", "access_denied", "not_found"]
+Operation = Literal["GetImageFrame", "GetImageSetMetadata", "GetImageSet"]
+
+FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
+OPERATIONS: tuple[str, ...] = get_args(Operation)
+
+#: kind -> (HTTP status, x-amzn-ErrorType, message) for faults answered with an error response.
+ERROR_RESPONSES: dict[str, tuple[int, str, str]] = {
+    "throttle": (429, "ThrottlingException", "Rate exceeded (injected by ahi-emulator)"),
+    "server_error": (500, "InternalServerException", "Internal server error (injected by ahi-emulator)"),
+    "access_denied": (403, "AccessDeniedException", "Access denied (injected by ahi-emulator)"),
+    "not_found": (404, "ResourceNotFoundException", "Resource not found (injected by ahi-emulator)"),
+}
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A request-time fault.
+
+    Parameters
+    ----------
+    kind
+        ``latency`` (sleep, then answer normally), ``throttle`` (429 ThrottlingException),
+        ``server_error`` (500 InternalServerException), ``access_denied`` (403 AccessDeniedException),
+        ``not_found`` (404 ResourceNotFoundException) or ``truncate_body`` (full ``Content-Length``
+        declared, half the body sent, connection closed).
+    operation
+        ``GetImageFrame``, ``GetImageSetMetadata``, ``GetImageSet`` or ``None`` for any.
+    image_set_id, frame_id
+        Restrict to one image set / frame; ``None`` matches any.
+    count
+        How many times the fault fires before it is exhausted; ``None`` means forever.
+    latency_ms
+        Delay for ``latency`` faults.
+    every
+        Fire on every n-th matching request (n, 2n, 3n, ...); 1 fires on each.
+    """
+
+    kind: FaultKind
+    operation: Operation | None = None
+    image_set_id: str | None = None
+    frame_id: str | None = None
+    count: int | None = None
+    latency_ms: float = 0.0
+    every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {FAULT_KINDS}")
+        if self.operation is not None and self.operation not in OPERATIONS:
+            raise ValueError(f"unknown operation {self.operation!r}; expected one of {OPERATIONS} or None")
+        if self.count is not None and self.count < 1:
+            raise ValueError("count must be >= 1 or None")
+        if self.every < 1:
+            raise ValueError("every must be >= 1")
+        if self.latency_ms < 0:
+            raise ValueError("latency_ms must be >= 0")
+
+    def matches(self, operation: str, image_set_id: str | None, frame_id: str | None) -> bool:
+        """Return True when a request for these identifiers is in this fault's scope."""
+        return (
+            (self.operation is None or self.operation == operation)
+            and (self.image_set_id is None or self.image_set_id == image_set_id)
+            and (self.frame_id is None or self.frame_id == frame_id)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict (the admin API's wire form)."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Fault:
+        """Build a fault from the admin API's wire form.
+
+        Raises
+        ------
+        ValueError
+            When ``obj`` is not an object, has unknown keys or invalid values.
+        """
+        if not isinstance(obj, dict):
+            raise ValueError("a fault must be a JSON object")
+        unknown = set(obj) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown fault fields: {sorted(unknown)}")
+        try:
+            return cls(**obj)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from exc
+
+
+@dataclass(frozen=True)
+class FaultDecision:
+    """What the app must do for one request: wait ``latency_s``, then apply ``fault`` if set."""
+
+    latency_s: float = 0.0
+    fault: Fault | None = None
+
+
+@dataclass
+class _ActiveFault:
+    fault: Fault
+    matched: int = 0
+    fired: int = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.fault.count is not None and self.fired >= self.fault.count
+
+
+@dataclass
+class FaultBook:
+    """Thread-safe list of active faults plus request/response counters."""
+
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _active: list[_ActiveFault] = field(default_factory=list)
+    _requests: Counter[str] = field(default_factory=Counter)
+    _responses: Counter[str] = field(default_factory=Counter)
+    _fired: Counter[str] = field(default_factory=Counter)
+
+    def add(self, fault: Fault) -> None:
+        """Activate a fault; faults are evaluated in the order they were added."""
+        with self._lock:
+            self._active.append(_ActiveFault(fault))
+
+    def clear(self) -> None:
+        """Remove every fault (counters are kept)."""
+        with self._lock:
+            self._active.clear()
+
+    def check(self, operation: str, image_set_id: str | None, frame_id: str | None) -> FaultDecision:
+        """Count one request and decide which faults fire for it.
+
+        Latency faults add up. The first firing non-latency fault decides the response; faults after it
+        are not consulted, so they neither count the request nor fire.
+        """
+        latency_ms = 0.0
+        chosen: Fault | None = None
+        with self._lock:
+            self._requests[operation] += 1
+            for active in self._active:
+                fault = active.fault
+                if active.exhausted or not fault.matches(operation, image_set_id, frame_id):
+                    continue
+                if chosen is not None and fault.kind != "latency":
+                    continue
+                active.matched += 1
+                if active.matched % fault.every:
+                    continue
+                active.fired += 1
+                self._fired[fault.kind] += 1
+                if fault.kind == "latency":
+                    latency_ms += fault.latency_ms
+                else:
+                    chosen = fault
+        return FaultDecision(latency_ms / 1000.0, chosen)
+
+    def record_response(self, status: int) -> None:
+        """Count a response by HTTP status."""
+        with self._lock:
+            self._responses[str(status)] += 1
+
+    def reset_stats(self) -> None:
+        """Zero the counters (active faults keep their own progress)."""
+        with self._lock:
+            self._requests.clear()
+            self._responses.clear()
+            self._fired.clear()
+
+    def faults(self) -> list[Fault]:
+        """Return the active (not exhausted) faults."""
+        with self._lock:
+            return [a.fault for a in self._active if not a.exhausted]
+
+    def stats(self) -> dict[str, Any]:
+        """Snapshot of the counters, JSON-serialisable.
+
+        Returns
+        -------
+        dict
+            ``requests`` (per operation, every operation listed), ``requests_total``, ``responses`` (per
+            HTTP status as a string), ``faults_fired`` (total), ``faults_fired_by_kind`` and ``faults``
+            (each active or exhausted fault with its ``matched``/``fired`` counts).
+        """
+        with self._lock:
+            return {
+                "requests": {op: self._requests.get(op, 0) for op in OPERATIONS},
+                "requests_total": sum(self._requests.values()),
+                "responses": dict(self._responses),
+                "faults_fired": sum(self._fired.values()),
+                "faults_fired_by_kind": {kind: self._fired.get(kind, 0) for kind in FAULT_KINDS},
+                "faults": [
+                    {**a.fault.to_json(), "matched": a.matched, "fired": a.fired, "exhausted": a.exhausted}
+                    for a in self._active
+                ],
+            }
