@@ -22,7 +22,7 @@ import numpy as np
 
 from ahi_emulator import Emulator, InstanceSpec
 from ahi_verify.healthimaging import HealthImagingSource, make_client
-from ahi_verify.image_set import VerifyOptions, verify_image_set
+from ahi_verify.image_set import VerifyOptions, prefer_io_threads, verify_image_set
 from bench.common import ct_like_frame
 from bench.served import point_boto3_at, served, set_faults
 
@@ -58,6 +58,7 @@ def main() -> int:
     parser.add_argument("--sequential-frames", type=int, default=250)
     args = parser.parse_args()
 
+    prefer_io_threads()  # as the CLI and the Lambda handlers do
     emulator = Emulator()
     datastore = emulator.create_datastore()
     distinct = [ct_like_frame(512, 512, seed) for seed in range(25)]

@@ -16,7 +16,7 @@ from typing import TextIO
 
 from .frame_check import FrameResult, Status
 from .healthimaging import DEFAULT_MAX_ATTEMPTS, HealthImagingSource, make_client
-from .image_set import ImageSetError, ImageSetResult, VerifyOptions, verify_image_set
+from .image_set import ImageSetError, ImageSetResult, VerifyOptions, prefer_io_threads, verify_image_set
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_UNVERIFIED = 0, 1, 2, 3
 _ID = re.compile(r"^[0-9a-z]{32}$")
@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code."""
     args = build_parser().parse_args(argv)
+    prefer_io_threads()
     client = make_client(max_pool_connections=args.concurrency, max_attempts=args.max_attempts or DEFAULT_MAX_ATTEMPTS)
     progress = _Progress(sys.stderr)
     try:
