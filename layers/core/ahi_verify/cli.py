@@ -14,9 +14,14 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+import boto3
+
 from .frame_check import FrameResult, Status
-from .healthimaging import DEFAULT_MAX_ATTEMPTS, HealthImagingSource, make_client
+from .healthimaging import DEFAULT_MAX_ATTEMPTS, HealthImagingSource, describe_import_job, make_client
 from .image_set import ImageSetError, ImageSetResult, VerifyOptions, prefer_io_threads, verify_image_set
+from .job import JobResult, job_folder, verify_job
+from .job_output import ManifestError
+from .s3_output import JobOutputError, JobOutputReader
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_UNVERIFIED = 0, 1, 2, 3
 _ID = re.compile(r"^[0-9a-z]{32}$")
@@ -31,6 +36,12 @@ def _service_id(value: str) -> str:
 def _version(value: str) -> str:
     if not value.isdigit():
         raise argparse.ArgumentTypeError(f"{value!r} is not an image set version (a positive integer)")
+    return value
+
+
+def _job_id(value: str) -> str:
+    if not re.fullmatch(r"[0-9a-z]{1,32}", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not an import job ID (1-32 characters, 0-9 and a-z)")
     return value
 
 
@@ -69,10 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "job" and bool(args.job) == bool(args.datastore_id and args.job_id):
+        parser.error("job: give either JOB (an s3:// URI) or both --datastore-id and --job-id")
     prefer_io_threads()
     client = make_client(max_pool_connections=args.concurrency, max_attempts=args.max_attempts or DEFAULT_MAX_ATTEMPTS)
     progress = _Progress(sys.stderr)
+    try:
+        if args.command == "job":
+            return _run_job(args, client, progress)
+        return _run_image_set(args, client, progress)
+    finally:
+        progress.finish()
+
+
+def _run_image_set(args: argparse.Namespace, client: object, progress: _Progress) -> int:
     try:
         result = verify_image_set(
             HealthImagingSource(client),
@@ -94,6 +117,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print_table(result, sys.stdout)
     return exit_code(result)
+
+
+def _run_job(args: argparse.Namespace, client: object, progress: _Progress) -> int:
+    try:
+        uri = args.job
+        if uri is None:
+            described = describe_import_job(client, args.datastore_id, args.job_id)
+            if described.status != "COMPLETED":
+                why = f": {described.message}" if described.message else ""
+                raise JobOutputError(f"import job {args.job_id} is {described.status}{why}")
+            uri = described.output_folder_uri
+        reader = JobOutputReader(boto3.client("s3"))
+        result = verify_job(
+            reader,
+            HealthImagingSource(client),
+            job_folder(uri),
+            options=VerifyOptions(fetch_concurrency=args.concurrency),
+            manifest_wait_s=args.manifest_wait,
+            with_sources=args.source,
+            on_result=progress.update,
+        )
+    except (JobOutputError, ManifestError, ImageSetError) as exc:
+        progress.finish()
+        print(f"ahi-verify: job could not be verified: {exc}", file=sys.stderr)
+        if args.format == "json":
+            print(json.dumps({"error": str(exc)}, indent=2))
+        return EXIT_UNVERIFIED
+    progress.finish()
+    if args.format == "json":
+        print(json.dumps(job_document(result), indent=2))
+    else:
+        print_job_table(result, sys.stdout)
+    return job_exit_code(result)
 
 
 def exit_code(result: ImageSetResult) -> int:
@@ -162,6 +218,114 @@ def _row(r: FrameResult) -> str:
     )
 
 
+def job_exit_code(result: JobResult) -> int:
+    """1 any mismatch (published or source checksum), 0 everything verified and no file lost, 3 otherwise."""
+    if result.has_mismatch:
+        return EXIT_MISMATCH
+    return EXIT_OK if result.fully_verified else EXIT_UNVERIFIED
+
+
+def job_document(result: JobResult) -> dict[str, object]:
+    """The ``job --format json`` document."""
+    manifest = result.manifest
+    image_sets = []
+    for outcome in result.image_sets:
+        frames = []
+        for r in outcome.result.results if outcome.result else ():
+            entry = r.to_json()
+            if outcome.sources is not None and r.frame.index in outcome.sources:
+                c = outcome.sources[r.frame.index]
+                entry["source"] = {"ifrc": c.source, "relation": c.relation.value, "inputFile": c.input_file}
+            frames.append(entry)
+        image_sets.append(
+            {
+                "imageSetId": outcome.summary.image_set_id,
+                "version": outcome.summary.version,
+                "isPrimary": outcome.summary.is_primary,
+                "error": outcome.error,
+                "summary": summary(outcome.result) if outcome.result else None,
+                "frames": frames,
+                "sourceErrors": outcome.source_errors,
+                "orphanSourceFrames": outcome.orphan_source_frames,
+            }
+        )
+    return {
+        "job": {
+            "jobId": manifest.job_id,
+            "datastoreId": manifest.datastore_id,
+            "folder": result.folder.uri,
+            "inputS3Uri": manifest.input_s3_uri,
+            "scannedFiles": manifest.scanned_files,
+            "importedFiles": manifest.imported_files,
+            "filesWithCustomerError": manifest.customer_error_files,
+            "filesWithServerError": manifest.server_error_files,
+            "generatedImageSets": manifest.generated_image_sets,
+        },
+        "summary": {
+            "imageSets": len(result.image_sets),
+            "imageSetErrors": sum(1 for o in result.image_sets if o.error),
+            "frames": result.frame_counts(),
+            "importFailures": len(result.findings.failures),
+            "importWarnings": len(result.findings.warnings),
+            "unreadableLines": len(result.findings.problems),
+        },
+        "imageSets": image_sets,
+        "failures": [
+            {"inputFile": f.input_file, "exceptionType": f.exception_type, "message": f.message}
+            for f in result.findings.failures
+        ],
+        "warnings": [
+            {
+                "inputFile": w.input_file,
+                "imageSetId": w.image_set_id,
+                "warnings": [{"code": x.code, "type": x.type, "affectsFrames": x.affects_frames} for x in w.warnings],
+            }
+            for w in result.findings.warnings
+        ],
+        "unreadableLines": [
+            {"file": p.key, "line": p.line_number, "problem": p.problem} for p in result.findings.problems
+        ],
+        "notes": result.notes,
+    }
+
+
+def print_job_table(result: JobResult, out: TextIO) -> None:
+    """Human-readable job report: problems first, then the counts."""
+    manifest = result.manifest
+    print(f"Import job {manifest.job_id} (data store {manifest.datastore_id})", file=out)
+    print(f"  output: {result.folder.uri}", file=out)
+    for outcome in result.image_sets:
+        if outcome.error:
+            print(f"ERROR     image set {outcome.summary.image_set_id}: {outcome.error}", file=out)
+        elif outcome.result is not None and not outcome.result.all_match:
+            print_table(outcome.result, out)
+        for message in outcome.source_errors:
+            print(f"SOURCE    {message}", file=out)
+        for orphan in outcome.orphan_source_frames:
+            print(f"LOST      {orphan} (in the source, not in image set {outcome.summary.image_set_id})", file=out)
+        for index, c in sorted((outcome.sources or {}).items()):
+            if c.relation.value != "consistent":
+                frame = outcome.result.results[index].frame if outcome.result else None
+                where = f"{frame.image_frame_id} (frame {frame.frame_number})" if frame else str(index)
+                print(f"THREE-WAY {where}: {c.relation.value}", file=out)
+    for f in result.findings.failures:
+        print(f"FAILED    {f.input_file}: {f.exception_type}: {f.message}", file=out)
+    for w in result.findings.warnings:
+        codes = ", ".join(str(x.code) for x in w.warnings)
+        print(f"WARNING   {w.input_file}: codes {codes}", file=out)
+    for p in result.findings.problems:
+        print(f"UNREADABLE {p.key} line {p.line_number}: {p.problem}", file=out)
+    for note in result.notes:
+        print(f"NOTE      {note}", file=out)
+    counts = result.frame_counts()
+    print(
+        f"{len(result.image_sets)} image sets, {counts['total']} frames: {counts['match']} match, "
+        f"{counts['mismatch']} mismatch, {counts['error']} error; {len(result.findings.failures)} failed files, "
+        f"{len(result.findings.warnings)} files with warnings",
+        file=out,
+    )
+
+
 class _Progress:
     """A one-line progress bar on stderr, only when stderr is a terminal."""
 
@@ -183,6 +347,7 @@ class _Progress:
         if self._enabled and self._done:
             self._stream.write("\n")
             self._stream.flush()
+            self._done = 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,6 +7,7 @@ threads. The connection pool is sized to the fetch concurrency so threads never 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -100,3 +101,36 @@ def _describe(exc: ClientError) -> str:
     error = exc.response.get("Error", {})
     attempts = exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
     return f"{error.get('Code', 'Unknown')}: {error.get('Message', '')} (after {attempts} retries)".strip()
+
+
+@dataclass(frozen=True)
+class ImportJob:
+    """``GetDICOMImportJob.jobProperties``, the source of truth for where a job's output is."""
+
+    status: str
+    message: str | None
+    output_folder_uri: str
+
+
+def describe_import_job(client: Any, datastore_id: str, job_id: str) -> ImportJob:
+    """Return the job's status and output folder.
+
+    The ``outputS3Uri`` returned includes the ``<datastoreId>-DicomImport-<jobId>/`` folder; it is
+    appended when missing, as event payloads have been seen both ways.
+
+    Raises
+    ------
+    ImageSetError
+        The job cannot be described (not found, access denied, ...).
+    """
+    try:
+        props = client.get_dicom_import_job(datastoreId=datastore_id, jobId=job_id)["jobProperties"]
+    except ClientError as exc:
+        raise ImageSetError(f"GetDICOMImportJob for job {job_id} failed: {_describe(exc)}") from exc
+    except BotoCoreError as exc:
+        raise ImageSetError(f"GetDICOMImportJob for job {job_id} failed: {exc}") from exc
+    uri = str(props["outputS3Uri"])
+    folder = f"{datastore_id}-DicomImport-{job_id}/"
+    if not uri.endswith(folder):
+        uri = (uri if uri.endswith("/") else uri + "/") + folder
+    return ImportJob(status=str(props["jobStatus"]), message=props.get("message"), output_folder_uri=uri)

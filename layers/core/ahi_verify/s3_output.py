@@ -1,0 +1,126 @@
+"""The adapter to Amazon S3 for import job output: the manifest (retried while it lags) and ndjson lines.
+
+Files under SUCCESS/, FAILURE/ and WARNING/ are listed, not assumed: AWS does not document whether large
+jobs split them or whether empty ones are written, so every ``*.ndjson`` under each prefix is read, in
+key order, one line at a time (memory stays flat in the number of lines).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .job_output import MANIFEST_NAME, LineKind
+
+_READ_CHUNK = 256 * 1024
+
+
+class JobOutputError(Exception):
+    """The job output cannot be read (missing manifest after waiting, access denied, bad URI)."""
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """A bucket and a key or prefix."""
+
+    bucket: str
+    key: str
+
+    @classmethod
+    def parse(cls, uri: str) -> S3Location:
+        """Parse ``s3://bucket/key``; raise :class:`JobOutputError` naming the URI otherwise."""
+        parsed = urlparse(uri)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise JobOutputError(f"{uri!r} is not an s3://bucket/key URI")
+        return cls(parsed.netloc, parsed.path.lstrip("/"))
+
+    @property
+    def uri(self) -> str:
+        """The ``s3://`` form."""
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def _chunks(body: Any) -> Iterator[bytes]:
+    while chunk := body.read(_READ_CHUNK):
+        yield bytes(chunk)
+
+
+def split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Re-cut a stream of byte chunks into lines (without the newline), scanning each byte once."""
+    partial: list[bytes] = []
+    for chunk in chunks:
+        parts = chunk.split(b"\n")
+        if len(parts) == 1:
+            partial.append(chunk)
+            continue
+        partial.append(parts[0])
+        yield b"".join(partial)
+        yield from parts[1:-1]
+        partial = [parts[-1]]
+    if any(partial):
+        yield b"".join(partial)
+
+
+class JobOutputReader:
+    """Reads one job folder through an S3 client."""
+
+    def __init__(self, s3: Any, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._s3 = s3
+        self._sleep = sleep
+
+    def read_manifest(self, folder: S3Location, wait_s: float = 10.0, interval_s: float = 1.0) -> bytes:
+        """Return the manifest's bytes, retrying ``NoSuchKey`` for up to ``wait_s`` seconds.
+
+        The manifest can appear after the job reports COMPLETED, so absence is retried before it is an
+        error.
+
+        Raises
+        ------
+        JobOutputError
+            Still missing after waiting, or any other S3 error.
+        """
+        key = folder.key + MANIFEST_NAME
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return bytes(self._s3.get_object(Bucket=folder.bucket, Key=key)["Body"].read())
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code not in ("NoSuchKey", "404") or time.monotonic() >= deadline:
+                    waited = f" after waiting {wait_s:g} s" if code in ("NoSuchKey", "404") else ""
+                    raise JobOutputError(f"cannot read s3://{folder.bucket}/{key}{waited}: {code}") from exc
+            except BotoCoreError as exc:
+                raise JobOutputError(f"cannot read s3://{folder.bucket}/{key}: {exc}") from exc
+            self._sleep(interval_s)
+
+    def ndjson_keys(self, prefix: S3Location) -> list[str]:
+        """Every ``*.ndjson`` key under a prefix, sorted; none when the prefix is absent."""
+        keys: list[str] = []
+        try:
+            for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=prefix.bucket, Prefix=prefix.key):
+                keys.extend(o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".ndjson"))
+        except (ClientError, BotoCoreError) as exc:
+            raise JobOutputError(f"cannot list {prefix.uri}: {exc}") from exc
+        return sorted(keys)
+
+    def lines(self, kind: LineKind, prefix: S3Location) -> Iterator[tuple[str, int, bytes]]:
+        """Yield ``(key, line_number, line)`` for every line of every ndjson file under the prefix."""
+        for key in self.ndjson_keys(prefix):
+            try:
+                body = self._s3.get_object(Bucket=prefix.bucket, Key=key)["Body"]
+                for number, line in enumerate(split_lines(_chunks(body)), start=1):
+                    yield key, number, line
+            except (ClientError, BotoCoreError) as exc:
+                raise JobOutputError(f"cannot read {kind.value} file s3://{prefix.bucket}/{key}: {exc}") from exc
+
+    def read_object(self, location: S3Location) -> bytes:
+        """One object's bytes (a source P10 file)."""
+        try:
+            return bytes(self._s3.get_object(Bucket=location.bucket, Key=location.key)["Body"].read())
+        except (ClientError, BotoCoreError) as exc:
+            raise JobOutputError(f"cannot read {location.uri}: {exc}") from exc

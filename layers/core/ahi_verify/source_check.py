@@ -1,0 +1,158 @@
+"""The third opinion: the IFRC of each frame computed from the original P10 file that was imported.
+
+Comparing it with the stored checksum and with the decoded frame tells *where* a difference arose:
+
+=============================  =====================================================================
+``consistent``                 source = stored = decoded
+``import-changed-pixels``      stored differs from source, decoded agrees with stored: the import
+                               transcoded other pixels than the file held
+``storage-corrupted``          stored agrees with source, decoded differs: storage or retrieval
+``all-differ``                 no two agree
+=============================  =====================================================================
+
+How source pixels are normalised into the IFRC layout (the same layout HealthImaging hashes):
+
+* Frames come from pydicom's pixel backends with ``raw=True``: no colour-space conversion, so YBR data
+  is hashed as YBR (HealthImaging does not document a conversion, and its HTJ2K stores what it decoded).
+  Natively encoded YBR_FULL_422 is upsampled by pydicom to full resolution.
+* PlanarConfiguration 1 is returned by pydicom as interleaved ``(rows, cols, samples)``, which is the
+  IFRC order.
+* Only BitsStored bits are significant: bits above them are cleared for unsigned data and replaced by the
+  sign bit for signed data (PixelRepresentation 1), in the BitsAllocated container. pydicom does this for
+  native data; it is applied here to every syntax, which is idempotent.
+* Samples are little-endian, 1, 2 or 4 bytes as BitsAllocated says.
+* Syntaxes HealthImaging keeps as the original (JPEG baseline ``.50``, JPEG 2000 lossy ``.91``, HTJ2K
+  ``.203``) are compared on the raw encapsulated frame bytes, never decoded: decoded lossy values depend
+  on the decoder.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .syntax import HTJ2K_RETAINED, JPEG2000_RETAINED, JPEG_BASELINE, Rule
+
+RETAINED_SOURCE_SYNTAXES = frozenset({JPEG_BASELINE, JPEG2000_RETAINED, HTJ2K_RETAINED})
+
+
+class SourceError(Exception):
+    """A source file cannot be read or its pixels decoded; the message names the file, never its content."""
+
+
+class ThreeWay(enum.StrEnum):
+    """How source, stored and decoded checksums relate for one frame."""
+
+    CONSISTENT = "consistent"
+    IMPORT_CHANGED_PIXELS = "import-changed-pixels"
+    STORAGE_CORRUPTED = "storage-corrupted"
+    ALL_DIFFER = "all-differ"
+    SOURCE_DIFFERS = "source-differs-from-stored"
+    """Like import-changed-pixels, for a frame that could not be decoded."""
+    SOURCE_AGREES = "source-agrees-with-stored"
+    """The stored frame could not be fetched or decoded, but the stored checksum matches the source."""
+    NO_SOURCE = "no-source-frame"
+    """No listed source file holds this SOP instance and frame."""
+    SOURCE_UNREADABLE = "source-unreadable"
+
+
+@dataclass(frozen=True)
+class SourceFrame:
+    """The IFRC of one frame of a source file."""
+
+    frame_number: int
+    crc: int
+    rule: str
+    """``decoded-pixels`` (normalised as above) or ``raw-bytes`` (retained syntaxes)."""
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """What a source P10 file contributes to the three-way check."""
+
+    input_file: str
+    sop_instance_uid: str
+    frames: tuple[SourceFrame, ...]
+
+
+def read_source_file(data: bytes, input_file: str) -> SourceFile:
+    """Compute the IFRC of every frame of an original P10 file.
+
+    Parameters
+    ----------
+    data : bytes
+        The P10 file as stored in the input bucket.
+    input_file : str
+        Its key, used in error messages only.
+
+    Raises
+    ------
+    SourceError
+        Not DICOM, no SOP Instance UID, or pixel data that cannot be decoded.
+    """
+    import pydicom  # noqa: PLC0415 - only the three-way check needs pydicom and its pixel backends
+    from pydicom.encaps import generate_frames  # noqa: PLC0415
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+        sop_uid = str(ds.SOPInstanceUID)
+        syntax = str(ds.file_meta.TransferSyntaxUID)
+    except Exception as exc:
+        raise SourceError(f"{input_file}: not a readable DICOM P10 file ({type(exc).__name__})") from exc
+    if "PixelData" not in ds:
+        return SourceFile(input_file, sop_uid, ())
+    number_of_frames = int(ds.get("NumberOfFrames") or 1)
+    try:
+        if syntax in RETAINED_SOURCE_SYNTAXES:
+            raw = generate_frames(ds.PixelData, number_of_frames=number_of_frames)
+            frames = tuple(SourceFrame(i, zlib.crc32(f), Rule.RAW_BYTES.value) for i, f in enumerate(raw, start=1))
+        else:
+            frames = tuple(
+                SourceFrame(i, _ifrc(arr, ds), "decoded-pixels") for i, arr in enumerate(_iter_frames(ds), start=1)
+            )
+    except Exception as exc:
+        raise SourceError(f"{input_file}: pixel data cannot be decoded ({type(exc).__name__}: {exc})") from exc
+    return SourceFile(input_file, sop_uid, frames)
+
+
+def _iter_frames(ds: Any) -> Any:
+    from pydicom.pixels.utils import iter_pixels  # noqa: PLC0415
+
+    return iter_pixels(ds, raw=True)
+
+
+def _ifrc(arr: npt.NDArray[Any], ds: Any) -> int:
+    bits_allocated = int(ds.BitsAllocated)
+    bits_stored = int(ds.get("BitsStored") or bits_allocated)
+    signed = int(ds.get("PixelRepresentation") or 0) == 1
+    size = {1: 1, 8: 1, 16: 2, 32: 4}.get(bits_allocated)
+    if size is None:
+        raise ValueError(f"BitsAllocated {bits_allocated} has no IFRC layout")
+    container = np.dtype(f"<{'i' if signed else 'u'}{size}")
+    values = np.array(arr, dtype=container, order="C")  # a private, writable, contiguous copy
+    shift = size * 8 - bits_stored
+    if 0 < shift < size * 8:
+        np.left_shift(values, shift, out=values)
+        np.right_shift(values, shift, out=values)
+    return zlib.crc32(values.data)
+
+
+def three_way(source: int | None, stored: int | None, decoded: int | None) -> ThreeWay:
+    """Classify one frame from its three checksums (None where a value is not available)."""
+    if source is None:
+        return ThreeWay.NO_SOURCE
+    if decoded is None:
+        return ThreeWay.SOURCE_AGREES if source == stored else ThreeWay.SOURCE_DIFFERS
+    if source == stored == decoded:
+        return ThreeWay.CONSISTENT
+    if stored == decoded:
+        return ThreeWay.IMPORT_CHANGED_PIXELS
+    if source == stored:
+        return ThreeWay.STORAGE_CORRUPTED
+    return ThreeWay.ALL_DIFFER
