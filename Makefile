@@ -46,6 +46,7 @@ bench: $(STAMP) ## the benchmarks (ratios against a baseline in the same run)
 	$(BIN)/python -m bench.kernel
 	$(BIN)/python -m bench.image_set
 	$(BIN)/python -m bench.memory
+	$(BIN)/python -m bench.job_parse
 
 layers: ## build the Lambda layers for x86_64 into build/layers (ARCH=arm64 for Graviton)
 	$(MAKE) -C layers/codecs build-CodecsLayer ARTIFACTS_DIR=$(CURDIR)/build/layers/codecs-$(or $(ARCH),x86_64) ARCH=$(or $(ARCH),x86_64)
