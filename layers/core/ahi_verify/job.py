@@ -109,8 +109,13 @@ class JobResult:
     @property
     def has_mismatch(self) -> bool:
         """A frame whose pixels differ from the published or the source checksum."""
-        changed = {ThreeWay.IMPORT_CHANGED_PIXELS, ThreeWay.STORAGE_CORRUPTED, ThreeWay.ALL_DIFFER}
-        changed.add(ThreeWay.SOURCE_DIFFERS)
+        changed = {
+            ThreeWay.IMPORT_CHANGED_PIXELS,
+            ThreeWay.STORAGE_CORRUPTED,
+            ThreeWay.STORED_CHECKSUM_WRONG,
+            ThreeWay.ALL_DIFFER,
+            ThreeWay.SOURCE_DIFFERS,
+        }
         return any(r.status is Status.MISMATCH for r in self.frames()) or any(
             c.relation in changed for o in self.image_sets for c in (o.sources or {}).values()
         )

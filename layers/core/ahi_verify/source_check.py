@@ -7,6 +7,8 @@ Comparing it with the stored checksum and with the decoded frame tells *where* a
 ``import-changed-pixels``      stored differs from source, decoded agrees with stored: the import
                                transcoded other pixels than the file held
 ``storage-corrupted``          stored agrees with source, decoded differs: storage or retrieval
+``stored-checksum-wrong``      source = decoded, the stored checksum differs: the pixels are intact but
+                               the published checksum is not theirs
 ``all-differ``                 no two agree
 =============================  =====================================================================
 
@@ -52,6 +54,7 @@ class ThreeWay(enum.StrEnum):
     CONSISTENT = "consistent"
     IMPORT_CHANGED_PIXELS = "import-changed-pixels"
     STORAGE_CORRUPTED = "storage-corrupted"
+    STORED_CHECKSUM_WRONG = "stored-checksum-wrong"
     ALL_DIFFER = "all-differ"
     SOURCE_DIFFERS = "source-differs-from-stored"
     """Like import-changed-pixels, for a frame that could not be decoded."""
@@ -149,10 +152,14 @@ def three_way(source: int | None, stored: int | None, decoded: int | None) -> Th
         return ThreeWay.NO_SOURCE
     if decoded is None:
         return ThreeWay.SOURCE_AGREES if source == stored else ThreeWay.SOURCE_DIFFERS
-    if source == stored == decoded:
-        return ThreeWay.CONSISTENT
-    if stored == decoded:
-        return ThreeWay.IMPORT_CHANGED_PIXELS
-    if source == stored:
-        return ThreeWay.STORAGE_CORRUPTED
-    return ThreeWay.ALL_DIFFER
+    # (source = stored, stored = decoded, source = decoded); equality is transitive, so these are all cases.
+    return _BY_AGREEMENT[(source == stored, stored == decoded, source == decoded)]
+
+
+_BY_AGREEMENT = {
+    (True, True, True): ThreeWay.CONSISTENT,
+    (False, True, False): ThreeWay.IMPORT_CHANGED_PIXELS,
+    (True, False, False): ThreeWay.STORAGE_CORRUPTED,
+    (False, False, True): ThreeWay.STORED_CHECKSUM_WRONG,
+    (False, False, False): ThreeWay.ALL_DIFFER,
+}

@@ -1,0 +1,134 @@
+"""The three-way check: source IFRC from the original P10, and how three checksums are classified."""
+
+from __future__ import annotations
+
+import io
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from ahi_verify.source_check import SourceError, ThreeWay, read_source_file, three_way
+from tests.support import CT1_UNC_CRC
+
+
+@pytest.mark.parametrize(
+    ("source", "stored", "decoded", "relation"),
+    [
+        pytest.param(1, 1, 1, ThreeWay.CONSISTENT, id="all-agree"),
+        pytest.param(1, 2, 2, ThreeWay.IMPORT_CHANGED_PIXELS, id="import-changed"),
+        pytest.param(1, 1, 2, ThreeWay.STORAGE_CORRUPTED, id="storage"),
+        pytest.param(1, 2, 1, ThreeWay.STORED_CHECKSUM_WRONG, id="wrong-checksum"),
+        pytest.param(1, 2, 3, ThreeWay.ALL_DIFFER, id="all-differ"),
+        pytest.param(None, 1, 1, ThreeWay.NO_SOURCE, id="no-source"),
+        pytest.param(1, 1, None, ThreeWay.SOURCE_AGREES, id="undecoded-agrees"),
+        pytest.param(1, 2, None, ThreeWay.SOURCE_DIFFERS, id="undecoded-differs"),
+    ],
+)
+def test_three_way_classification(source: int | None, stored: int, decoded: int | None, relation: ThreeWay) -> None:
+    assert three_way(source, stored, decoded) is relation
+
+
+def test_ct1_unc_source_ifrc(shared_fixtures: Path) -> None:
+    source = read_source_file((shared_fixtures / "CT1_UNC").read_bytes(), "CT1_UNC")
+    assert [(f.frame_number, f.crc, f.rule) for f in source.frames] == [(1, CT1_UNC_CRC, "decoded-pixels")]
+
+
+def test_lossless_encodings_of_the_same_pixels_agree() -> None:
+    # GIVEN the same MR image stored natively, as RLE, JPEG-LS lossless and JPEG 2000 lossless
+    names = ["MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm"]
+    crcs = {read_source_file(Path(get_testdata_file(n)).read_bytes(), n).frames[0].crc for n in names}
+    # THEN every decoder yields the same source IFRC
+    assert len(crcs) == 1
+
+
+def test_big_endian_source_is_hashed_little_endian() -> None:
+    little = read_source_file(Path(get_testdata_file("MR_small.dcm")).read_bytes(), "le").frames[0].crc
+    big = read_source_file(Path(get_testdata_file("MR_small_bigendian.dcm")).read_bytes(), "be").frames[0].crc
+    assert little == big
+
+
+def test_retained_jpeg_baseline_is_compared_on_raw_frame_bytes() -> None:
+    path = Path(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm"))
+    ds = pydicom.dcmread(path)
+    (frame,) = read_source_file(path.read_bytes(), "jpeg").frames
+    fragment = next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1))
+    assert (frame.rule, frame.crc) == ("raw-bytes", zlib.crc32(fragment))
+
+
+def _p10(pixels: np.ndarray, bits_stored: int, signed: bool, **extra: object) -> bytes:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.file_meta.MediaStorageSOPInstanceUID = uid = generate_uid()
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", uid
+    ds.Rows, ds.Columns = pixels.shape[:2]
+    ds.SamplesPerPixel = 1 if pixels.ndim == 2 else pixels.shape[2]
+    ds.PhotometricInterpretation = "MONOCHROME2" if pixels.ndim == 2 else "RGB"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = pixels.dtype.itemsize * 8, bits_stored, bits_stored - 1
+    ds.PixelRepresentation = int(signed)
+    for key, value in extra.items():
+        setattr(ds, key, value)
+    ds.PixelData = pixels.tobytes()
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_garbage_above_bits_stored_is_cleared_for_unsigned_data() -> None:
+    # GIVEN 12-bit unsigned data whose unused high bits hold garbage
+    clean = np.arange(64, dtype=np.uint16).reshape(8, 8) * 60
+    dirty = clean | np.uint16(0xA000)
+    # THEN the source IFRC is that of the clean 12-bit values
+    (frame,) = read_source_file(_p10(dirty, 12, signed=False), "dirty").frames
+    assert frame.crc == zlib.crc32(clean.tobytes())
+
+
+def test_signed_values_are_sign_extended_from_bits_stored() -> None:
+    # GIVEN 12-bit signed values stored with zeroed high bits (-5 stored as 0x0FFB)
+    values = np.array([[-5, 7], [-2048, 2047]], dtype=np.int16)
+    stored = (values.view(np.uint16) & np.uint16(0x0FFF)).view(np.int16)
+    (frame,) = read_source_file(_p10(stored, 12, signed=True), "signed").frames
+    # THEN the IFRC is over the sign-extended values (-5 -> FB FF)
+    assert frame.crc == zlib.crc32(values.astype("<i2").tobytes())
+
+
+def test_planar_configuration_1_is_hashed_interleaved() -> None:
+    rgb = np.random.default_rng(1).integers(0, 255, size=(4, 5, 3), dtype=np.uint8)
+    planar = np.ascontiguousarray(rgb.transpose(2, 0, 1))
+    data = _p10(rgb, 8, signed=False, PlanarConfiguration=1)
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.PixelData = planar.tobytes()
+    out = io.BytesIO()
+    ds.save_as(out)
+    (frame,) = read_source_file(out.getvalue(), "planar").frames
+    assert frame.crc == zlib.crc32(rgb.tobytes())
+
+
+def test_ybr_full_is_hashed_as_stored_not_converted() -> None:
+    path = Path(get_testdata_file("SC_ybr_full_422_uncompressed.dcm"))
+    ds = pydicom.dcmread(path)
+    from pydicom.pixels import pixel_array  # noqa: PLC0415
+
+    raw = pixel_array(ds, raw=True)
+    (frame,) = read_source_file(path.read_bytes(), "ybr").frames[:1]
+    assert frame.crc == zlib.crc32(np.ascontiguousarray(raw if raw.ndim == 3 else raw[0]).tobytes())
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        pytest.param(b"not dicom at all", "not a readable DICOM P10 file", id="not-dicom"),
+        pytest.param(Path(get_testdata_file("MR_truncated.dcm")).read_bytes(), "cannot be decoded", id="truncated"),
+    ],
+)
+def test_unreadable_sources_are_clear_errors(data: bytes, message: str) -> None:
+    with pytest.raises(SourceError, match=message) as caught:
+        read_source_file(data, "dicom/file-7.dcm")
+    assert str(caught.value).startswith("dicom/file-7.dcm: ")
