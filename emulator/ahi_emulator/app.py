@@ -1,4 +1,8 @@
-"""WSGI app: the HealthImaging runtime routes of botocore's ``medical-imaging`` 2023-07-19 model.
+"""WSGI app: the HealthImaging routes of botocore's ``medical-imaging`` 2023-07-19 model.
+
+Runtime routes (``GetImageSetMetadata``, ``GetImageFrame``, ``GetImageSet``; ``runtime-`` host prefix on AWS) and
+the DICOM import job control plane (``StartDICOMImportJob``, ``GetDICOMImportJob``, ``ListDICOMImportJobs``; no
+host prefix) share one server, so one ``AWS_ENDPOINT_URL_MEDICAL_IMAGING`` serves both.
 
 Routes are matched on the *raw* request path: botocore percent-encodes URI labels (``/`` becomes ``%2F``), and
 matching the decoded path would turn a malformed ID into an unknown route instead of a ValidationException.
@@ -19,6 +23,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from .faults import ERROR_RESPONSES, Fault
+from .jobs import JOB_ID_PATTERN, ImportFaults, validate_start_request
 from .store import ID_PATTERN, VERSION_PATTERN, Emulator, NotFoundError
 
 logger = logging.getLogger(__name__)
@@ -32,6 +37,15 @@ _URL_MAP = Map(
         Rule(_RUNTIME + "getImageSetMetadata", endpoint="GetImageSetMetadata", methods=["POST"]),
         Rule(_RUNTIME + "getImageFrame", endpoint="GetImageFrame", methods=["POST"]),
         Rule(_RUNTIME + "getImageSet", endpoint="GetImageSet", methods=["POST"]),
+        Rule("/startDICOMImportJob/datastore/<datastore_id>", endpoint="StartDICOMImportJob", methods=["POST"]),
+        Rule(
+            "/getDICOMImportJob/datastore/<datastore_id>/job/<job_id>",
+            endpoint="GetDICOMImportJob",
+            methods=["GET"],
+        ),
+        Rule("/listDICOMImportJobs/datastore/<datastore_id>", endpoint="ListDICOMImportJobs", methods=["GET"]),
+        Rule("/_emulator/import-faults", endpoint="admin_import_faults", methods=["GET", "POST", "DELETE"]),
+        Rule("/_emulator/import-jobs/<job_id>/faults", endpoint="admin_job_faults", methods=["GET"]),
         Rule("/_emulator/health", endpoint="admin_health", methods=["GET"]),
         Rule("/_emulator/stats", endpoint="admin_stats", methods=["GET"]),
         Rule("/_emulator/faults", endpoint="admin_faults", methods=["GET", "POST", "DELETE"]),
@@ -107,14 +121,16 @@ class EmulatorApp:
             return error_response(404, "UnknownOperationException", "unknown route")
         args = {key: unquote(value) for key, value in args.items()}
         if endpoint.startswith("admin_"):
-            return self._admin(endpoint, request)
-        return self._api(endpoint, request, args["datastore_id"], args["image_set_id"])
+            return self._admin(endpoint, request, args)
+        return self._api(endpoint, request, args)
 
-    # ---------------------------------------------------------------------------------- runtime API
+    # ---------------------------------------------------------------------------------- service API
 
-    def _api(self, operation: str, request: Request, datastore_id: str, image_set_id: str) -> Response:
+    def _api(self, operation: str, request: Request, args: dict[str, str]) -> Response:
         # Read the body first: a keep-alive connection must be drained whatever the answer is.
         body = request.get_data()
+        datastore_id = args["datastore_id"]
+        image_set_id = args.get("image_set_id")
         frame_id = _frame_id(body) if operation == "GetImageFrame" else None
         decision = self.emulator.intercept(operation, image_set_id, frame_id)
         if decision.latency_s:
@@ -124,7 +140,10 @@ class EmulatorApp:
             if fault is not None and fault.kind in ERROR_RESPONSES:
                 status, code, message = ERROR_RESPONSES[fault.kind]
                 raise ApiError(status, code, message)
-            response = self._answer(operation, request, datastore_id, image_set_id, frame_id)
+            if image_set_id is None:
+                response = self._control(operation, request, datastore_id, args.get("job_id"))
+            else:
+                response = self._answer(operation, request, datastore_id, image_set_id, frame_id)
         except ApiError as exc:
             response = error_response(exc.status, exc.code, exc.message)
         except NotFoundError as exc:
@@ -160,18 +179,79 @@ class EmulatorApp:
         properties = self.emulator.image_set_properties(datastore_id, image_set_id, version)
         return Response(json.dumps(properties), status=200, content_type="application/json")
 
+    def _control(self, operation: str, request: Request, datastore_id: str, job_id: str | None) -> Response:
+        _validate_id(datastore_id, "datastoreId")
+        emulator = self.emulator
+        if operation == "GetDICOMImportJob":
+            if job_id is None or not JOB_ID_PATTERN.fullmatch(job_id):
+                raise ApiError(400, "ValidationException", "jobId must match [0-9a-z]{1,32}")
+            payload: dict[str, Any] = {"jobProperties": emulator.get_import_job(datastore_id, job_id)}
+        elif operation == "ListDICOMImportJobs":
+            max_results = request.args.get("maxResults")
+            try:
+                payload = emulator.list_import_jobs(
+                    datastore_id,
+                    job_status=request.args.get("jobStatus"),
+                    max_results=int(max_results) if max_results is not None else None,
+                    next_token=request.args.get("nextToken"),
+                )
+            except ValueError as exc:
+                raise ApiError(400, "ValidationException", str(exc)) from exc
+        else:
+            payload = self._start_job(request, datastore_id)
+        return Response(json.dumps(payload), status=200, content_type="application/json")
+
+    def _start_job(self, request: Request, datastore_id: str) -> dict[str, Any]:
+        try:
+            body = _json_body(request)
+        except ValueError as exc:
+            raise ApiError(400, "ValidationException", str(exc)) from exc
+        if not isinstance(body, dict):
+            raise ApiError(400, "ValidationException", "body must be a JSON object")
+        try:
+            validate_start_request(
+                input_s3_uri=body.get("inputS3Uri"),
+                output_s3_uri=body.get("outputS3Uri"),
+                data_access_role_arn=body.get("dataAccessRoleArn"),
+                client_token=body.get("clientToken"),
+                job_name=body.get("jobName"),
+                input_owner_account_id=body.get("inputOwnerAccountId"),
+                import_configuration=body.get("importConfiguration"),
+            )
+            job_id = self.emulator.start_import_job(
+                datastore_id,
+                body["inputS3Uri"],
+                body["outputS3Uri"],
+                job_name=body.get("jobName"),
+                data_access_role_arn=body["dataAccessRoleArn"],
+                client_token=body["clientToken"],
+                input_owner_account_id=body.get("inputOwnerAccountId"),
+                import_configuration=body.get("importConfiguration"),
+            )
+        except ValueError as exc:
+            raise ApiError(400, "ValidationException", str(exc)) from exc
+        job = self.emulator.get_import_job(datastore_id, job_id)
+        # Always SUBMITTED, as documented, even when an idempotent repeat names a job that has moved on.
+        return {
+            "datastoreId": datastore_id,
+            "jobId": job_id,
+            "jobStatus": "SUBMITTED",
+            "submittedAt": job["submittedAt"],
+        }
+
     # ---------------------------------------------------------------------------------------- admin
 
-    def _admin(self, endpoint: str, request: Request) -> Response:
+    def _admin(self, endpoint: str, request: Request, args: dict[str, str]) -> Response:
         try:
-            payload = self._admin_payload(endpoint, request)
+            imports = endpoint in ("admin_import_faults", "admin_job_faults")
+            payload = (self._admin_imports if imports else self._admin_payload)(endpoint, request, args)
         except (ValueError, TypeError, KeyError) as exc:
             return error_response(400, "ValidationException", str(exc))
         except NotFoundError as exc:
             return error_response(404, "ResourceNotFoundException", str(exc))
         return Response(json.dumps(payload), status=200, content_type="application/json")
 
-    def _admin_payload(self, endpoint: str, request: Request) -> Any:
+    def _admin_payload(self, endpoint: str, request: Request, args: dict[str, str]) -> Any:
         emulator = self.emulator
         if endpoint == "admin_health":
             return {"status": "ok"}
@@ -180,6 +260,7 @@ class EmulatorApp:
         if endpoint == "admin_reset":
             emulator.clear_faults()
             emulator.reset_stats()
+            emulator.import_faults = None
             return {"status": "reset"}
         if endpoint == "admin_image_sets":
             return [
@@ -202,6 +283,16 @@ class EmulatorApp:
                     emulator.add_fault(fault)
             return [fault.to_json() for fault in emulator.faults()]
         return self._mutate(_json_body(request))
+
+    def _admin_imports(self, endpoint: str, request: Request, args: dict[str, str]) -> Any:
+        emulator = self.emulator
+        if endpoint == "admin_job_faults":
+            return emulator.job_faults(args["job_id"]).to_json()
+        if request.method == "DELETE":
+            emulator.import_faults = None
+        elif request.method == "POST":
+            emulator.import_faults = ImportFaults.from_json(_json_body(request))
+        return emulator.import_faults.to_json() if emulator.import_faults is not None else None
 
     def _mutate(self, body: Any) -> Any:
         if not isinstance(body, dict):

@@ -1,4 +1,9 @@
-"""Command line: ``ahi-emulator seed`` writes a dataset, ``ahi-emulator serve`` serves one."""
+"""Command line: ``ahi-emulator seed`` writes a dataset, ``ahi-emulator serve`` serves one.
+
+``serve`` answers the runtime routes and the DICOM import job routes. Import jobs read and write S3 through a
+boto3 client built from the server process's environment when each job starts (``AWS_ENDPOINT_URL_S3`` or
+``AWS_ENDPOINT_URL``, credentials, region), e.g. a moto server.
+"""
 
 from __future__ import annotations
 
@@ -18,12 +23,18 @@ from .store import Emulator
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ahi-emulator", description="Local AWS HealthImaging runtime emulator (metadata and frames)."
+        prog="ahi-emulator",
+        description="Local AWS HealthImaging emulator (metadata, frames and DICOM import jobs).",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="serve a dataset written by 'seed' or Emulator.save()")
     serve.add_argument("--data", required=True, type=Path, help="dataset directory")
+    serve.add_argument(
+        "--datastore-id",
+        help="create this data store (32 characters [0-9a-z]) if it does not exist; then --data may be a "
+        "directory without a dataset, and the emulator starts empty",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     serve.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default)")
     serve.add_argument("--url-file", type=Path, help="write the endpoint URL here once serving")
@@ -46,7 +57,12 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    emulator = Emulator.load(args.data)
+    if args.datastore_id is not None and not (args.data / "index.json").is_file():
+        emulator = Emulator()
+    else:
+        emulator = Emulator.load(args.data)
+    if args.datastore_id is not None and args.datastore_id not in emulator.datastore_ids():
+        emulator.create_datastore(args.datastore_id)
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -57,6 +73,7 @@ def _serve(args: argparse.Namespace) -> int:
         with EmulatorServer(emulator, host=args.host, port=args.port) as server:
             count = len(emulator.image_sets())
             print(f"ahi-emulator serving {count} image set(s) at {server.endpoint_url}", flush=True)
+            print(f"data stores: {' '.join(emulator.datastore_ids()) or '(none)'}", flush=True)
             print("Point boto3 at it with:", flush=True)
             for key, value in server.client_env().items():
                 print(f"export {key}={value}", flush=True)

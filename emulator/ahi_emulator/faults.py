@@ -8,7 +8,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
 
 FaultKind = Literal["latency", "throttle", "server_error", "truncate_body", "access_denied", "not_found"]
-Operation = Literal["GetImageFrame", "GetImageSetMetadata", "GetImageSet"]
+Operation = Literal[
+    "GetImageFrame",
+    "GetImageSetMetadata",
+    "GetImageSet",
+    "StartDICOMImportJob",
+    "GetDICOMImportJob",
+    "ListDICOMImportJobs",
+]
 
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 OPERATIONS: tuple[str, ...] = get_args(Operation)
@@ -34,9 +41,11 @@ class Fault:
         ``not_found`` (404 ResourceNotFoundException) or ``truncate_body`` (full ``Content-Length``
         declared, half the body sent, connection closed).
     operation
-        ``GetImageFrame``, ``GetImageSetMetadata``, ``GetImageSet`` or ``None`` for any.
+        ``GetImageFrame``, ``GetImageSetMetadata``, ``GetImageSet``, ``StartDICOMImportJob``,
+        ``GetDICOMImportJob``, ``ListDICOMImportJobs`` or ``None`` for any.
     image_set_id, frame_id
-        Restrict to one image set / frame; ``None`` matches any.
+        Restrict to one image set / frame; ``None`` matches any. A fault naming either never matches the
+        import job operations.
     count
         How many times the fault fires before it is exhausted; ``None`` means forever.
     latency_ms

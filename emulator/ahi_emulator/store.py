@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import gzip
 import json
+import logging
 import os
 import re
 import secrets
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import boto3
 import imagecodecs
 import numpy.typing as npt
 from pydicom.uid import generate_uid
@@ -36,7 +40,23 @@ from .codec import (
 )
 from .dicom import DicomSource, read_dicom
 from .faults import Fault, FaultBook, FaultDecision
+from .jobs import (
+    DEFAULT_ROLE_ARN,
+    JOB_STATUSES,
+    TERMINAL,
+    EventSink,
+    ImportFaults,
+    ImportJob,
+    ImportRunner,
+    InjectedFaults,
+    import_event,
+    safe_message,
+    validate_start_request,
+)
+from .p10 import P10Instance
 from .specs import ImageSetInfo, InstanceSpec, PatientSpec
+
+logger = logging.getLogger(__name__)
 
 ID_PATTERN = re.compile(r"[0-9a-z]{32}")
 VERSION_PATTERN = re.compile(r"\d+")
@@ -93,6 +113,17 @@ class _Datastore:
 
 
 @dataclass
+class _PreparedInstance:
+    """An encoded instance waiting to be published in an image set."""
+
+    series_uid: str
+    sop_uid: str
+    series_dicom: dict[str, Any]
+    instance: dict[str, Any]
+    frames: dict[str, _Frame]
+
+
+@dataclass
 class _PlannedInstance:
     spec: InstanceSpec
     frames: list[npt.NDArray[Any]]
@@ -114,15 +145,45 @@ def _full_resolution(frame: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 class Emulator:
-    """A local AWS HealthImaging runtime data plane.
+    """A local AWS HealthImaging: the runtime data plane plus the DICOM import job control plane.
 
     All public methods are thread-safe; the HTTP app calls into one instance from many threads.
+
+    Parameters
+    ----------
+    s3_client
+        A boto3 ``"s3"`` client for import jobs. ``None`` (the default) makes each job create its own from
+        the normal boto3 configuration (``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, credentials, region)
+        when it starts, so environment changes made before :meth:`start_import_job` apply. Settable later
+        as :attr:`s3_client`.
+    on_event
+        Called (on the job's thread) with the EventBridge-shaped event of every job that ends: ``Import Job
+        Completed`` or ``Import Job Failed``. Settable later as :attr:`on_event` (e.g. ``queue.put``); its
+        exceptions are logged and ignored.
+    region
+        Region named in events; defaults to ``AWS_REGION``, ``AWS_DEFAULT_REGION`` or ``us-east-1``.
+    import_faults
+        Faults for jobs started without their own (e.g. over HTTP). Settable later as :attr:`import_faults`.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        s3_client: Any | None = None,
+        on_event: EventSink | None = None,
+        region: str | None = None,
+        import_faults: ImportFaults | None = None,
+    ) -> None:
         self._lock = threading.RLock()
         self._datastores: dict[str, _Datastore] = {}
         self._faults = FaultBook()
+        self._jobs: dict[str, ImportJob] = {}
+        self._job_tokens: dict[tuple[str, str], str] = {}
+        self._job_changed = threading.Condition(self._lock)
+        self.s3_client = s3_client
+        self.on_event = on_event
+        self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        self.import_faults = import_faults
 
     # ----------------------------------------------------------------------------------------------- setup
 
@@ -196,11 +257,7 @@ class Emulator:
             raise ValueError("an image set needs at least one instance")
         image_set_id = _check_id(image_set_id, "image_set_id") if image_set_id else new_id()
         self._datastore(datastore_id)  # fail before the (slow) encoding
-        planned = [self._plan_instance(spec) for spec in instances]
-        sop_uids = [p.sop_uid for p in planned]
-        if len(set(sop_uids)) != len(sop_uids):
-            raise ValueError("SOPInstanceUIDs must be unique within an image set")
-        prepared = self._prepare_frames(planned, resolution_levels)
+        prepared = self._prepare_instances(instances, resolution_levels)
 
         study: dict[str, Any] = {
             "StudyInstanceUID": study_instance_uid or generate_uid(),
@@ -213,53 +270,8 @@ class Emulator:
         study.update(study_dicom or {})
         if study_instance_uid:
             study["StudyInstanceUID"] = study_instance_uid
-        series: dict[str, Any] = {}
-        frames: dict[str, _Frame] = {}
-        for plan, frame_list in zip(planned, prepared, strict=True):
-            entry = series.setdefault(plan.series_uid, {"DICOM": self._series_dicom(plan), "Instances": {}})
-            image_frames = []
-            for item in frame_list:
-                frame_id = new_id()
-                frames[frame_id] = _Frame(
-                    data=item.data,
-                    content_type=content_type_for(plan.syntax),
-                    transfer_syntax=plan.syntax,
-                    boxed=plan.spec.boxed and is_htj2k_lossless(plan.syntax),
-                    bits_stored=plan.spec.bits_stored,
-                )
-                image_frames.append(
-                    {
-                        "ID": frame_id,
-                        "PixelDataChecksumFromBaseToFullResolution": [
-                            {"Width": r.width, "Height": r.height, "Checksum": r.checksum} for r in item.resolutions
-                        ],
-                        "MinPixelValue": item.min_value,
-                        "MaxPixelValue": item.max_value,
-                        "FrameSizeInBytes": item.size_in_bytes,
-                    }
-                )
-            instance: dict[str, Any] = {"DICOM": self._instance_dicom(plan), "DICOMVRs": {}}
-            if plan.spec.stored_transfer_syntax_uid is not None:
-                instance["StoredTransferSyntaxUID"] = plan.spec.stored_transfer_syntax_uid
-            if is_htj2k_lossless(plan.syntax):
-                instance["ChecksumType"] = "DECOMPRESSED"
-            instance["ImageFrames"] = image_frames
-            entry["Instances"][plan.sop_uid] = instance
-
-        doc: dict[str, Any] = {
-            "SchemaVersion": "1.1",
-            "DatastoreID": datastore_id,
-            "ImageSetID": image_set_id,
-            "Patient": {"DICOM": (patient or PatientSpec()).to_dicom()},
-            "Study": {"DICOM": study, "Series": series},
-        }
-        now = time.time()
-        with self._lock:
-            store = self._datastore(datastore_id)
-            if image_set_id in store.image_sets:
-                raise ValueError(f"image set {image_set_id} already exists")
-            store.image_sets[image_set_id] = _ImageSet(image_set_id, now, now, {"1": doc}, frames)
-        return _info(datastore_id, image_set_id, "1", doc)
+        patient_dicom = (patient or PatientSpec()).to_dicom()
+        return self._publish_image_set(datastore_id, image_set_id, patient_dicom, study, prepared)
 
     def add_image_set_from_dicom(
         self,
@@ -468,13 +480,223 @@ class Emulator:
         """Count an API response by status (called by the HTTP app)."""
         self._faults.record_response(status)
 
+    # ---------------------------------------------------------------------------------- import jobs
+
+    def start_import_job(
+        self,
+        datastore_id: str,
+        input_s3_uri: str,
+        output_s3_uri: str,
+        *,
+        job_name: str | None = None,
+        data_access_role_arn: str = DEFAULT_ROLE_ARN,
+        client_token: str | None = None,
+        faults: ImportFaults | None = None,
+        input_owner_account_id: str | None = None,
+        import_configuration: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Start a DICOM import job (``StartDICOMImportJob``) on a background thread.
+
+        The job goes SUBMITTED -> IN_PROGRESS -> COMPLETED or FAILED; see :mod:`ahi_emulator.jobs` for what it
+        reads and writes and :mod:`ahi_emulator.p10` for how files become image sets.
+
+        Parameters
+        ----------
+        datastore_id
+            An existing data store.
+        input_s3_uri, output_s3_uri
+            ``s3://bucket/prefix``; the output folder is ``<output>/<datastoreId>-DicomImport-<jobId>/``.
+        job_name
+            Defaults to ``DicomImport-<first 8 characters of the job ID>``.
+        data_access_role_arn
+            Recorded and reported only; nothing assumes the role.
+        client_token
+            Idempotency: a token already used for this data store returns that job's ID (whatever the other
+            parameters); random when ``None``.
+        faults
+            Injected faults (default: :attr:`import_faults`, else none).
+        input_owner_account_id, import_configuration
+            Recorded and reported only.
+
+        Returns
+        -------
+        str
+            The job ID (32 characters ``[0-9a-f]``).
+
+        Raises
+        ------
+        NotFoundError
+            Unknown data store.
+        ValueError
+            Parameters that break the API's constraints (the ValidationException cases).
+        """
+        token = client_token if client_token is not None else uuid.uuid4().hex
+        validate_start_request(
+            input_s3_uri=input_s3_uri,
+            output_s3_uri=output_s3_uri,
+            data_access_role_arn=data_access_role_arn,
+            client_token=token,
+            job_name=job_name,
+            input_owner_account_id=input_owner_account_id,
+            import_configuration=import_configuration,
+        )
+        self._datastore(datastore_id)
+        with self._lock:
+            existing = self._job_tokens.get((datastore_id, token))
+            if existing is not None:
+                return existing
+            job_id = new_id()
+            job = ImportJob(
+                job_id=job_id,
+                datastore_id=datastore_id,
+                job_name=job_name or f"DicomImport-{job_id[:8]}",
+                client_token=token,
+                data_access_role_arn=data_access_role_arn,
+                input_s3_uri=input_s3_uri,
+                output_s3_uri=output_s3_uri,
+                submitted_at=time.time(),
+                input_owner_account_id=input_owner_account_id,
+                import_configuration=dict(import_configuration) if import_configuration is not None else None,
+                faults=faults or self.import_faults or ImportFaults(),
+            )
+            self._jobs[job_id] = job
+            self._job_tokens[(datastore_id, token)] = job_id
+            s3_client = self.s3_client
+        threading.Thread(
+            target=self._run_job, args=(job, s3_client), name=f"ahi-import-{job_id[:8]}", daemon=True
+        ).start()
+        return job_id
+
+    def _run_job(self, job: ImportJob, s3_client: Any | None) -> None:
+        try:
+            if s3_client is None:
+                # A session per job: boto3's default session is not safe to share across threads.
+                s3_client = boto3.session.Session().client("s3")
+            runner = ImportRunner(self, job, s3_client)
+        except Exception as exc:
+            logger.exception("import job %s could not start", job.job_id)
+            self._set_job_status(job.job_id, "FAILED", f"The import job could not start: {type(exc).__name__}")
+            job.done.set()
+            return
+        runner.run()  # ends the job and sets job.done whatever happens
+
+    def _set_job_status(self, job_id: str, status: str, message: str | None = None) -> None:
+        """Move a job to ``status``; a terminal status records ``endedAt`` and sends the job's event."""
+        with self._lock:
+            job = self._jobs[job_id]
+            if job.status in TERMINAL:
+                return
+            job.status = status
+            if message is not None:
+                job.message = safe_message(message)
+            if status in TERMINAL:
+                job.ended_at = time.time()
+            event = import_event(job, self.region) if status in TERMINAL else None
+            self._job_changed.notify_all()
+            sink = self.on_event
+        if event is not None and sink is not None:
+            try:
+                sink(event)
+            except Exception:
+                logger.exception("import job %s: the event sink failed", job_id)
+
+    def _job(self, datastore_id: str, job_id: str) -> ImportJob:
+        self._datastore(datastore_id)
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None or job.datastore_id != datastore_id:
+            raise NotFoundError(f"import job {job_id} not found in data store {datastore_id}")
+        return job
+
+    def get_import_job(self, datastore_id: str, job_id: str) -> dict[str, Any]:
+        """Return ``GetDICOMImportJob``'s ``jobProperties`` (``outputS3Uri`` includes the job folder)."""
+        job = self._job(datastore_id, job_id)
+        with self._lock:
+            return job.properties()
+
+    def import_jobs(self, datastore_id: str) -> list[dict[str, Any]]:
+        """Return the ``jobProperties`` of every job of a data store, in submission order."""
+        self._datastore(datastore_id)
+        with self._lock:
+            return [job.properties() for job in self._jobs.values() if job.datastore_id == datastore_id]
+
+    def list_import_jobs(
+        self,
+        datastore_id: str,
+        *,
+        job_status: str | None = None,
+        max_results: int | None = None,
+        next_token: str | None = None,
+    ) -> dict[str, Any]:
+        """Return a ``ListDICOMImportJobs`` page: ``{"jobSummaries": [...], "nextToken"?}``, submission order.
+
+        Raises
+        ------
+        ValueError
+            For an unknown status, ``max_results`` outside 1..50 or a token this emulator did not issue.
+        """
+        if job_status is not None and job_status not in JOB_STATUSES:
+            raise ValueError(f"jobStatus must be one of {', '.join(JOB_STATUSES)}")
+        limit = 50 if max_results is None else max_results
+        if not 1 <= limit <= 50:
+            raise ValueError("maxResults must be between 1 and 50")
+        start = _decode_token(next_token) if next_token is not None else 0
+        self._datastore(datastore_id)
+        with self._lock:
+            matching = [
+                job.summary()
+                for job in self._jobs.values()
+                if job.datastore_id == datastore_id and (job_status is None or job.status == job_status)
+            ]
+        page: dict[str, Any] = {"jobSummaries": matching[start : start + limit]}
+        if start + limit < len(matching):
+            page["nextToken"] = base64.urlsafe_b64encode(json.dumps({"offset": start + limit}).encode()).decode()
+        return page
+
+    def wait_for_job(
+        self, datastore_id: str, job_id: str, timeout: float = 60, *, wait_for_outputs: bool = False
+    ) -> dict[str, Any]:
+        """Block until a job is COMPLETED or FAILED and return its ``jobProperties``.
+
+        Parameters
+        ----------
+        wait_for_outputs
+            Also wait until the job's thread has finished writing (a delayed manifest included).
+
+        Raises
+        ------
+        TimeoutError
+            When the job is still running after ``timeout`` seconds.
+        """
+        job = self._job(datastore_id, job_id)
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while job.status not in TERMINAL:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._job_changed.wait(remaining):
+                    if job.status in TERMINAL:
+                        break
+                    raise TimeoutError(f"import job {job_id} is still {job.status} after {timeout} s")
+        if wait_for_outputs and not job.done.wait(max(0.0, deadline - time.monotonic())):
+            raise TimeoutError(f"import job {job_id} is still writing its output after {timeout} s")
+        return self.get_import_job(datastore_id, job_id)
+
+    def job_faults(self, job_id: str) -> InjectedFaults:
+        """Return what a job's :class:`ImportFaults` changed (corrupted frames, wrong checksums, failed files)."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise NotFoundError(f"import job {job_id} not found")
+        return job.injected
+
     # ------------------------------------------------------------------------------------- persistence
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write the state (not faults or counters) to ``directory``.
 
-        Layout: ``index.json``, ``<datastore>/<imageset>/metadata-v<N>.json`` and
-        ``<datastore>/<imageset>/frames/<frameId>.<ext>``.
+        Layout: ``index.json`` (data stores, image sets and import job records), ``<datastore>/<imageset>/
+        metadata-v<N>.json`` and ``<datastore>/<imageset>/frames/<frameId>.<ext>``. A job's injected faults
+        and their record are not saved; a job still running is saved as it is and loads as FAILED.
 
         Returns
         -------
@@ -517,13 +739,21 @@ class Emulator:
                     }
                 )
             index_stores.append({"datastoreId": ds.datastore_id, "createdAt": ds.created_at, "imageSets": index_sets})
-        index = {"format": _INDEX_FORMAT, "formatVersion": 1, "datastores": index_stores}
+        with self._lock:
+            jobs = [job.to_json() for job in self._jobs.values()]
+        index = {"format": _INDEX_FORMAT, "formatVersion": 1, "datastores": index_stores, "importJobs": jobs}
         (root / _INDEX_FILE).write_text(json.dumps(index, indent=1), encoding="utf-8")
         return root
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str]) -> Emulator:
-        """Read a directory written by :meth:`save`.
+    def load(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        s3_client: Any | None = None,
+        on_event: EventSink | None = None,
+    ) -> Emulator:
+        """Read a directory written by :meth:`save` (``s3_client``/``on_event`` as for the constructor).
 
         Raises
         ------
@@ -537,7 +767,7 @@ class Emulator:
         index = json.loads(index_path.read_text(encoding="utf-8"))
         if index.get("format") != _INDEX_FORMAT:
             raise ValueError(f"{index_path} is not an ahi-emulator index")
-        emulator = cls()
+        emulator = cls(s3_client=s3_client, on_event=on_event)
         for ds_entry in index.get("datastores", []):
             # IDs become path components, so they are validated before any file is opened.
             datastore_id = _check_id(ds_entry["datastoreId"], "datastoreId")
@@ -569,6 +799,12 @@ class Emulator:
                     frames,
                 )
             emulator._datastores[datastore_id] = store
+        for job_entry in index.get("importJobs", []):
+            job = ImportJob.from_json(job_entry)
+            if job.datastore_id not in emulator._datastores:
+                raise ValueError(f"import job {job.job_id} names an unknown data store in {index_path}")
+            emulator._jobs[job.job_id] = job
+            emulator._job_tokens[(job.datastore_id, job.client_token)] = job.job_id
         return emulator
 
     # ---------------------------------------------------------------------------------------- internals
@@ -606,6 +842,86 @@ class Emulator:
         if stored is None:
             raise NotFoundError(f"image frame {frame_id} not found in image set {image_set_id}")
         return stored
+
+    def _prepare_instances(self, instances: Sequence[InstanceSpec], resolution_levels: bool) -> list[_PreparedInstance]:
+        """Encode the instances' frames and build their metadata entries (nothing is stored yet)."""
+        planned = [self._plan_instance(spec) for spec in instances]
+        sop_uids = [p.sop_uid for p in planned]
+        if len(set(sop_uids)) != len(sop_uids):
+            raise ValueError("SOPInstanceUIDs must be unique within an image set")
+        prepared = self._prepare_frames(planned, resolution_levels)
+        result = []
+        for plan, frame_list in zip(planned, prepared, strict=True):
+            frames: dict[str, _Frame] = {}
+            image_frames = []
+            for item in frame_list:
+                frame_id = new_id()
+                frames[frame_id] = _Frame(
+                    data=item.data,
+                    content_type=content_type_for(plan.syntax),
+                    transfer_syntax=plan.syntax,
+                    boxed=plan.spec.boxed and is_htj2k_lossless(plan.syntax),
+                    bits_stored=plan.spec.bits_stored,
+                )
+                image_frames.append(
+                    {
+                        "ID": frame_id,
+                        "PixelDataChecksumFromBaseToFullResolution": [
+                            {"Width": r.width, "Height": r.height, "Checksum": r.checksum} for r in item.resolutions
+                        ],
+                        "MinPixelValue": item.min_value,
+                        "MaxPixelValue": item.max_value,
+                        "FrameSizeInBytes": item.size_in_bytes,
+                    }
+                )
+            instance: dict[str, Any] = {"DICOM": self._instance_dicom(plan), "DICOMVRs": {}}
+            if plan.spec.stored_transfer_syntax_uid is not None:
+                instance["StoredTransferSyntaxUID"] = plan.spec.stored_transfer_syntax_uid
+            if is_htj2k_lossless(plan.syntax):
+                instance["ChecksumType"] = "DECOMPRESSED"
+            instance["ImageFrames"] = image_frames
+            result.append(_PreparedInstance(plan.series_uid, plan.sop_uid, self._series_dicom(plan), instance, frames))
+        return result
+
+    def _prepare_import_instance(self, source: P10Instance) -> _PreparedInstance:
+        """Encode one instance read by an import job; its ``DICOM`` is exactly the source file's attributes."""
+        if source.spec is None:
+            instance: dict[str, Any] = {"DICOM": dict(source.instance), "DICOMVRs": {}}
+            return _PreparedInstance(source.series_uid, source.sop_uid, dict(source.series), instance, {})
+        (prepared,) = self._prepare_instances([source.spec], resolution_levels=True)
+        prepared.instance["DICOM"] = dict(source.instance)
+        prepared.series_dicom = dict(source.series)
+        return prepared
+
+    def _publish_image_set(
+        self,
+        datastore_id: str,
+        image_set_id: str,
+        patient_dicom: Mapping[str, Any],
+        study_dicom: Mapping[str, Any],
+        instances: Sequence[_PreparedInstance],
+    ) -> ImageSetInfo:
+        """Store prepared instances as a new image set, version ``"1"`` (Series.DICOM from its first instance)."""
+        series: dict[str, Any] = {}
+        frames: dict[str, _Frame] = {}
+        for item in instances:
+            entry = series.setdefault(item.series_uid, {"DICOM": item.series_dicom, "Instances": {}})
+            entry["Instances"][item.sop_uid] = item.instance
+            frames.update(item.frames)
+        doc: dict[str, Any] = {
+            "SchemaVersion": "1.1",
+            "DatastoreID": datastore_id,
+            "ImageSetID": image_set_id,
+            "Patient": {"DICOM": dict(patient_dicom)},
+            "Study": {"DICOM": dict(study_dicom), "Series": series},
+        }
+        now = time.time()
+        with self._lock:
+            store = self._datastore(datastore_id)
+            if image_set_id in store.image_sets:
+                raise ValueError(f"image set {image_set_id} already exists")
+            store.image_sets[image_set_id] = _ImageSet(image_set_id, now, now, {"1": doc}, frames)
+        return _info(datastore_id, image_set_id, "1", doc)
 
     @staticmethod
     def _plan_instance(spec: InstanceSpec) -> _PlannedInstance:
@@ -701,6 +1017,16 @@ class Emulator:
         dicom.update(plan.spec.dicom or {})
         dicom["SOPInstanceUID"] = plan.sop_uid
         return dicom
+
+
+def _decode_token(token: str) -> int:
+    try:
+        offset = json.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise ValueError("nextToken is invalid") from exc
+    if not isinstance(offset, int) or offset < 0:
+        raise ValueError("nextToken is invalid")
+    return offset
 
 
 def _info(datastore_id: str, image_set_id: str, version_id: str, doc: Mapping[str, Any]) -> ImageSetInfo:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import boto3
 import pytest
+from moto.server import ThreadedMotoServer
 
 from ahi_emulator import Emulator, EmulatorServer
 
@@ -27,3 +29,27 @@ def emulator_env(server: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> dic
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    """moto's S3 (and SQS/SNS) on loopback; reset between modules."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_env(emulator_env: dict[str, str], moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """HealthImaging -> the emulator, S3 -> moto: the two endpoint variables a user would set."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_endpoint)
+    return {**emulator_env, "AWS_ENDPOINT_URL_S3": moto_endpoint}
+
+
+@pytest.fixture
+def s3(aws_env: dict[str, str]) -> object:
+    return boto3.client("s3")

@@ -62,20 +62,34 @@ def build_parser() -> argparse.ArgumentParser:
     image_set.add_argument("datastore_id", type=_service_id, metavar="DATASTORE_ID")
     image_set.add_argument("image_set_id", type=_service_id, metavar="IMAGE_SET_ID")
     image_set.add_argument("--version", type=_version, help="image set version to verify (default: latest)")
-    image_set.add_argument("--format", choices=("table", "json"), default="table")
-    image_set.add_argument(
-        "--concurrency",
-        type=_positive,
-        default=VerifyOptions().fetch_concurrency,
-        help="frames fetched at once",
+    _add_common(image_set)
+    job = commands.add_parser("job", help="verify every image set of an import job, and report its failed files")
+    job.add_argument(
+        "job",
+        nargs="?",
+        metavar="JOB",
+        help="the job output folder or its manifest: s3://bucket/prefix/<datastoreId>-DicomImport-<jobId>/",
     )
-    image_set.add_argument(
-        "--max-attempts",
-        type=_positive,
-        default=None,
-        help="attempts per request, the first included (default 10)",
+    job.add_argument("--datastore-id", type=_service_id, help="with --job-id: find the folder with GetDICOMImportJob")
+    job.add_argument("--job-id", type=_job_id)
+    job.add_argument(
+        "--source", action="store_true", help="also check every frame against the original P10 file in the input bucket"
     )
+    job.add_argument(
+        "--manifest-wait", type=float, default=10.0, metavar="SECONDS", help="how long to wait for a late manifest"
+    )
+    _add_common(job)
     return parser
+
+
+def _add_common(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--format", choices=("table", "json"), default="table")
+    command.add_argument(
+        "--concurrency", type=_positive, default=VerifyOptions().fetch_concurrency, help="frames fetched at once"
+    )
+    command.add_argument(
+        "--max-attempts", type=_positive, default=None, help="attempts per request, the first included (default 10)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
