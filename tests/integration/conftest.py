@@ -53,3 +53,21 @@ def aws_env(emulator_env: dict[str, str], moto_endpoint: str, monkeypatch: pytes
 @pytest.fixture
 def s3(aws_env: dict[str, str]) -> object:
     return boto3.client("s3")
+
+
+@pytest.fixture(scope="module")
+def aws_env_module(server: EmulatorServer, moto_endpoint: str) -> Iterator[dict[str, str]]:
+    """Module-wide form of ``aws_env`` for modules that share one verifier across many tests."""
+    env = {**server.client_env(), "AWS_ENDPOINT_URL_S3": moto_endpoint}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        yield env
+
+
+@pytest.fixture(scope="module")
+def s3_module(aws_env_module: dict[str, str]) -> object:
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="real-in")
+    client.create_bucket(Bucket="real-out")
+    return client

@@ -26,6 +26,9 @@ How source pixels are normalised into the IFRC layout (the same layout HealthIma
 * Syntaxes HealthImaging keeps as the original (JPEG baseline ``.50``, JPEG 2000 lossy ``.91``, HTJ2K
   ``.203``) are compared on the raw encapsulated frame bytes, never decoded: decoded lossy values depend
   on the decoder.
+* 1-bit data (binary segmentation, kept as raw pixel data) is compared on each frame's bits, cut from the
+  bit-packed PixelData and re-packed from a byte boundary, least significant bit first (DICOM's packing
+  order). AWS does not document how it splits frames whose bit count is not a multiple of 8.
 """
 
 from __future__ import annotations
@@ -112,7 +115,12 @@ def read_source_file(data: bytes, input_file: str) -> SourceFile:
         return SourceFile(input_file, sop_uid, ())
     number_of_frames = int(ds.get("NumberOfFrames") or 1)
     try:
-        if syntax in RETAINED_SOURCE_SYNTAXES:
+        if int(ds.get("BitsAllocated") or 0) == 1:
+            frames = tuple(
+                SourceFrame(i, zlib.crc32(f), Rule.RAW_BYTES.value)
+                for i, f in enumerate(_bit_packed_frames(ds, number_of_frames), start=1)
+            )
+        elif syntax in RETAINED_SOURCE_SYNTAXES:
             raw = generate_frames(ds.PixelData, number_of_frames=number_of_frames)
             frames = tuple(SourceFrame(i, zlib.crc32(f), Rule.RAW_BYTES.value) for i, f in enumerate(raw, start=1))
         else:
@@ -122,6 +130,19 @@ def read_source_file(data: bytes, input_file: str) -> SourceFile:
     except Exception as exc:
         raise SourceError(f"{input_file}: pixel data cannot be decoded ({type(exc).__name__}: {exc})") from exc
     return SourceFile(input_file, sop_uid, frames)
+
+
+def _bit_packed_frames(ds: Any, number_of_frames: int) -> list[bytes]:
+    bits_per_frame = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1)
+    bits = np.unpackbits(np.frombuffer(ds.PixelData, dtype=np.uint8), bitorder="little")
+    if bits.size < bits_per_frame * number_of_frames:
+        raise ValueError(
+            f"PixelData holds {bits.size} bits, {number_of_frames} frames need {bits_per_frame * number_of_frames}"
+        )
+    return [
+        np.packbits(bits[i * bits_per_frame : (i + 1) * bits_per_frame], bitorder="little").tobytes()
+        for i in range(number_of_frames)
+    ]
 
 
 def _iter_frames(ds: Any) -> Any:
