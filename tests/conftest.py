@@ -17,6 +17,10 @@ for _key, _value in {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
     "AWS_EC2_METADATA_DISABLED": "true",
+    # Powertools outside Lambda: a metrics namespace is required, tracing has no daemon to send to.
+    "POWERTOOLS_METRICS_NAMESPACE": "AhiVerifyTest",
+    "POWERTOOLS_SERVICE_NAME": "ahi-verify",
+    "POWERTOOLS_TRACE_DISABLED": "true",
 }.items():
     os.environ[_key] = _value
 os.environ.pop("AWS_PROFILE", None)

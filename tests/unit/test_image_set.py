@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import gzip
-import json
-import threading
-import time
-import zlib
-from typing import Any
-
-import imagecodecs
-import numpy as np
 import pytest
 
-from ahi_verify.frame_check import FetchedFrame, Reason, Status
+from ahi_verify.frame_check import Reason, Status
 from ahi_verify.image_set import (
     IN_FLIGHT_FACTOR,
     FrameFetchError,
@@ -23,55 +14,9 @@ from ahi_verify.image_set import (
     load_image_set_frames,
     verify_image_set,
 )
+from tests.fakes.frames import FakeSource, make_frames, metadata_for
 
 DS, ISET = "d" * 32, "e" * 32
-
-
-def make_frames(count: int, size: int = 16) -> dict[str, tuple[bytes, int]]:
-    frames = {}
-    for i in range(count):
-        pixels = (np.arange(size * size, dtype=np.uint16).reshape(size, size) + i).astype(np.uint16)
-        frames[f"{i:032x}"] = (bytes(imagecodecs.htj2k_encode(pixels, reversible=True)), zlib.crc32(pixels.tobytes()))
-    return frames
-
-
-def metadata_for(frames: dict[str, tuple[bytes, int]], size: int = 16) -> dict[str, Any]:
-    image_frames = [
-        {"ID": fid, "PixelDataChecksumFromBaseToFullResolution": [{"Width": size, "Height": size, "Checksum": crc}]}
-        for fid, (_, crc) in frames.items()
-    ]
-    return {"Study": {"Series": {"1.2": {"Instances": {"1.2.3": {"ImageFrames": image_frames}}}}}}
-
-
-class FakeSource:
-    """An in-memory FrameSource that can fail like the real service does (after retries) and counts load."""
-
-    def __init__(self, frames: dict[str, tuple[bytes, int]], metadata: Any = None, delay: float = 0.0) -> None:
-        self.frames = frames
-        self.metadata = gzip.compress(json.dumps(metadata or metadata_for(frames)).encode())
-        self.delay = delay
-        self.failures: dict[str, FrameFetchError | Exception] = {}
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.fetched: list[str] = []
-        self._lock = threading.Lock()
-
-    def get_image_set_metadata(self, datastore_id: str, image_set_id: str, version_id: str | None) -> bytes:
-        return self.metadata
-
-    def get_image_frame(self, datastore_id: str, image_set_id: str, image_frame_id: str) -> FetchedFrame:
-        with self._lock:
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            self.fetched.append(image_frame_id)
-        try:
-            time.sleep(self.delay)
-            if image_frame_id in self.failures:
-                raise self.failures[image_frame_id]
-            return FetchedFrame(self.frames[image_frame_id][0], "image/jph")
-        finally:
-            with self._lock:
-                self.in_flight -= 1
 
 
 def test_every_frame_ends_in_exactly_one_result_in_metadata_order() -> None:

@@ -21,6 +21,7 @@ from .healthimaging import DEFAULT_MAX_ATTEMPTS, HealthImagingSource, describe_i
 from .image_set import ImageSetError, ImageSetResult, VerifyOptions, prefer_io_threads, verify_image_set
 from .job import JobResult, job_folder, verify_job
 from .job_output import ManifestError
+from .report import image_set_entry, job_header, report_document
 from .s3_output import JobOutputError, JobOutputReader
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_UNVERIFIED = 0, 1, 2, 3
@@ -240,67 +241,32 @@ def job_exit_code(result: JobResult) -> int:
 
 
 def job_document(result: JobResult) -> dict[str, object]:
-    """The ``job --format json`` document."""
+    """The ``job --format json`` document: the same report the application writes as ``report.json``."""
     manifest = result.manifest
+    header = job_header(
+        job_id=manifest.job_id,
+        datastore_id=manifest.datastore_id,
+        folder=result.folder.uri,
+        manifest=manifest,
+        findings=result.findings,
+        notes=result.notes,
+    )
     image_sets = []
     for outcome in result.image_sets:
-        frames = []
-        for r in outcome.result.results if outcome.result else ():
-            entry = r.to_json()
-            if outcome.sources is not None and r.frame.index in outcome.sources:
-                c = outcome.sources[r.frame.index]
-                entry["source"] = {"ifrc": c.source, "relation": c.relation.value, "inputFile": c.input_file}
-            frames.append(entry)
-        image_sets.append(
-            {
-                "imageSetId": outcome.summary.image_set_id,
-                "version": outcome.summary.version,
-                "isPrimary": outcome.summary.is_primary,
-                "error": outcome.error,
-                "summary": summary(outcome.result) if outcome.result else None,
-                "frames": frames,
-                "sourceErrors": outcome.source_errors,
-                "orphanSourceFrames": outcome.orphan_source_frames,
-            }
+        sources = {
+            index: {"source": {"ifrc": c.source, "relation": c.relation.value, "inputFile": c.input_file}}
+            for index, c in (outcome.sources or {}).items()
+        }
+        entry = image_set_entry(
+            outcome.summary,
+            outcome.result.results if outcome.result else (),
+            error=outcome.error,
+            extra_frame_fields=sources,
         )
-    return {
-        "job": {
-            "jobId": manifest.job_id,
-            "datastoreId": manifest.datastore_id,
-            "folder": result.folder.uri,
-            "inputS3Uri": manifest.input_s3_uri,
-            "scannedFiles": manifest.scanned_files,
-            "importedFiles": manifest.imported_files,
-            "filesWithCustomerError": manifest.customer_error_files,
-            "filesWithServerError": manifest.server_error_files,
-            "generatedImageSets": manifest.generated_image_sets,
-        },
-        "summary": {
-            "imageSets": len(result.image_sets),
-            "imageSetErrors": sum(1 for o in result.image_sets if o.error),
-            "frames": result.frame_counts(),
-            "importFailures": len(result.findings.failures),
-            "importWarnings": len(result.findings.warnings),
-            "unreadableLines": len(result.findings.problems),
-        },
-        "imageSets": image_sets,
-        "failures": [
-            {"inputFile": f.input_file, "exceptionType": f.exception_type, "message": f.message}
-            for f in result.findings.failures
-        ],
-        "warnings": [
-            {
-                "inputFile": w.input_file,
-                "imageSetId": w.image_set_id,
-                "warnings": [{"code": x.code, "type": x.type, "affectsFrames": x.affects_frames} for x in w.warnings],
-            }
-            for w in result.findings.warnings
-        ],
-        "unreadableLines": [
-            {"file": p.key, "line": p.line_number, "problem": p.problem} for p in result.findings.problems
-        ],
-        "notes": result.notes,
-    }
+        entry["sourceErrors"] = outcome.source_errors
+        entry["orphanSourceFrames"] = outcome.orphan_source_frames
+        image_sets.append(entry)
+    return report_document(header, image_sets)
 
 
 def print_job_table(result: JobResult, out: TextIO) -> None:

@@ -1,0 +1,39 @@
+"""Image-set worker: one SQS work item -> every frame of an image set (or a frame range) verified, the
+job's report and alert written by whichever item completes last. Failed items are reported individually
+(partial batch response), so only they are retried; after the redrive limit they land in the DLQ."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from ahi_verify.app.observability import logger, metrics, tracer
+from ahi_verify.app.pipeline import build_services, process_work_item
+from ahi_verify.app.settings import Settings
+from ahi_verify.image_set import prefer_io_threads
+from ahi_verify.work_items import WorkItem
+
+SETTINGS = Settings.from_env(os.environ)  # fails the cold start with every configuration problem named
+SERVICES = build_services(SETTINGS)
+PROCESSOR = BatchProcessor(event_type=EventType.SQS)
+prefer_io_threads()
+
+
+@tracer.capture_method
+def verify_record(record: SQSRecord) -> dict[str, Any]:
+    item = WorkItem.from_json(record.body)
+    logger.set_correlation_id(item.job_id)
+    logger.append_keys(job_id=item.job_id, image_set_id=item.image_set_id, item_id=item.item_id)
+    return process_work_item(item, SERVICES)
+
+
+@logger.inject_lambda_context(log_event=False)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    return process_partial_response(event=event, record_handler=verify_record, processor=PROCESSOR, context=context)

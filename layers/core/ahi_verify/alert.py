@@ -1,0 +1,89 @@
+"""The one alert per job: composed from the report, IDs and counts only.
+
+A person reads it in ten seconds: what happened, how many frames, which data store, job, image sets and
+frames, and where the full report is. No patient data can reach it: it is built from the report, which
+holds none, and file keys (which may embed names) are counted, never listed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .report import Verdict, problem_frames
+
+SUBJECT_LIMIT = 99  # SNS: "less than 100 characters"
+MAX_LISTED_FRAMES = 50
+MESSAGE_LIMIT = 200_000  # well under SNS's 256 KB
+
+
+@dataclass(frozen=True)
+class Alert:
+    """An SNS message: subject, body and attributes for subscription filter policies."""
+
+    subject: str
+    message: str
+    attributes: Mapping[str, str]
+
+
+def compose_alert(report: Mapping[str, Any], report_uri: str, *, notify_clean: bool) -> Alert | None:
+    """Return the job's alert, or None for a clean job unless ``notify_clean``."""
+    verdict = Verdict(report["verdict"])
+    if verdict is Verdict.CLEAN and not notify_clean:
+        return None
+    job, summary, frames = report["job"], report["summary"], report["summary"]["frames"]
+    job_id = job["jobId"]
+    subject = {
+        Verdict.MISMATCH: f"MISMATCH: {frames['mismatch']} frame(s) differ in import job {job_id}",
+        Verdict.IMPORT_FAILED: f"Import job {job_id} failed",
+        Verdict.UNVERIFIED: f"UNVERIFIED: import job {job_id} is not fully verified",
+        Verdict.CLEAN: f"OK: import job {job_id} verified, {frames['match']} frames match",
+    }[verdict]
+    lines = [
+        _headline(verdict, summary),
+        "",
+        f"Data store: {job['datastoreId']}",
+        f"Import job: {job_id}",
+        f"Frames: {frames['total']} total, {frames['match']} match, {frames['mismatch']} mismatch, "
+        f"{frames['error']} could not be verified",
+        f"Image sets: {summary['imageSets']} ({summary['imageSetErrors']} could not be read)",
+        f"Files the import rejected: {summary['importFailures']}; imported with warnings: {summary['importWarnings']}",
+    ]
+    if job.get("message"):
+        lines.append("The import job reported a failure (see the report for its message).")
+    problems = problem_frames(report)
+    if problems:
+        lines += ["", "Frames (status, image set, frame ID, frame number, reason):"]
+        lines += [
+            f"  {f['status']} {image_set_id} {f['imageFrameId']} #{f['frameNumber']} {f.get('reason') or ''}".rstrip()
+            for image_set_id, f in problems[:MAX_LISTED_FRAMES]
+        ]
+        if len(problems) > MAX_LISTED_FRAMES:
+            lines.append(f"  ... and {len(problems) - MAX_LISTED_FRAMES} more in the report")
+    errored_sets = [s["imageSetId"] for s in report["imageSets"] if s.get("error")]
+    if errored_sets:
+        lines += ["", "Image sets that could not be read: " + ", ".join(errored_sets[:MAX_LISTED_FRAMES])]
+    lines += ["", f"Full report: {report_uri}", f"Readable report: {report_uri.removesuffix('.json')}.html"]
+    message = "\n".join(lines)[:MESSAGE_LIMIT]
+    return Alert(
+        subject=_one_line(f"[ahi-verify] {subject}")[:SUBJECT_LIMIT],
+        message=message,
+        attributes={"severity": verdict.value, "jobId": job_id, "datastoreId": job["datastoreId"]},
+    )
+
+
+def _headline(verdict: Verdict, summary: Mapping[str, Any]) -> str:
+    frames = summary["frames"]
+    if verdict is Verdict.MISMATCH:
+        return f"{frames['mismatch']} frame(s) returned by HealthImaging do not match their published checksum."
+    if verdict is Verdict.IMPORT_FAILED:
+        return "The import job failed; nothing from it can be verified."
+    if verdict is Verdict.UNVERIFIED:
+        return "No frame mismatched, but not everything of this import could be verified."
+    return "Every frame of this import matched its published checksum."
+
+
+def _one_line(text: str) -> str:
+    """SNS subjects allow no line breaks or control characters."""
+    return "".join(ch if ch.isprintable() else " " for ch in text)

@@ -1,0 +1,96 @@
+"""Trigger events -> the import jobs they announce.
+
+Three sources announce a job: an S3 notification for the manifest (the template created the bucket), an
+EventBridge "Object Created" event for it (an existing bucket), and HealthImaging's own "Import Job
+Completed/Failed" event. A schedule asks for reconciliation instead. Everything else is an error that
+names what was received, never silently ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, S3Event
+
+from ..job_output import MANIFEST_NAME, parse_job_folder
+
+
+class EventError(ValueError):
+    """An event the trigger cannot act on; says which and why."""
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """An import job to verify."""
+
+    datastore_id: str
+    job_id: str
+    folder_uri: str | None
+    """The job output folder, when the event names it; otherwise GetDICOMImportJob is asked."""
+    origin: str
+    failed: bool = False
+
+
+@dataclass(frozen=True)
+class Reconcile:
+    """The scheduled sweep for completed jobs that were never verified."""
+
+
+def parse_trigger_event(event: Mapping[str, Any]) -> list[JobRef] | Reconcile:
+    """Return the jobs an event announces (possibly none), or :class:`Reconcile`.
+
+    Raises
+    ------
+    EventError
+        Not a supported event, or a record whose key is not a manifest in a job folder.
+    """
+    if event.get("Event") == "s3:TestEvent":
+        return []  # sent once when a notification configuration is saved
+    if "Records" in event:
+        return _s3_records(event)
+    source, detail_type = event.get("source"), event.get("detail-type")
+    if source == "aws.events" and detail_type == "Scheduled Event":
+        return Reconcile()
+    if source == "aws.s3" and detail_type == "Object Created":
+        detail = EventBridgeEvent(dict(event)).detail
+        return [_from_key(str(detail["bucket"]["name"]), str(detail["object"]["key"]), "eventbridge-s3")]
+    if source == "aws.medical-imaging" and detail_type in ("Import Job Completed", "Import Job Failed"):
+        detail = EventBridgeEvent(dict(event)).detail
+        try:
+            datastore_id, job_id, status = str(detail["datastoreId"]), str(detail["jobId"]), detail.get("jobStatus")
+        except KeyError as exc:
+            raise EventError(f"{detail_type} event has no {exc.args[0]}") from exc
+        return [JobRef(datastore_id, job_id, None, "import-job-event", failed=status == "FAILED")]
+    if source == "aws.medical-imaging":
+        return []  # Submitted / In Progress: nothing to verify yet
+    raise EventError(f"unsupported event: source={source!r} detail-type={detail_type!r}")
+
+
+def _s3_records(event: Mapping[str, Any]) -> list[JobRef]:
+    refs, problems = [], []
+    for i, record in enumerate(S3Event(dict(event)).records):
+        if record.event_source != "aws:s3" or not record.event_name.startswith("ObjectCreated"):
+            problems.append(f"record {i}: {record.event_source} {record.event_name} is not an S3 ObjectCreated event")
+            continue
+        # Keys arrive URL-encoded (space -> '+'); the per-record accessor does not decode them.
+        key = unquote_plus(record.s3.get_object.key)
+        try:
+            refs.append(_from_key(record.s3.bucket.name, key, "s3"))
+        except EventError as exc:
+            problems.append(f"record {i}: {exc}")
+    if problems:
+        raise EventError("; ".join(problems))
+    return refs
+
+
+def _from_key(bucket: str, key: str, origin: str) -> JobRef:
+    if not key.endswith(MANIFEST_NAME):
+        raise EventError(f"s3://{bucket}/{key} is not a {MANIFEST_NAME}")
+    folder = key[: -len(MANIFEST_NAME)]
+    ids = parse_job_folder(folder)
+    if ids is None:
+        raise EventError(f"s3://{bucket}/{folder} is not a <datastoreId>-DicomImport-<jobId>/ job folder")
+    return JobRef(ids[0], ids[1], f"s3://{bucket}/{folder}", origin)

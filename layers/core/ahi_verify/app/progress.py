@@ -1,0 +1,203 @@
+"""DynamoDB: one job record and a completion ledger, so that the last work item of a job is recognised,
+and the report and alert decided, exactly once, under concurrent completions and redelivery.
+
+Items (partition ``JOB#<jobId>``):
+``JOB``               datastore, folder, state, ``pending`` work items, frame counters, finalisation marks
+``ITEM#<itemId>``     a work item completed (conditional put: a redelivered item is not counted twice)
+``SPLIT#<imageSetId>``an image set was split into frame ranges (conditional put: ``pending`` grows once)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+RETENTION_S = 90 * 24 * 3600  # progress records expire (TTL) after 90 days, as import jobs are listed
+
+
+def _pk(job_id: str) -> dict[str, str]:
+    return {"S": f"JOB#{job_id}"}
+
+
+def _n(value: int) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+def _conditional_failed(exc: ClientError) -> bool:
+    code = exc.response.get("Error", {}).get("Code", "")
+    if code == "ConditionalCheckFailedException":
+        return True
+    if code == "TransactionCanceledException":
+        reasons = exc.response.get("CancellationReasons") or []
+        return any(r.get("Code") == "ConditionalCheckFailed" for r in reasons)
+    return False
+
+
+class JobProgress:
+    """The progress table, through a low-level DynamoDB client."""
+
+    def __init__(self, dynamodb: Any, table: str) -> None:
+        self._db = dynamodb
+        self._table = table
+
+    def create(self, job_id: str, datastore_id: str, folder_uri: str, pending: int) -> bool:
+        """Record a new job in state ``planning``; False when the job is already known."""
+        now = int(time.time())
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item={
+                    "pk": _pk(job_id),
+                    "sk": {"S": "JOB"},
+                    "datastore_id": {"S": datastore_id},
+                    "folder": {"S": folder_uri},
+                    "state": {"S": "planning"},
+                    "pending": _n(pending),
+                    "frames_match": _n(0),
+                    "frames_mismatch": _n(0),
+                    "frames_error": _n(0),
+                    "created_at": _n(now),
+                    "expires_at": _n(now + RETENTION_S),
+                },
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        """The job record as plain values, or None."""
+        item = self._db.get_item(
+            TableName=self._table, Key={"pk": _pk(job_id), "sk": {"S": "JOB"}}, ConsistentRead=True
+        ).get("Item")
+        return {k: _plain(v) for k, v in item.items()} if item else None
+
+    def advance(self, job_id: str, from_state: str, to_state: str) -> bool:
+        """Move the job from one state to the next; False when it is no longer in ``from_state``
+        (the workers may already have finalised a small job before the trigger marks it running)."""
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key={"pk": _pk(job_id), "sk": {"S": "JOB"}},
+                UpdateExpression="SET #s = :to",
+                ConditionExpression="#s = :from",
+                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeValues={":to": {"S": to_state}, ":from": {"S": from_state}},
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def record_split(self, job_id: str, image_set_id: str, extra_items: int) -> bool:
+        """Count the extra work items of a split image set, once; False if it was already counted."""
+        return self._transact(
+            job_id,
+            f"SPLIT#{image_set_id}",
+            "ADD pending :extra",
+            {":extra": _n(extra_items)},
+        )
+
+    def complete_item(self, job_id: str, item_id: str, counts: Mapping[str, int]) -> bool:
+        """Mark one work item done and add its frame counts, once; False if it was already done."""
+        return self._transact(
+            job_id,
+            f"ITEM#{item_id}",
+            "ADD pending :minus_one, frames_match :m, frames_mismatch :x, frames_error :e",
+            {
+                ":minus_one": _n(-1),
+                ":m": _n(counts.get("match", 0)),
+                ":x": _n(counts.get("mismatch", 0)),
+                ":e": _n(counts.get("error", 0)),
+            },
+        )
+
+    def _transact(self, job_id: str, marker: str, update: str, values: dict[str, Any]) -> bool:
+        now = int(time.time())
+        try:
+            self._db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": {"pk": _pk(job_id), "sk": {"S": marker}, "expires_at": _n(now + RETENTION_S)},
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": {"pk": _pk(job_id), "sk": {"S": "JOB"}},
+                            "UpdateExpression": update,
+                            "ConditionExpression": "attribute_exists(pk)",
+                            "ExpressionAttributeValues": values,
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def claim_finalisation(self, job_id: str, claimer: str) -> bool:
+        """Claim the right to write the report and send the alert: only when nothing is pending, only once.
+
+        The claimer (a work item ID) may claim again, so that a redelivered last item finishes a
+        finalisation its first delivery began and did not complete.
+        """
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key={"pk": _pk(job_id), "sk": {"S": "JOB"}},
+                UpdateExpression="SET finalised_by = :c, #s = :finalising",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND pending = :zero AND attribute_not_exists(finalised_at) "
+                    "AND (attribute_not_exists(finalised_by) OR finalised_by = :c)"
+                ),
+                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeValues={":c": {"S": claimer}, ":zero": _n(0), ":finalising": {"S": "finalising"}},
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def mark_alert_sent(self, job_id: str, message_id: str) -> None:
+        """Remember the alert, so a retried finalisation does not send it again."""
+        self._db.update_item(
+            TableName=self._table,
+            Key={"pk": _pk(job_id), "sk": {"S": "JOB"}},
+            UpdateExpression="SET alert_message_id = :m",
+            ExpressionAttributeValues={":m": {"S": message_id}},
+        )
+
+    def mark_finalised(self, job_id: str, report_uri: str, verdict: str) -> None:
+        """The job is done: its report is written and its alert decided."""
+        self._db.update_item(
+            TableName=self._table,
+            Key={"pk": _pk(job_id), "sk": {"S": "JOB"}},
+            UpdateExpression="SET finalised_at = :t, report = :r, verdict = :v, #s = :done",
+            ExpressionAttributeNames={"#s": "state"},
+            ExpressionAttributeValues={
+                ":t": _n(int(time.time())),
+                ":r": {"S": report_uri},
+                ":v": {"S": verdict},
+                ":done": {"S": "done"},
+            },
+        )
+
+
+def _plain(value: Mapping[str, Any]) -> Any:
+    (kind, raw), *_ = value.items()
+    if kind == "N":
+        return int(raw)
+    return raw

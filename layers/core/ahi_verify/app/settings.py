@@ -1,0 +1,75 @@
+"""Configuration of the functions: one typed object, read from the environment once, at cold start."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class SettingsError(ValueError):
+    """The function's environment is incomplete or malformed; lists every problem at once."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the template passes to every function."""
+
+    datastore_id: str
+    output_bucket: str
+    output_prefix: str
+    reports_prefix: str
+    work_queue_url: str
+    progress_table: str
+    idempotency_table: str
+    alert_topic_arn: str
+    notify_on_clean_jobs: bool
+    frames_per_work_item: int
+    fetch_concurrency: int
+    manifest_wait_s: float = 30.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Build and validate the settings.
+
+        Raises
+        ------
+        SettingsError
+            Naming every missing or malformed variable.
+        """
+        problems: list[str] = []
+
+        def text(name: str, pattern: str = r".+") -> str:
+            value = env.get(name, "")
+            if not re.fullmatch(pattern, value):
+                problems.append(f"{name} is {'missing' if not value else 'malformed'}")
+            return value
+
+        def number(name: str, low: int) -> int:
+            value = env.get(name, "")
+            if not value.isdigit() or int(value) < low:
+                problems.append(f"{name} must be an integer >= {low}")
+                return low
+            return int(value)
+
+        flag = env.get("NOTIFY_ON_CLEAN_JOBS", "false").lower()
+        if flag not in ("true", "false"):
+            problems.append("NOTIFY_ON_CLEAN_JOBS must be true or false")
+        settings = cls(
+            datastore_id=text("DATASTORE_ID", r"[0-9a-z]{32}"),
+            output_bucket=text("OUTPUT_BUCKET", r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]"),
+            output_prefix=text("OUTPUT_PREFIX", r"(.*/)?"),
+            reports_prefix=text("REPORTS_PREFIX", r".+/"),
+            work_queue_url=text("WORK_QUEUE_URL", r"https?://.+"),
+            progress_table=text("PROGRESS_TABLE"),
+            idempotency_table=text("IDEMPOTENCY_TABLE"),
+            alert_topic_arn=text("ALERT_TOPIC_ARN", r"arn:aws[a-z\-]*:sns:.+"),
+            notify_on_clean_jobs=flag == "true",
+            frames_per_work_item=number("FRAMES_PER_WORK_ITEM", 1),
+            fetch_concurrency=number("FETCH_CONCURRENCY", 1),
+        )
+        if settings.output_prefix and settings.reports_prefix.startswith(settings.output_prefix):
+            problems.append("REPORTS_PREFIX must not lie under OUTPUT_PREFIX (reports would re-trigger the function)")
+        if problems:
+            raise SettingsError("invalid function configuration: " + "; ".join(problems))
+        return settings

@@ -1,0 +1,300 @@
+"""The application flow against moto's DynamoDB, S3, SQS and SNS (in process): a job is queued once,
+every work item counted once, the job finalised once, with one report and at most one alert."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from ahi_verify.app.events import JobRef
+from ahi_verify.app.messaging import AlertPublisher, WorkQueue
+from ahi_verify.app.pipeline import Services, finalise_job, process_work_item, reconcile, start_job
+from ahi_verify.app.progress import JobProgress
+from ahi_verify.app.settings import Settings
+from ahi_verify.app.storage import ReportStore
+from ahi_verify.image_set import VerifyOptions
+from ahi_verify.s3_output import JobOutputReader
+from ahi_verify.work_items import WorkItem, WorkItemError
+from tests.fakes.frames import FakeSource, make_frames
+
+DS = "d" * 32
+BUCKET = "ahi-output"
+OUTPUT_PREFIX = "import-output/"
+
+
+def job_id(n: int) -> str:
+    return f"{n:032x}"
+
+
+def image_set_id(n: int) -> str:
+    return f"{n:031x}a"
+
+
+class FakeMedicalImaging:
+    """GetDICOMImportJob / ListDICOMImportJobs for jobs the test declares."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, dict[str, Any]] = {}
+
+    def get_dicom_import_job(self, datastoreId: str, jobId: str) -> dict[str, Any]:  # noqa: N803
+        return {"jobProperties": self.jobs[jobId]}
+
+    def get_paginator(self, name: str) -> FakeMedicalImaging:
+        assert name == "list_dicom_import_jobs"
+        return self
+
+    def paginate(self, datastoreId: str, jobStatus: str) -> Iterator[dict[str, Any]]:  # noqa: N803
+        yield {"jobSummaries": [{"jobId": j} for j, p in self.jobs.items() if p["jobStatus"] == jobStatus]}
+
+
+@pytest.fixture
+def aws() -> Iterator[dict[str, Any]]:
+    with mock_aws():
+        s3, ddb, sqs, sns = (boto3.client(n) for n in ("s3", "dynamodb", "sqs", "sns"))
+        s3.create_bucket(Bucket=BUCKET)
+        ddb.create_table(
+            TableName="progress",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        work = sqs.create_queue(QueueName="work")["QueueUrl"]
+        alerts = sqs.create_queue(QueueName="alerts")["QueueUrl"]
+        topic = sns.create_topic(Name="alerts")["TopicArn"]
+        alerts_arn = sqs.get_queue_attributes(QueueUrl=alerts, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=alerts_arn)
+        yield {"s3": s3, "ddb": ddb, "sqs": sqs, "work": work, "alerts": alerts, "topic": topic}
+
+
+def services(aws: dict[str, Any], source: FakeSource, **overrides: Any) -> Services:
+    settings = Settings(
+        datastore_id=DS,
+        output_bucket=BUCKET,
+        output_prefix=OUTPUT_PREFIX,
+        reports_prefix="ahi-verify-reports/",
+        work_queue_url=aws["work"],
+        progress_table="progress",
+        idempotency_table="idempotency",
+        alert_topic_arn=aws["topic"],
+        notify_on_clean_jobs=False,
+        frames_per_work_item=1000,
+        fetch_concurrency=4,
+        manifest_wait_s=0,
+    )
+    return Services(
+        settings=replace(settings, **overrides),
+        progress=JobProgress(aws["ddb"], "progress"),
+        reports=ReportStore(aws["s3"], BUCKET, "ahi-verify-reports/"),
+        reader=JobOutputReader(aws["s3"]),
+        frames=source,
+        medical_imaging=FakeMedicalImaging(),
+        queue=WorkQueue(aws["sqs"], aws["work"]),
+        alerts=AlertPublisher(boto3.client("sns"), aws["topic"]),
+        options=VerifyOptions(fetch_concurrency=4, decode_workers=2),
+    )
+
+
+def write_job(aws: dict[str, Any], job: str, image_sets: list[str], failed_files: int = 0) -> str:
+    folder = f"{OUTPUT_PREFIX}{DS}-DicomImport-{job}/"
+    manifest = {
+        "jobSummary": {
+            "jobId": job,
+            "datastoreId": DS,
+            "inputS3Uri": "s3://in/dicom/",
+            "outputS3Uri": f"s3://{BUCKET}/{folder}",
+            "successOutputS3Uri": f"s3://{BUCKET}/{folder}SUCCESS/",
+            "failureOutputS3Uri": f"s3://{BUCKET}/{folder}FAILURE/",
+            "numberOfScannedFiles": len(image_sets) + failed_files,
+            "numberOfImportedFiles": len(image_sets),
+            "numberOfFilesWithCustomerError": failed_files,
+            "numberOfFilesWithServerError": 0,
+            "numberOfGeneratedImageSets": len(image_sets),
+            "imageSetsSummary": [{"imageSetId": i, "numberOfMatchedSOPInstances": 1} for i in image_sets],
+        }
+    }
+    lines = [json.dumps({"inputFile": f"dicom/{i}.dcm", "importResponse": {"imageSetId": i}}) for i in image_sets]
+    aws["s3"].put_object(Bucket=BUCKET, Key=f"{folder}SUCCESS/success.ndjson", Body="\n".join(lines).encode())
+    if failed_files:
+        bad = [
+            json.dumps(
+                {
+                    "inputFile": f"dicom/bad{n}.dcm",
+                    "exception": {"exceptionType": "ValidationException", "message": "m"},
+                }
+            )
+            for n in range(failed_files)
+        ]
+        aws["s3"].put_object(Bucket=BUCKET, Key=f"{folder}FAILURE/failure.ndjson", Body="\n".join(bad).encode())
+    aws["s3"].put_object(Bucket=BUCKET, Key=f"{folder}job-output-manifest.json", Body=json.dumps(manifest).encode())
+    return f"s3://{BUCKET}/{folder}"
+
+
+def drain(aws: dict[str, Any], queue: str = "work") -> list[dict[str, Any]]:
+    messages = []
+    while batch := aws["sqs"].receive_message(QueueUrl=aws[queue], MaxNumberOfMessages=10).get("Messages", []):
+        for m in batch:
+            aws["sqs"].delete_message(QueueUrl=aws[queue], ReceiptHandle=m["ReceiptHandle"])
+        messages += batch
+    return messages
+
+
+def alerts(aws: dict[str, Any]) -> list[dict[str, Any]]:
+    return [json.loads(m["Body"]) for m in drain(aws, "alerts")]
+
+
+def report(aws: dict[str, Any], job: str) -> dict[str, Any]:
+    body = aws["s3"].get_object(Bucket=BUCKET, Key=f"ahi-verify-reports/{job}/report.json")["Body"].read()
+    return dict(json.loads(body))
+
+
+def test_job_is_queued_verified_and_reported_once_with_one_alert(aws: dict[str, Any]) -> None:
+    # GIVEN a job of two image sets, one of them with a frame whose stored checksum is wrong
+    source = FakeSource()
+    good, bad = make_frames(3, seed=1), make_frames(4, seed=2)
+    bad_id = next(iter(bad))
+    bad[bad_id] = (bad[bad_id][0], bad[bad_id][1] ^ 0xFFFF)
+    source.add_image_set(image_set_id(1), good)
+    source.add_image_set(image_set_id(2), bad)
+    svc = services(aws, source)
+    folder = write_job(aws, job_id(1), [image_set_id(1), image_set_id(2)])
+    # WHEN the manifest is announced twice and every queued item is processed (one of them twice)
+    ref = JobRef(DS, job_id(1), folder, "s3")
+    assert start_job(ref, svc) == {"outcome": "queued", "imageSets": 2}
+    assert start_job(ref, svc)["outcome"] == "duplicate"
+    items = [WorkItem.from_json(m["Body"]) for m in drain(aws)]
+    assert len(items) == 2
+    for item in [*items, items[0]]:
+        process_work_item(item, svc)
+    # THEN one report lists all 7 frames once, in order, and exactly one alert names the bad frame
+    doc = report(aws, job_id(1))
+    assert doc["verdict"] == "MISMATCH"
+    assert doc["summary"]["frames"] == {"total": 7, "match": 6, "mismatch": 1, "error": 0}
+    assert [f["imageFrameId"] for s in doc["imageSets"] for f in s["frames"]] == [*good, *bad]
+    (alert,) = alerts(aws)
+    assert alert["Subject"].startswith("[ahi-verify] MISMATCH: 1 frame(s)")
+    assert len(alert["Subject"]) <= 99
+    assert bad_id in alert["Message"]
+    assert alert["MessageAttributes"]["severity"]["Value"] == "MISMATCH"
+    record = svc.progress.get(job_id(1))
+    assert record is not None
+    assert (record["state"], record["pending"], record["frames_mismatch"]) == ("done", 0, 1)
+
+
+def test_large_image_set_is_split_and_merged_into_one_report(aws: dict[str, Any]) -> None:
+    # GIVEN an image set of 7 frames and work items of at most 3 frames
+    source = FakeSource()
+    frames = make_frames(7, seed=3)
+    source.add_image_set(image_set_id(3), frames)
+    svc = services(aws, source, frames_per_work_item=3)
+    folder = write_job(aws, job_id(2), [image_set_id(3)])
+    start_job(JobRef(DS, job_id(2), folder, "s3"), svc)
+    # WHEN the item is processed, splits itself, and the split items are processed (in reverse order)
+    (first,) = [WorkItem.from_json(m["Body"]) for m in drain(aws)]
+    process_work_item(first, svc)
+    rest = [WorkItem.from_json(m["Body"]) for m in drain(aws)]
+    assert sorted(i.frames for i in rest if i.frames) == [(3, 6), (6, 7)]
+    process_work_item(first, svc)  # redelivered original: splits again, counted once
+    for item in reversed(rest + [WorkItem.from_json(m["Body"]) for m in drain(aws)]):
+        process_work_item(item, svc)
+    # THEN the report holds each of the 7 frames exactly once, in metadata order
+    doc = report(aws, job_id(2))
+    assert [f["imageFrameId"] for f in doc["imageSets"][0]["frames"]] == list(frames)
+    assert doc["imageSets"][0]["error"] is None
+    assert doc["verdict"] == "CLEAN"
+    assert alerts(aws) == []
+
+
+def test_concurrent_last_items_finalise_once(aws: dict[str, Any]) -> None:
+    source = FakeSource()
+    ids = [image_set_id(10 + n) for n in range(6)]
+    for n, iset in enumerate(ids):
+        source.add_image_set(iset, make_frames(2, seed=10 + n))
+    svc = services(aws, source, notify_on_clean_jobs=True)
+    start_job(JobRef(DS, job_id(3), write_job(aws, job_id(3), ids), "s3"), svc)
+    items = [WorkItem.from_json(m["Body"]) for m in drain(aws)]
+    calls: list[str | None] = []
+    original = finalise_job
+
+    def run(item: WorkItem) -> None:
+        process_work_item(item, svc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in items + items]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    calls.append(original(job_id(3), svc, claimer="late-caller"))
+    assert calls == [None]  # already finalised: nobody else may claim
+    (alert,) = alerts(aws)
+    assert alert["MessageAttributes"]["severity"]["Value"] == "CLEAN"
+    assert report(aws, job_id(3))["summary"]["frames"]["total"] == 12
+
+
+def test_job_without_image_sets_but_with_failed_files_is_finalised_by_the_trigger(aws: dict[str, Any]) -> None:
+    svc = services(aws, FakeSource())
+    folder = write_job(aws, job_id(4), [], failed_files=2)
+    assert start_job(JobRef(DS, job_id(4), folder, "s3"), svc)["imageSets"] == 0
+    doc = report(aws, job_id(4))
+    assert (doc["verdict"], doc["summary"]["importFailures"]) == ("UNVERIFIED", 2)
+    (alert,) = alerts(aws)
+    assert "UNVERIFIED" in alert["Subject"]
+    assert "bad0.dcm" not in alert["Message"]  # file keys are counted, never listed
+
+
+def test_failed_import_job_event_reports_the_failure(aws: dict[str, Any]) -> None:
+    svc = services(aws, FakeSource())
+    svc.medical_imaging.jobs[job_id(5)] = {
+        "jobStatus": "FAILED",
+        "message": "input bucket not accessible",
+        "outputS3Uri": f"s3://{BUCKET}/{OUTPUT_PREFIX}",
+    }
+    start_job(JobRef(DS, job_id(5), None, "import-job-event", failed=True), svc)
+    doc = report(aws, job_id(5))
+    assert doc["verdict"] == "IMPORT_FAILED"
+    assert doc["job"]["folder"] == f"s3://{BUCKET}/{OUTPUT_PREFIX}{DS}-DicomImport-{job_id(5)}/"
+    assert "failed" in alerts(aws)[0]["Subject"]
+
+
+def test_image_set_that_cannot_be_read_is_reported_not_lost(aws: dict[str, Any]) -> None:
+    source = FakeSource()  # knows no image set: metadata fetch fails
+    svc = services(aws, source)
+    start_job(JobRef(DS, job_id(6), write_job(aws, job_id(6), [image_set_id(6)]), "s3"), svc)
+    for m in drain(aws):
+        process_work_item(WorkItem.from_json(m["Body"]), svc)
+    doc = report(aws, job_id(6))
+    assert "ResourceNotFoundException" in doc["imageSets"][0]["error"]
+    assert doc["verdict"] == "UNVERIFIED"
+
+
+def test_poison_items_are_rejected(aws: dict[str, Any]) -> None:
+    svc = services(aws, FakeSource())
+    with pytest.raises(WorkItemError, match="never queued"):
+        process_work_item(WorkItem(job_id(7), DS, image_set_id(7)), svc)
+    with pytest.raises(WorkItemError, match="another data store"):
+        process_work_item(WorkItem(job_id(7), "e" * 32, image_set_id(7)), svc)
+
+
+def test_reconcile_starts_only_unknown_jobs(aws: dict[str, Any]) -> None:
+    svc = services(aws, FakeSource())
+    for n in (8, 9):
+        folder = write_job(aws, job_id(n), [])
+        svc.medical_imaging.jobs[job_id(n)] = {"jobStatus": "COMPLETED", "outputS3Uri": folder}
+    start_job(JobRef(DS, job_id(8), None, "s3"), svc)
+    started = reconcile(svc, lambda job: start_job(JobRef(**job), svc))
+    assert started == [job_id(9)]
+    assert reconcile(svc, lambda job: start_job(JobRef(**job), svc)) == []
+
+
+def test_other_data_store_is_skipped(aws: dict[str, Any]) -> None:
+    svc = services(aws, FakeSource())
+    assert start_job(JobRef("e" * 32, job_id(10), None, "s3"), svc)["outcome"] == "skipped"
