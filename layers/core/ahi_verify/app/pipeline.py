@@ -59,7 +59,9 @@ def build_services(settings: Settings) -> Services:
         medical_imaging=medical_imaging,
         queue=WorkQueue(boto3.client("sqs"), settings.work_queue_url),
         alerts=AlertPublisher(boto3.client("sns"), settings.alert_topic_arn),
-        options=VerifyOptions(fetch_concurrency=settings.fetch_concurrency),
+        options=VerifyOptions(
+            fetch_concurrency=settings.fetch_concurrency, memory_budget_bytes=settings.memory_budget_bytes
+        ),
     )
 
 

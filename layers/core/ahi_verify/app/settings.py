@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 class SettingsError(ValueError):
@@ -27,6 +27,9 @@ class Settings:
     frames_per_work_item: int
     fetch_concurrency: int
     manifest_wait_s: float = 30.0
+    memory_budget_bytes: int = 200 * 1024 * 1024
+    """Frames in flight per worker: 40 % of the function's memory (the rest is the runtime, the code and the
+    HTTP pools), measured: a 3328x4096 frame in flight costs about 3.5x its 27 MB decoded size."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -68,6 +71,9 @@ class Settings:
             frames_per_work_item=number("FRAMES_PER_WORK_ITEM", 1),
             fetch_concurrency=number("FETCH_CONCURRENCY", 1),
         )
+        memory_mb = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "")
+        if memory_mb.isdigit():
+            settings = replace(settings, memory_budget_bytes=int(memory_mb) * 1024 * 1024 * 2 // 5)
         if settings.output_prefix and settings.reports_prefix.startswith(settings.output_prefix):
             problems.append("REPORTS_PREFIX must not lie under OUTPUT_PREFIX (reports would re-trigger the function)")
         if problems:
