@@ -76,6 +76,27 @@ def aws() -> Iterator[dict[str, Any]]:
         yield {"s3": s3, "ddb": ddb, "sqs": sqs, "work": work, "alerts": alerts, "topic": topic}
 
 
+class Serialised:
+    """A client whose calls are atomic, as each DynamoDB/S3/SQS request is in AWS (moto's in-process
+    backends are not thread-safe, and their races are not the ones under test)."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr) or name == "get_paginator":
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return call
+
+
 def services(aws: dict[str, Any], source: FakeSource, **overrides: Any) -> Services:
     settings = Settings(
         datastore_id=DS,
@@ -93,13 +114,13 @@ def services(aws: dict[str, Any], source: FakeSource, **overrides: Any) -> Servi
     )
     return Services(
         settings=replace(settings, **overrides),
-        progress=JobProgress(aws["ddb"], "progress"),
-        reports=ReportStore(aws["s3"], BUCKET, "ahi-verify-reports/"),
+        progress=JobProgress(Serialised(aws["ddb"]), "progress"),
+        reports=ReportStore(Serialised(aws["s3"]), BUCKET, "ahi-verify-reports/"),
         reader=JobOutputReader(aws["s3"]),
         frames=source,
         medical_imaging=FakeMedicalImaging(),
-        queue=WorkQueue(aws["sqs"], aws["work"]),
-        alerts=AlertPublisher(boto3.client("sns"), aws["topic"]),
+        queue=WorkQueue(Serialised(aws["sqs"]), aws["work"]),
+        alerts=AlertPublisher(Serialised(boto3.client("sns")), aws["topic"]),
         options=VerifyOptions(fetch_concurrency=4, decode_workers=2),
     )
 
@@ -222,19 +243,23 @@ def test_concurrent_last_items_finalise_once(aws: dict[str, Any]) -> None:
     svc = services(aws, source, notify_on_clean_jobs=True)
     start_job(JobRef(DS, job_id(3), write_job(aws, job_id(3), ids), "s3"), svc)
     items = [WorkItem.from_json(m["Body"]) for m in drain(aws)]
-    calls: list[str | None] = []
-    original = finalise_job
+    errors: list[BaseException] = []
 
     def run(item: WorkItem) -> None:
-        process_work_item(item, svc)
+        try:
+            process_work_item(item, svc)
+        except BaseException as exc:  # surfaced below: a thread's exception must fail the test
+            errors.append(exc)
 
+    # WHEN every item is delivered twice, all twelve deliveries running at once
     threads = [threading.Thread(target=run, args=(i,)) for i in items + items]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    calls.append(original(job_id(3), svc, claimer="late-caller"))
-    assert calls == [None]  # already finalised: nobody else may claim
+    # THEN nothing failed, exactly one delivery finalised, and nobody can claim again
+    assert errors == []
+    assert finalise_job(job_id(3), svc, claimer="late-caller") is None
     (alert,) = alerts(aws)
     assert alert["MessageAttributes"]["severity"]["Value"] == "CLEAN"
     assert report(aws, job_id(3))["summary"]["frames"]["total"] == 12
@@ -298,3 +323,43 @@ def test_reconcile_starts_only_unknown_jobs(aws: dict[str, Any]) -> None:
 def test_other_data_store_is_skipped(aws: dict[str, Any]) -> None:
     svc = services(aws, FakeSource())
     assert start_job(JobRef("e" * 32, job_id(10), None, "s3"), svc)["outcome"] == "skipped"
+
+
+def test_only_a_stale_finalisation_claim_can_be_taken_over(aws: dict[str, Any]) -> None:
+    # GIVEN a job with nothing pending, claimed by a finaliser
+    progress = JobProgress(aws["ddb"], "progress")
+    progress.create(job_id(11), DS, "s3://b/f/", pending=0)
+    assert progress.claim_finalisation(job_id(11), "item-a")
+    # WHEN another delivery tries at once THEN it is refused, even as the same claimer
+    assert not progress.claim_finalisation(job_id(11), "item-b")
+    assert not progress.claim_finalisation(job_id(11), "item-a")
+    # WHEN the claim is older than any function can run THEN the next delivery takes it over
+    aws["ddb"].update_item(
+        TableName="progress",
+        Key={"pk": {"S": f"JOB#{job_id(11)}"}, "sk": {"S": "JOB"}},
+        UpdateExpression="SET claimed_at = :old",
+        ExpressionAttributeValues={":old": {"N": "1"}},
+    )
+    assert progress.claim_finalisation(job_id(11), "item-b")
+    # and once finalised, nobody can claim
+    progress.mark_finalised(job_id(11), "s3://b/r.json", "CLEAN")
+    aws["ddb"].update_item(
+        TableName="progress",
+        Key={"pk": {"S": f"JOB#{job_id(11)}"}, "sk": {"S": "JOB"}},
+        UpdateExpression="SET claimed_at = :old",
+        ExpressionAttributeValues={":old": {"N": "1"}},
+    )
+    assert not progress.claim_finalisation(job_id(11), "item-c")
+
+
+def test_pending_items_block_finalisation(aws: dict[str, Any]) -> None:
+    progress = JobProgress(aws["ddb"], "progress")
+    progress.create(job_id(12), DS, "s3://b/f/", pending=2)
+    assert progress.complete_item(job_id(12), "x", {"match": 3})
+    assert not progress.complete_item(job_id(12), "x", {"match": 3})  # redelivery counted once
+    assert not progress.claim_finalisation(job_id(12), "x")
+    assert progress.complete_item(job_id(12), "y", {"error": 1})
+    record = progress.get(job_id(12))
+    assert record is not None
+    assert (record["pending"], record["frames_match"], record["frames_error"]) == (0, 3, 1)
+    assert progress.claim_finalisation(job_id(12), "y")

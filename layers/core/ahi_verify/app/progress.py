@@ -16,6 +16,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 RETENTION_S = 90 * 24 * 3600  # progress records expire (TTL) after 90 days, as import jobs are listed
+STALE_CLAIM_S = 900  # the Lambda timeout ceiling: a claim this old belongs to a finaliser that died
 
 
 def _pk(job_id: str) -> dict[str, str]:
@@ -150,20 +151,28 @@ class JobProgress:
     def claim_finalisation(self, job_id: str, claimer: str) -> bool:
         """Claim the right to write the report and send the alert: only when nothing is pending, only once.
 
-        The claimer (a work item ID) may claim again, so that a redelivered last item finishes a
-        finalisation its first delivery began and did not complete.
+        A claim older than :data:`STALE_CLAIM_S` (longer than any function can run) may be taken over, so a
+        finaliser that died is finished by the next delivery; a younger one never is, so duplicate deliveries
+        arriving together cannot both finalise.
         """
+        now = int(time.time())
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key={"pk": _pk(job_id), "sk": {"S": "JOB"}},
-                UpdateExpression="SET finalised_by = :c, #s = :finalising",
+                UpdateExpression="SET finalised_by = :c, claimed_at = :now, #s = :finalising",
                 ConditionExpression=(
                     "attribute_exists(pk) AND pending = :zero AND attribute_not_exists(finalised_at) "
-                    "AND (attribute_not_exists(finalised_by) OR finalised_by = :c)"
+                    "AND (attribute_not_exists(claimed_at) OR claimed_at < :stale)"
                 ),
                 ExpressionAttributeNames={"#s": "state"},
-                ExpressionAttributeValues={":c": {"S": claimer}, ":zero": _n(0), ":finalising": {"S": "finalising"}},
+                ExpressionAttributeValues={
+                    ":c": {"S": claimer},
+                    ":zero": _n(0),
+                    ":finalising": {"S": "finalising"},
+                    ":now": _n(now),
+                    ":stale": _n(now - STALE_CLAIM_S),
+                },
             )
         except ClientError as exc:
             if _conditional_failed(exc):
