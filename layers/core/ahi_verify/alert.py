@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .report import Verdict, problem_frames
+from .report import Verdict, mismatch_count, problem_frames
 
 SUBJECT_LIMIT = 99  # SNS: "less than 100 characters"
 MAX_LISTED_FRAMES = 50
@@ -35,13 +35,13 @@ def compose_alert(report: Mapping[str, Any], report_uri: str, *, notify_clean: b
     job, summary, frames = report["job"], report["summary"], report["summary"]["frames"]
     job_id = job["jobId"]
     subject = {
-        Verdict.MISMATCH: f"MISMATCH: {frames['mismatch']} frame(s) differ in import job {job_id}",
+        Verdict.MISMATCH: f"MISMATCH: {mismatch_count(report)} frame(s) differ in import job {job_id}",
         Verdict.IMPORT_FAILED: f"Import job {job_id} failed",
         Verdict.UNVERIFIED: f"UNVERIFIED: import job {job_id} is not fully verified",
         Verdict.CLEAN: f"OK: import job {job_id} verified, {frames['match']} frames match",
     }[verdict]
     lines = [
-        _headline(verdict, summary),
+        _headline(verdict, mismatch_count(report)),
         "",
         f"Data store: {job['datastoreId']}",
         f"Import job: {job_id}",
@@ -63,7 +63,8 @@ def compose_alert(report: Mapping[str, Any], report_uri: str, *, notify_clean: b
             lines.append(f"  ... and {len(problems) - MAX_LISTED_FRAMES} more in the report")
     errored_sets = [s["imageSetId"] for s in report["imageSets"] if s.get("error")]
     if errored_sets:
-        lines += ["", "Image sets that could not be read: " + ", ".join(errored_sets[:MAX_LISTED_FRAMES])]
+        more = f" and {len(errored_sets) - MAX_LISTED_FRAMES} more" if len(errored_sets) > MAX_LISTED_FRAMES else ""
+        lines += ["", "Image sets that could not be read: " + ", ".join(errored_sets[:MAX_LISTED_FRAMES]) + more]
     lines += ["", f"Full report: {report_uri}", f"Readable report: {report_uri.removesuffix('.json')}.html"]
     message = "\n".join(lines)[:MESSAGE_LIMIT]
     return Alert(
@@ -73,10 +74,9 @@ def compose_alert(report: Mapping[str, Any], report_uri: str, *, notify_clean: b
     )
 
 
-def _headline(verdict: Verdict, summary: Mapping[str, Any]) -> str:
-    frames = summary["frames"]
+def _headline(verdict: Verdict, mismatched: int) -> str:
     if verdict is Verdict.MISMATCH:
-        return f"{frames['mismatch']} frame(s) returned by HealthImaging do not match their published checksum."
+        return f"{mismatched} frame(s) differ from their published or source checksum."
     if verdict is Verdict.IMPORT_FAILED:
         return "The import job failed; nothing from it can be verified."
     if verdict is Verdict.UNVERIFIED:

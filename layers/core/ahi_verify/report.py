@@ -132,8 +132,7 @@ def verdict(doc: Mapping[str, Any]) -> Verdict:
     """Decide the job's verdict from a report document."""
     summary = doc["summary"]
     frames = summary["frames"]
-    relations = {f.get("source", {}).get("relation") for s in doc["imageSets"] for f in s["frames"]}
-    if frames["mismatch"] or relations & _SOURCE_MISMATCHES:
+    if any(is_mismatch(f) for s in doc["imageSets"] for f in s["frames"]):
         return Verdict.MISMATCH
     if doc["job"]["status"] == "FAILED":
         return Verdict.IMPORT_FAILED
@@ -151,6 +150,11 @@ def verdict(doc: Mapping[str, Any]) -> Verdict:
     return Verdict.UNVERIFIED if unclean else Verdict.CLEAN
 
 
+def mismatch_count(doc: Mapping[str, Any]) -> int:
+    """Frames whose pixels differ (published or source checksum)."""
+    return sum(1 for s in doc["imageSets"] for f in s["frames"] if is_mismatch(f))
+
+
 _SOURCE_MISMATCHES = {
     "import-changed-pixels",
     "storage-corrupted",
@@ -160,10 +164,22 @@ _SOURCE_MISMATCHES = {
 }
 
 
+def is_mismatch(frame: Mapping[str, Any]) -> bool:
+    """The frame's pixels differ: from the published checksum, or (three-way check) from the source."""
+    relation = (frame.get("source") or {}).get("relation")
+    return frame["status"] == Status.MISMATCH.value or relation in _SOURCE_MISMATCHES
+
+
 def problem_frames(doc: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
-    """``(image set ID, frame entry)`` for every frame that did not match, mismatches first."""
-    found = [(s["imageSetId"], f) for s in doc["imageSets"] for f in s["frames"] if f["status"] != Status.MATCH.value]
-    return sorted(found, key=lambda pair: pair[1]["status"] != Status.MISMATCH.value)
+    """``(image set ID, frame entry)`` for every frame that did not match or disagrees with its source,
+    mismatches first."""
+    found = [
+        (s["imageSetId"], f)
+        for s in doc["imageSets"]
+        for f in s["frames"]
+        if f["status"] != Status.MATCH.value or is_mismatch(f)
+    ]
+    return sorted(found, key=lambda pair: not is_mismatch(pair[1]))
 
 
 def render_html(doc: Mapping[str, Any]) -> str:

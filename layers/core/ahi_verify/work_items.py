@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-_ID = re.compile(r"^[0-9a-z]{32}$")
-_JOB_ID = re.compile(r"^[0-9a-z]{1,32}$")
+_ID = re.compile(r"[0-9a-z]{32}")
+_JOB_ID = re.compile(r"[0-9a-z]{1,32}")
 SCHEMA_VERSION = 1
 
 
@@ -62,13 +62,14 @@ class WorkItem:
             doc: Any = json.loads(body)
         except json.JSONDecodeError as exc:
             raise WorkItemError(f"work item is not JSON: {exc}") from exc
-        if not isinstance(doc, dict) or doc.get("v") != SCHEMA_VERSION:
+        schema = doc.get("v") if isinstance(doc, dict) else None
+        if type(schema) is not int or schema != SCHEMA_VERSION:
             raise WorkItemError(f"work item is not a version-{SCHEMA_VERSION} object")
         job_id, datastore_id, image_set_id = doc.get("jobId"), doc.get("datastoreId"), doc.get("imageSetId")
-        if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+        if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
             raise WorkItemError("work item jobId is missing or malformed")
         for name, value in (("datastoreId", datastore_id), ("imageSetId", image_set_id)):
-            if not isinstance(value, str) or not _ID.match(value):
+            if not isinstance(value, str) or not _ID.fullmatch(value):
                 raise WorkItemError(f"work item {name} is missing or malformed")
         version = doc.get("version")
         if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
@@ -89,7 +90,10 @@ class WorkItem:
 
 
 def frame_ranges(total: int, per_item: int) -> list[tuple[int, int]]:
-    """Cut ``total`` frames into ranges of at most ``per_item``; one empty-safe range for zero frames."""
+    """Cut ``total`` frames into ranges of at most ``per_item``, covering ``[0, total)`` exactly once.
+
+    Zero frames give no range: an image set without frames stays one whole-set item (``frames=None``).
+    """
     if per_item < 1:
         raise ValueError("per_item must be at least 1")
-    return [(start, min(start + per_item, total)) for start in range(0, max(total, 1), per_item)]
+    return [(start, min(start + per_item, total)) for start in range(0, total, per_item)]

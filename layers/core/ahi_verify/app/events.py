@@ -8,6 +8,7 @@ names what was received, never silently ignored.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,9 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, S3Event
 
 from ..job_output import MANIFEST_NAME, parse_job_folder
+
+_DATASTORE_ID = re.compile(r"[0-9a-z]{32}")
+_JOB_ID = re.compile(r"[0-9a-z]{1,32}")
 
 
 class EventError(ValueError):
@@ -56,13 +60,19 @@ def parse_trigger_event(event: Mapping[str, Any]) -> list[JobRef] | Reconcile:
         return Reconcile()
     if source == "aws.s3" and detail_type == "Object Created":
         detail = EventBridgeEvent(dict(event)).detail
-        return [_from_key(str(detail["bucket"]["name"]), str(detail["object"]["key"]), "eventbridge-s3")]
+        try:
+            bucket, key = str(detail["bucket"]["name"]), str(detail["object"]["key"])
+        except (KeyError, TypeError) as exc:
+            raise EventError("Object Created event has no detail.bucket.name or detail.object.key") from exc
+        return [_from_key(bucket, key, "eventbridge-s3")]
     if source == "aws.medical-imaging" and detail_type in ("Import Job Completed", "Import Job Failed"):
         detail = EventBridgeEvent(dict(event)).detail
         try:
             datastore_id, job_id, status = str(detail["datastoreId"]), str(detail["jobId"]), detail.get("jobStatus")
         except KeyError as exc:
             raise EventError(f"{detail_type} event has no {exc.args[0]}") from exc
+        if not _DATASTORE_ID.fullmatch(datastore_id) or not _JOB_ID.fullmatch(job_id):
+            raise EventError(f"{detail_type} event has a malformed datastoreId or jobId")
         return [JobRef(datastore_id, job_id, None, "import-job-event", failed=status == "FAILED")]
     if source == "aws.medical-imaging":
         return []  # Submitted / In Progress: nothing to verify yet
@@ -71,9 +81,14 @@ def parse_trigger_event(event: Mapping[str, Any]) -> list[JobRef] | Reconcile:
 
 def _s3_records(event: Mapping[str, Any]) -> list[JobRef]:
     refs, problems = [], []
+    raw_records = event.get("Records") or []
+    if not raw_records:
+        raise EventError("S3 event has no records")
     for i, record in enumerate(S3Event(dict(event)).records):
-        if record.event_source != "aws:s3" or not record.event_name.startswith("ObjectCreated"):
-            problems.append(f"record {i}: {record.event_source} {record.event_name} is not an S3 ObjectCreated event")
+        raw = raw_records[i]
+        source, name = raw.get("eventSource", raw.get("EventSource")), str(raw.get("eventName", ""))
+        if source != "aws:s3" or not name.startswith("ObjectCreated"):
+            problems.append(f"record {i}: {source} {name or '(no eventName)'} is not an S3 ObjectCreated event")
             continue
         # Keys arrive URL-encoded (space -> '+'); the per-record accessor does not decode them.
         key = unquote_plus(record.s3.get_object.key)
@@ -87,7 +102,7 @@ def _s3_records(event: Mapping[str, Any]) -> list[JobRef]:
 
 
 def _from_key(bucket: str, key: str, origin: str) -> JobRef:
-    if not key.endswith(MANIFEST_NAME):
+    if key.rsplit("/", 1)[-1] != MANIFEST_NAME:
         raise EventError(f"s3://{bucket}/{key} is not a {MANIFEST_NAME}")
     folder = key[: -len(MANIFEST_NAME)]
     ids = parse_job_folder(folder)

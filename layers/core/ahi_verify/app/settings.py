@@ -43,14 +43,17 @@ class Settings:
         problems: list[str] = []
 
         def text(name: str, pattern: str = r".+") -> str:
-            value = env.get(name, "")
+            if name not in env:
+                problems.append(f"{name} is missing")
+                return ""
+            value = env[name]
             if not re.fullmatch(pattern, value):
-                problems.append(f"{name} is {'missing' if not value else 'malformed'}")
+                problems.append(f"{name} is {'empty' if not value else 'malformed'}")
             return value
 
         def number(name: str, low: int) -> int:
             value = env.get(name, "")
-            if not value.isdigit() or int(value) < low:
+            if not re.fullmatch(r"[0-9]+", value) or int(value) < low:
                 problems.append(f"{name} must be an integer >= {low}")
                 return low
             return int(value)
