@@ -219,8 +219,6 @@ def test_frame_ranges(total: int, per_item: int, expected: list[tuple[int, int]]
     assert frame_ranges(total, per_item) == expected
 
 
-, so a work item built from it cannot be received",
-)
 @given(total=st.integers(0, 50), per_item=st.integers(1, 10))
 @example(total=0, per_item=3)  # an image set with no frames
 def test_every_range_can_be_carried_by_a_work_item(total: int, per_item: int) -> None:
