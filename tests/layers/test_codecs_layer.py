@@ -178,7 +178,8 @@ def test_x86_64_codecs_layer_fits_the_size_budget(x86_64_layers: dict[str, Path]
     assert codecs < MAX_UNZIPPED, f"codecs layer is {codecs / MIB:.1f} MiB unzipped, over the 100 MiB budget"
     # Trimmed to imagecodecs' HTJ2K/JPEG 2000/deflate parts, numpy without tests: about 52 MiB.
     assert codecs < 60 * MIB, f"codecs layer grew to {codecs / MIB:.1f} MiB unzipped (expected about 52)"
-    assert core < MIB, f"core layer is {core / MIB:.2f} MiB unzipped"
+    # ahi_verify and aws-lambda-powertools[tracer] (pure Python): about 5 MiB.
+    assert core < 8 * MIB, f"core layer is {core / MIB:.2f} MiB unzipped"
 
 
 def test_x86_64_codecs_layer_holds_only_what_the_verifier_uses(x86_64_layers: dict[str, Path]) -> None:
@@ -196,7 +197,12 @@ def test_x86_64_codecs_layer_holds_only_what_the_verifier_uses(x86_64_layers: di
 
 def test_core_layer_is_the_ahi_verify_package(x86_64_layers: dict[str, Path]) -> None:
     core = x86_64_layers["core"]
-    assert [p.name for p in core.iterdir()] == ["ahi_verify"]
+    names = {p.name for p in core.iterdir()}
+    # Beside ahi_verify: Powertools with its [tracer] extra (layers/core/requirements.txt), without botocore,
+    # which the Lambda runtime provides; all pure Python, so the layer serves both architectures.
+    assert {"ahi_verify", "aws_lambda_powertools", "aws_xray_sdk", "wrapt"} <= names, names
+    assert not names & {"boto3", "botocore", "urllib3"}, "a layer copy of the SDK would shadow the runtime's"
+    assert not list(core.rglob("*.so*")), "native code in the architecture-independent core layer"
     assert (core / "ahi_verify" / "__init__.py").is_file()
     assert not list(core.rglob("__pycache__"))
     shipped = {p.relative_to(core / "ahi_verify") for p in (core / "ahi_verify").rglob("*.py")}

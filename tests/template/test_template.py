@@ -1,0 +1,625 @@
+"""template.yaml, as CloudFormation after the SAM translator: least privilege, encryption, triggers, contract.
+
+GIVEN template.yaml WHEN the SAM translator turns it into CloudFormation (offline, fixture ``cfn``) THEN the
+deployed stack would grant only what the functions need, encrypt and dead-letter what it stores and queues,
+wire all three triggers to the job trigger, and expose the names the functions and the other engineers rely on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.template.conftest import DATASTORE_ID
+
+Template = dict[str, Any]
+Statement = dict[str, Any]
+
+FUNCTIONS = ("JobTriggerFunction", "ImageSetWorkerFunction")
+BUCKET_NAME = "${AWS::StackName}-output-${AWS::AccountId}-${AWS::Region}"
+DATASTORE_ARN = "arn:${AWS::Partition}:medical-imaging:${AWS::Region}:${AWS::AccountId}:datastore/${DatastoreId}"
+#: Actions AWS authorises only on Resource "*" (no resource-level permissions).
+STAR_RESOURCE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+RESOURCE_POLICY_TYPES = {
+    "AWS::S3::BucketPolicy": "PolicyDocument",
+    "AWS::SQS::QueuePolicy": "PolicyDocument",
+    "AWS::SNS::TopicPolicy": "PolicyDocument",
+    "AWS::KMS::Key": "KeyPolicy",
+}
+ENVIRONMENT = {
+    "DATASTORE_ID",
+    "OUTPUT_BUCKET",
+    "OUTPUT_PREFIX",
+    "REPORTS_PREFIX",
+    "WORK_QUEUE_URL",
+    "PROGRESS_TABLE",
+    "IDEMPOTENCY_TABLE",
+    "ALERT_TOPIC_ARN",
+    "NOTIFY_ON_CLEAN_JOBS",
+    "FRAMES_PER_WORK_ITEM",
+    "FETCH_CONCURRENCY",
+    "POWERTOOLS_SERVICE_NAME",
+    "POWERTOOLS_METRICS_NAMESPACE",
+    "LOG_LEVEL",
+}
+FOURTEEN_DAYS = 14 * 24 * 3600
+
+
+# --- helpers -------------------------------------------------------------------------------------------------
+
+
+def listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def of_type(cfn: Template, type_: str) -> dict[str, Any]:
+    return {name: r for name, r in cfn["Resources"].items() if r["Type"] == type_}
+
+
+def sub_text(value: Any) -> str | None:
+    """The format string of an Fn::Sub (short or long form), else None."""
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        sub = value["Fn::Sub"]
+        return sub if isinstance(sub, str) else sub[0]
+    return None
+
+
+def role_of(cfn: Template, function: str) -> str:
+    role = cfn["Resources"][function]["Properties"]["Role"]
+    assert isinstance(role, dict), f"{function} has a literal role ARN"
+    assert "Fn::GetAtt" in role, f"{function} does not use a role of this template"
+    name: str = role["Fn::GetAtt"][0]
+    return name
+
+
+def role_statements(cfn: Template, role: str) -> list[Statement]:
+    props = cfn["Resources"][role]["Properties"]
+    return [s for policy in props.get("Policies", []) for s in listed(policy["PolicyDocument"]["Statement"])]
+
+
+def function_statements(cfn: Template, function: str) -> list[Statement]:
+    return role_statements(cfn, role_of(cfn, function))
+
+
+def grants(statements: list[Statement], action: str) -> list[Statement]:
+    return [s for s in statements if s["Effect"] == "Allow" and action in listed(s["Action"])]
+
+
+def all_policy_statements(cfn: Template) -> Iterator[tuple[str, str, Statement]]:
+    """(resource, kind, statement) for every IAM role policy and resource policy of the stack."""
+    for name in of_type(cfn, "AWS::IAM::Role"):
+        for statement in role_statements(cfn, name):
+            yield name, "role", statement
+    for type_, key in RESOURCE_POLICY_TYPES.items():
+        for name, resource in of_type(cfn, type_).items():
+            for statement in listed(resource["Properties"][key]["Statement"]):
+                yield name, type_, statement
+
+
+def wildcard_violations(cfn: Template) -> list[str]:
+    """Allow statements that grant an action pattern, or Resource "*" outside the documented exceptions."""
+    problems = []
+    for name, kind, s in all_policy_statements(cfn):
+        if s["Effect"] != "Allow":
+            continue  # Deny statements (TLS only) deny a whole service on purpose
+        actions = listed(s["Action"])
+        if kind == "AWS::KMS::Key" and s.get("Sid") == "EnableIamPolicies":
+            # The default key policy: the account governs its key through IAM. Only the account root, only here.
+            root = {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
+            if s["Principal"] != {"AWS": root} or actions != ["kms:*"]:
+                problems.append(f"{name}: key administration statement changed: {s}")
+            continue
+        problems += [f"{name} ({kind}): action pattern {a!r}" for a in actions if "*" in a]
+        if "*" in listed(s.get("Resource", [])) and kind == "role" and not set(actions) <= STAR_RESOURCE_ACTIONS:
+            problems.append(f"{name}: Resource '*' for {actions}")
+    return problems
+
+
+# --- least privilege ---------------------------------------------------------------------------------------
+
+
+def test_every_function_has_an_explicit_role_without_managed_policies(cfn: Template) -> None:
+    functions = of_type(cfn, "AWS::Lambda::Function")
+    assert set(functions) == set(FUNCTIONS)
+    roles = {role_of(cfn, f) for f in FUNCTIONS}
+    assert roles == {"JobTriggerRole", "ImageSetWorkerRole"}
+    assert set(of_type(cfn, "AWS::IAM::Role")) == roles, "a role SAM generated (with AWS-managed policies)"
+    for role in roles:
+        props = cfn["Resources"][role]["Properties"]
+        # AWSLambdaBasicExecutionRole, AWSLambdaSQSQueueExecutionRole, AWSXrayWriteOnlyAccess grant on "*".
+        assert not props.get("ManagedPolicyArns"), f"{role} attaches managed policies"
+        trust = listed(props["AssumeRolePolicyDocument"]["Statement"])
+        assert trust == [
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ]
+
+
+def test_no_policy_grants_an_action_pattern_or_resource_star(cfn: Template) -> None:
+    assert wildcard_violations(cfn) == []
+    # The exceptions are exactly the documented ones: X-Ray (no resource-level permissions) in each role.
+    star = [(n, s["Action"]) for n, kind, s in all_policy_statements(cfn) if kind == "role" and s["Resource"] == "*"]
+    assert sorted(star) == [
+        ("ImageSetWorkerRole", ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]),
+        ("JobTriggerRole", ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        ({"Effect": "Allow", "Action": ["s3:Get*"], "Resource": "arn:aws:s3:::b/*"}, "action pattern 's3:Get*'"),
+        ({"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": "*"}, "Resource '*'"),
+    ],
+)
+def test_the_wildcard_check_catches_a_broad_grant(cfn: Template, statement: Statement, expected: str) -> None:
+    """GIVEN one broad statement slipped into a role THEN the check above would fail on it."""
+    broken = json.loads(json.dumps(cfn))
+    broken["Resources"]["JobTriggerRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"].append(statement)
+    problems = wildcard_violations(broken)
+    assert len(problems) == 1
+    assert expected in problems[0]
+
+
+def test_medical_imaging_is_scoped_to_the_datastore(cfn: Template) -> None:
+    by_function = {}
+    for function in FUNCTIONS:
+        statements = [
+            s for s in function_statements(cfn, function) if any(a.startswith("medical-imaging:") for a in s["Action"])
+        ]
+        by_function[function] = sorted(a for s in statements for a in s["Action"])
+        for s in statements:
+            for resource in listed(s["Resource"]):
+                assert sub_text(resource) in (DATASTORE_ARN, DATASTORE_ARN + "/imageset/*"), resource
+    assert by_function == {
+        "JobTriggerFunction": ["medical-imaging:GetDICOMImportJob", "medical-imaging:ListDICOMImportJobs"],
+        "ImageSetWorkerFunction": ["medical-imaging:GetImageFrame", "medical-imaging:GetImageSetMetadata"],
+    }
+    worker = grants(function_statements(cfn, "ImageSetWorkerFunction"), "medical-imaging:GetImageFrame")
+    assert [sub_text(r) for r in listed(worker[0]["Resource"])] == [DATASTORE_ARN, DATASTORE_ARN + "/imageset/*"]
+
+
+def _s3_object_grants(cfn: Template, function: str) -> dict[str, set[str]]:
+    """action -> key patterns (after the bucket) for s3 object actions."""
+    found: dict[str, set[str]] = {}
+    for s in function_statements(cfn, function):
+        for action in (a for a in s["Action"] if a.startswith("s3:") and a != "s3:ListBucket"):
+            for resource in listed(s["Resource"]):
+                text = sub_text(resource)
+                assert text is not None, resource
+                assert text.startswith("arn:${AWS::Partition}:s3:::${Bucket}/"), text
+                found.setdefault(action, set()).add(text.split("${Bucket}/", 1)[1])
+    return found
+
+
+def test_s3_object_access_is_limited_to_the_output_and_reports_prefixes(cfn: Template) -> None:
+    assert _s3_object_grants(cfn, "JobTriggerFunction") == {
+        "s3:GetObject": {"${OutputPrefix}*", "${ReportsPrefix}*"},
+        "s3:PutObject": {"${ReportsPrefix}*"},
+    }
+    # The worker never touches the import output: only its reports.
+    assert _s3_object_grants(cfn, "ImageSetWorkerFunction") == {
+        "s3:GetObject": {"${ReportsPrefix}*"},
+        "s3:PutObject": {"${ReportsPrefix}*"},
+    }
+
+
+def test_list_bucket_carries_a_prefix_condition(cfn: Template) -> None:
+    expected = {
+        "JobTriggerFunction": ["${OutputPrefix}*", "${ReportsPrefix}*"],
+        "ImageSetWorkerFunction": ["${ReportsPrefix}*"],
+    }
+    for function, prefixes in expected.items():
+        statements = grants(function_statements(cfn, function), "s3:ListBucket")
+        assert len(statements) == 1, function
+        condition = statements[0]["Condition"]
+        assert list(condition) == ["StringLike"]
+        assert [sub_text(p) for p in listed(condition["StringLike"]["s3:prefix"])] == prefixes
+        assert sub_text(statements[0]["Resource"]) == "arn:${AWS::Partition}:s3:::${Bucket}"
+
+
+def test_every_reference_to_the_bucket_uses_the_bucket_s_own_name(cfn: Template) -> None:
+    """The bucket is named, not referenced, from the functions (circularity): the strings must agree."""
+    bucket = cfn["Resources"]["OutputBucket"]["Properties"]
+    assert sub_text(bucket["BucketName"]) == BUCKET_NAME
+    expected_choice = {"Fn::If": ["CreateOutputBucket", {"Fn::Sub": BUCKET_NAME}, {"Ref": "ExistingOutputBucketName"}]}
+    for function in FUNCTIONS:
+        env = cfn["Resources"][function]["Properties"]["Environment"]["Variables"]
+        assert env["OUTPUT_BUCKET"] == expected_choice
+        for s in function_statements(cfn, function):
+            if any(a.startswith("s3:") for a in s["Action"]):
+                for resource in listed(s["Resource"]):
+                    assert resource["Fn::Sub"][1] == {"Bucket": expected_choice}, resource
+    permission = cfn["Resources"]["JobTriggerS3Permission"]["Properties"]
+    assert sub_text(permission["SourceArn"]) == "arn:${AWS::Partition}:s3:::" + BUCKET_NAME
+
+
+def test_both_functions_may_publish_to_the_encrypted_alert_topic(cfn: Template) -> None:
+    for function in FUNCTIONS:
+        statements = function_statements(cfn, function)
+        assert [s["Resource"] for s in grants(statements, "sns:Publish")] == [{"Ref": "AlertTopic"}]
+        kms = grants(statements, "kms:GenerateDataKey")
+        assert [s["Resource"] for s in kms] == [{"Fn::GetAtt": ["AlertTopicKey", "Arn"]}]
+        assert set(kms[0]["Action"]) == {"kms:GenerateDataKey", "kms:Decrypt"}
+        assert [s["Resource"] for s in grants(statements, "sqs:SendMessage")] == [{"Fn::GetAtt": ["WorkQueue", "Arn"]}]
+
+
+def test_each_function_writes_only_its_own_log_group(cfn: Template) -> None:
+    for function, group in (
+        ("JobTriggerFunction", "JobTriggerLogGroup"),
+        ("ImageSetWorkerFunction", "ImageSetWorkerLogGroup"),
+    ):
+        props = cfn["Resources"][function]["Properties"]
+        assert props["LoggingConfig"] == {"LogGroup": {"Ref": group}}
+        logs = [s for s in function_statements(cfn, function) if any(a.startswith("logs:") for a in s["Action"])]
+        assert len(logs) == 1
+        assert logs[0]["Resource"] == {"Fn::GetAtt": [group, "Arn"]}
+        assert "logs:CreateLogGroup" not in logs[0]["Action"]
+        assert cfn["Resources"][group]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionInDays"}
+
+
+def test_dynamodb_grants_name_the_tables(cfn: Template) -> None:
+    trigger = function_statements(cfn, "JobTriggerFunction")
+    worker = function_statements(cfn, "ImageSetWorkerFunction")
+    assert {json.dumps(s["Resource"]) for s in grants(trigger, "dynamodb:PutItem")} == {
+        json.dumps({"Fn::GetAtt": ["ProgressTable", "Arn"]}),
+        json.dumps({"Fn::GetAtt": ["IdempotencyTable", "Arn"]}),
+    }
+    assert [s["Resource"] for s in grants(worker, "dynamodb:UpdateItem")] == [{"Fn::GetAtt": ["ProgressTable", "Arn"]}]
+    # IAM has no TransactWriteItems action: a transaction is authorised per item (Put -> PutItem, Update ->
+    # UpdateItem, ConditionCheck -> ConditionCheckItem), so all three must be granted where transactions run.
+    for statements in (trigger, worker):
+        for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"):
+            assert grants(statements, action), action
+
+
+# --- encryption, TLS, dead letters ------------------------------------------------------------------------------
+
+
+def test_the_alert_topic_is_encrypted_with_a_key_cloudwatch_alarms_can_use(cfn: Template) -> None:
+    topic = cfn["Resources"]["AlertTopic"]["Properties"]
+    assert topic["KmsMasterKeyId"] == {"Fn::GetAtt": ["AlertTopicKey", "Arn"]}
+    key = cfn["Resources"]["AlertTopicKey"]["Properties"]
+    assert key["EnableKeyRotation"] is True
+    cloudwatch = [
+        s for s in key["KeyPolicy"]["Statement"] if s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}
+    ]
+    assert len(cloudwatch) == 1
+    assert set(cloudwatch[0]["Action"]) == {"kms:GenerateDataKey", "kms:Decrypt"}
+    policy = cfn["Resources"]["AlertTopicPolicy"]["Properties"]
+    assert policy["Topics"] == [{"Ref": "AlertTopic"}]
+    statements = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+    deny = statements["DenyInsecurePublish"]
+    assert (deny["Effect"], deny["Condition"]) == ("Deny", {"Bool": {"aws:SecureTransport": "false"}})
+    allow = statements["CloudWatchAlarmsPublish"]
+    assert allow["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert allow["Action"] == "sns:Publish"
+    assert allow["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+
+
+def test_both_queues_are_encrypted_and_the_work_queue_dead_letters(cfn: Template) -> None:
+    queues = of_type(cfn, "AWS::SQS::Queue")
+    assert set(queues) == {"WorkQueue", "WorkDeadLetterQueue"}
+    for name, queue in queues.items():
+        props = queue["Properties"]
+        assert props.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in props, f"{name} is not encrypted"
+        assert props["MessageRetentionPeriod"] == FOURTEEN_DAYS
+    work = queues["WorkQueue"]["Properties"]
+    assert work["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["WorkDeadLetterQueue", "Arn"]},
+        "maxReceiveCount": 3,
+    }
+    worker_timeout = cfn["Resources"]["ImageSetWorkerFunction"]["Properties"]["Timeout"]
+    assert work["VisibilityTimeout"] >= 6 * worker_timeout
+    assert "RedrivePolicy" not in queues["WorkDeadLetterQueue"]["Properties"]
+
+
+def test_the_queue_policy_denies_insecure_transport_on_both_queues(cfn: Template) -> None:
+    props = cfn["Resources"]["WorkQueuePolicy"]["Properties"]
+    assert props["Queues"] == [{"Ref": "WorkQueue"}, {"Ref": "WorkDeadLetterQueue"}]
+    [deny] = props["PolicyDocument"]["Statement"]
+    assert (deny["Effect"], deny["Principal"], deny["Action"]) == ("Deny", "*", "sqs:*")
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert deny["Resource"] == [{"Fn::GetAtt": ["WorkQueue", "Arn"]}, {"Fn::GetAtt": ["WorkDeadLetterQueue", "Arn"]}]
+
+
+def test_the_dynamodb_tables_are_encrypted_on_demand_and_expire_items(cfn: Template) -> None:
+    tables = of_type(cfn, "AWS::DynamoDB::Table")
+    assert set(tables) == {"ProgressTable", "IdempotencyTable"}
+    expected = {
+        "ProgressTable": ([("pk", "HASH"), ("sk", "RANGE")], "expires_at"),
+        "IdempotencyTable": ([("id", "HASH")], "expiration"),
+    }
+    for name, (keys, ttl) in expected.items():
+        props = tables[name]["Properties"]
+        assert props["SSESpecification"] == {"SSEEnabled": True}
+        assert props["BillingMode"] == "PAY_PER_REQUEST"
+        assert [(k["AttributeName"], k["KeyType"]) for k in props["KeySchema"]] == keys
+        assert {a["AttributeType"] for a in props["AttributeDefinitions"]} == {"S"}
+        assert props["TimeToLiveSpecification"] == {"AttributeName": ttl, "Enabled": True}
+    assert tables["ProgressTable"]["Properties"]["PointInTimeRecoverySpecification"] == {
+        "PointInTimeRecoveryEnabled": True
+    }
+
+
+def test_the_output_bucket_is_private_encrypted_and_tls_only(cfn: Template) -> None:
+    bucket = cfn["Resources"]["OutputBucket"]
+    props = bucket["Properties"]
+    assert bucket["Condition"] == "CreateOutputBucket"
+    [rule] = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms")
+    assert rule["BucketKeyEnabled"] is True
+    assert set(props["PublicAccessBlockConfiguration"].values()) == {True}
+    assert len(props["PublicAccessBlockConfiguration"]) == 4
+    assert props["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    policy = cfn["Resources"]["OutputBucketPolicy"]
+    assert policy["Condition"] == "CreateOutputBucket"
+    [deny] = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert (deny["Effect"], deny["Principal"]) == ("Deny", "*")
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert deny["Resource"] == [{"Fn::GetAtt": ["OutputBucket", "Arn"]}, {"Fn::Sub": "${OutputBucket.Arn}/*"}]
+
+
+# --- the worker and the triggers ------------------------------------------------------------------------------
+
+
+def test_the_worker_consumes_the_work_queue_one_item_at_a_time_with_bounded_concurrency(cfn: Template) -> None:
+    mappings = of_type(cfn, "AWS::Lambda::EventSourceMapping")
+    assert len(mappings) == 1
+    [props] = [m["Properties"] for m in mappings.values()]
+    assert props["FunctionName"] == {"Ref": "ImageSetWorkerFunction"}
+    assert props["EventSourceArn"] == {"Fn::GetAtt": ["WorkQueue", "Arn"]}
+    assert props["BatchSize"] == 1
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert props["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "WorkerMaximumConcurrency"}}
+    parameter = cfn["Parameters"]["WorkerMaximumConcurrency"]
+    assert (parameter["Type"], parameter["Default"], parameter["MinValue"], parameter["MaxValue"]) == (
+        "Number",
+        5,
+        2,
+        1000,
+    )
+    assert "1000 TPS" in parameter["Description"]
+    worker = cfn["Resources"]["ImageSetWorkerFunction"]["Properties"]
+    assert (worker["Handler"], worker["Timeout"]) == ("image_set_worker.handler", 900)
+    assert worker["MemorySize"] == {"Ref": "WorkerMemorySize"}
+    consume = grants(function_statements(cfn, "ImageSetWorkerFunction"), "sqs:ReceiveMessage")
+    assert [s["Resource"] for s in consume] == [{"Fn::GetAtt": ["WorkQueue", "Arn"]}]
+    assert {"sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"} <= set(consume[0]["Action"])
+
+
+def _invokes_job_trigger(target_or_function: Any) -> bool:
+    return target_or_function in ({"Fn::GetAtt": ["JobTriggerFunction", "Arn"]}, {"Ref": "JobTriggerFunction"})
+
+
+def _permission_for(cfn: Template, principal: str, source_arn: Any) -> list[str]:
+    return [
+        name
+        for name, p in of_type(cfn, "AWS::Lambda::Permission").items()
+        if p["Properties"]["Principal"] == principal
+        and p["Properties"]["SourceArn"] == source_arn
+        and _invokes_job_trigger(p["Properties"]["FunctionName"])
+    ]
+
+
+def test_the_s3_notification_watches_manifests_under_the_output_prefix_only(cfn: Template) -> None:
+    bucket = cfn["Resources"]["OutputBucket"]
+    [config] = bucket["Properties"]["NotificationConfiguration"]["LambdaConfigurations"]
+    assert config["Event"] == "s3:ObjectCreated:*"
+    assert _invokes_job_trigger(config["Function"])
+    rules = {r["Name"]: r["Value"] for r in config["Filter"]["S3Key"]["Rules"]}
+    assert rules == {"prefix": {"Ref": "OutputPrefix"}, "suffix": "job-output-manifest.json"}
+    assert bucket["DependsOn"] == "JobTriggerS3Permission" or "JobTriggerS3Permission" in bucket["DependsOn"]
+    permission = cfn["Resources"]["JobTriggerS3Permission"]
+    assert permission["Condition"] == "CreateOutputBucket"
+    assert permission["Properties"]["SourceAccount"] == {"Ref": "AWS::AccountId"}
+    assert _permission_for(cfn, "s3.amazonaws.com", permission["Properties"]["SourceArn"]) == ["JobTriggerS3Permission"]
+
+
+def test_reports_cannot_match_the_watched_prefix(cfn: Template) -> None:
+    parameters = cfn["Parameters"]
+    output, reports = parameters["OutputPrefix"]["Default"], parameters["ReportsPrefix"]["Default"]
+    assert (output, reports) == ("import-output/", "ahi-verify-reports/")
+    assert not reports.startswith(output)
+    assert not output.startswith(reports)
+    for name in ("OutputPrefix", "ReportsPrefix"):
+        pattern = parameters[name]["AllowedPattern"]
+        assert re.fullmatch(pattern, parameters[name]["Default"])
+        assert not re.fullmatch(pattern, ""), f"{name} may be empty (the whole bucket)"
+        assert not re.fullmatch(pattern, "no-slash"), f"{name} may lack its trailing /"
+        assert not re.fullmatch(pattern, "a*/"), f"{name} may contain a wildcard"
+    [assertion] = cfn["Rules"]["ReportsOutsideTheWatchedPrefix"]["Assertions"]
+    assert assertion["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ReportsPrefix"}, {"Ref": "OutputPrefix"}]}]}
+
+
+def test_an_existing_bucket_is_watched_through_eventbridge(cfn: Template) -> None:
+    rule = cfn["Resources"]["ExistingBucketManifestRule"]
+    assert rule["Condition"] == "UseExistingBucket"
+    props = rule["Properties"]
+    assert "EventBridge" in props["Description"]
+    assert props["EventPattern"] == {
+        "source": ["aws.s3"],
+        "detail-type": ["Object Created"],
+        "detail": {
+            "bucket": {"name": [{"Ref": "ExistingOutputBucketName"}]},
+            "object": {"key": [{"wildcard": {"Fn::Sub": "${OutputPrefix}*job-output-manifest.json"}}]},
+        },
+    }
+    [target] = props["Targets"]
+    assert _invokes_job_trigger(target["Arn"])
+    arn = {"Fn::GetAtt": ["ExistingBucketManifestRule", "Arn"]}
+    assert _permission_for(cfn, "events.amazonaws.com", arn) == ["ExistingBucketManifestPermission"]
+    assert cfn["Resources"]["ExistingBucketManifestPermission"]["Condition"] == "UseExistingBucket"
+    [needs_name] = cfn["Rules"]["ExistingBucketNeedsAName"]["Assertions"]
+    assert cfn["Rules"]["ExistingBucketNeedsAName"]["RuleCondition"] == {
+        "Fn::Equals": [{"Ref": "TriggerMode"}, "ExistingBucket"]
+    }
+    assert needs_name["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ExistingOutputBucketName"}, ""]}]}
+
+
+def test_import_job_events_of_the_datastore_reach_the_job_trigger(cfn: Template) -> None:
+    props = cfn["Resources"]["ImportJobEventsRule"]["Properties"]
+    assert props["EventPattern"] == {
+        "source": ["aws.medical-imaging"],
+        "detail-type": ["Import Job Completed", "Import Job Failed"],
+        "detail": {"datastoreId": [{"Ref": "DatastoreId"}]},
+    }
+    [target] = props["Targets"]
+    assert _invokes_job_trigger(target["Arn"])
+    arn = {"Fn::GetAtt": ["ImportJobEventsRule", "Arn"]}
+    assert _permission_for(cfn, "events.amazonaws.com", arn) == ["ImportJobEventsPermission"]
+
+
+def test_the_reconciliation_schedule_reaches_the_job_trigger(cfn: Template) -> None:
+    schedules = {n: r for n, r in of_type(cfn, "AWS::Events::Rule").items() if "ScheduleExpression" in r["Properties"]}
+    assert list(schedules) == ["JobTriggerFunctionReconcile"]
+    props = schedules["JobTriggerFunctionReconcile"]["Properties"]
+    assert props["ScheduleExpression"] == {"Ref": "ReconcileSchedule"}
+    assert cfn["Parameters"]["ReconcileSchedule"]["Default"] == "rate(6 hours)"
+    [target] = props["Targets"]
+    assert _invokes_job_trigger(target["Arn"])
+    # No Input: the function recognises the standard "Scheduled Event" (source aws.events) payload.
+    assert "Input" not in target
+    arn = {"Fn::GetAtt": ["JobTriggerFunctionReconcile", "Arn"]}
+    assert len(_permission_for(cfn, "events.amazonaws.com", arn)) == 1
+
+
+def test_every_trigger_invokes_the_job_trigger_and_nothing_else_invokes_a_function(cfn: Template) -> None:
+    targets = [t["Arn"] for r in of_type(cfn, "AWS::Events::Rule").values() for t in r["Properties"]["Targets"]]
+    assert len(targets) == 3
+    assert all(_invokes_job_trigger(t) for t in targets)
+    permissions = of_type(cfn, "AWS::Lambda::Permission")
+    assert len(permissions) == 4
+    assert all(_invokes_job_trigger(p["Properties"]["FunctionName"]) for p in permissions.values())
+    trigger = cfn["Resources"]["JobTriggerFunction"]["Properties"]
+    assert (trigger["Handler"], trigger["Timeout"], trigger["MemorySize"]) == ("job_trigger.handler", 900, 512)
+
+
+# --- conditions, alarms, dashboard, contract ----------------------------------------------------------------------
+
+
+def test_conditions_make_the_bucket_and_the_email_subscription_optional(cfn: Template) -> None:
+    conditions = cfn["Conditions"]
+    assert conditions["HasAlertEmail"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlertEmail"}, ""]}]}
+    assert conditions["CreateOutputBucket"] == {"Fn::Equals": [{"Ref": "TriggerMode"}, "CreateBucket"]}
+    assert conditions["UseExistingBucket"] == {"Fn::Equals": [{"Ref": "TriggerMode"}, "ExistingBucket"]}
+    subscription = cfn["Resources"]["AlertEmailSubscription"]
+    assert subscription["Condition"] == "HasAlertEmail"
+    assert subscription["Properties"]["Protocol"] == "email"
+    assert cfn["Parameters"]["AlertEmail"]["Default"] == ""
+    conditional = {name for name, r in cfn["Resources"].items() if "Condition" in r}
+    assert conditional == {
+        "OutputBucket",
+        "OutputBucketPolicy",
+        "JobTriggerS3Permission",
+        "ExistingBucketManifestRule",
+        "ExistingBucketManifestPermission",
+        "AlertEmailSubscription",
+    }
+
+
+def test_the_alarms_watch_the_dead_letters_and_the_mismatches(cfn: Template) -> None:
+    alarms = {n: a["Properties"] for n, a in of_type(cfn, "AWS::CloudWatch::Alarm").items()}
+    assert set(alarms) == {"DeadLetterAlarm", "MismatchAlarm"}
+    dlq = alarms["DeadLetterAlarm"]
+    assert (dlq["Namespace"], dlq["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    assert dlq["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["WorkDeadLetterQueue", "QueueName"]}}]
+    mismatch = alarms["MismatchAlarm"]
+    assert (mismatch["Namespace"], mismatch["MetricName"], mismatch["Statistic"]) == (
+        "AhiVerify",
+        "FramesMismatched",
+        "Sum",
+    )
+    assert mismatch["Dimensions"] == [{"Name": "service", "Value": "ahi-verify"}]
+    assert (mismatch["Period"], mismatch["TreatMissingData"]) == (300, "notBreaching")
+    for alarm in alarms.values():
+        assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+        assert alarm["AlarmActions"] == [{"Ref": "AlertTopic"}]
+
+
+def test_the_dashboard_is_valid_json_showing_frames_queue_and_functions(cfn: Template) -> None:
+    body = sub_text(cfn["Resources"]["Dashboard"]["Properties"]["DashboardBody"])
+    assert body is not None
+    variables = set(re.findall(r"\$\{([^}]+)\}", body))
+    assert variables == {
+        "AWS::Region",
+        "WorkQueue.QueueName",
+        "WorkDeadLetterQueue.QueueName",
+        "ImageSetWorkerFunction",
+        "JobTriggerFunction",
+    }
+    document = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))
+    metrics = {(m[0], m[1]) for w in document["widgets"] for m in w["properties"]["metrics"]}
+    for name in ("FramesVerified", "FramesMismatched", "FramesErrored", "JobsStarted", "VerificationLatency"):
+        assert ("AhiVerify", name) in metrics
+    assert {("AWS/SQS", "ApproximateNumberOfMessagesVisible"), ("AWS/Lambda", "Errors")} <= metrics
+    assert {("AWS/Lambda", "Throttles"), ("AWS/Lambda", "Duration")} <= metrics
+
+
+def test_every_function_gets_the_environment_contract(cfn: Template) -> None:
+    for function in FUNCTIONS:
+        props = cfn["Resources"][function]["Properties"]
+        env = props["Environment"]["Variables"]
+        assert set(env) == ENVIRONMENT, function
+        assert env["POWERTOOLS_SERVICE_NAME"] == "ahi-verify"
+        assert env["POWERTOOLS_METRICS_NAMESPACE"] == "AhiVerify"
+        assert env["LOG_LEVEL"] == "INFO"
+        assert env["DATASTORE_ID"] == {"Ref": "DatastoreId"}
+        assert env["WORK_QUEUE_URL"] == {"Ref": "WorkQueue"}
+        assert env["ALERT_TOPIC_ARN"] == {"Ref": "AlertTopic"}
+        assert env["FRAMES_PER_WORK_ITEM"] == {"Ref": "FramesPerWorkItem"}
+        assert props["Runtime"] == "python3.12"
+        assert props["TracingConfig"] == {"Mode": "Active"}
+        assert [next(iter(layer.values())) for layer in props["Layers"]] == [
+            name for prefix in ("CoreLayer", "CodecsLayer") for name in cfn["Resources"] if name.startswith(prefix)
+        ]
+
+
+def test_the_parameters_keep_their_contract(cfn: Template) -> None:
+    parameters = cfn["Parameters"]
+    defaults = {name: p.get("Default") for name, p in parameters.items()}
+    assert defaults == {
+        "Architecture": "x86_64",
+        "DatastoreId": None,
+        "TriggerMode": "CreateBucket",
+        "ExistingOutputBucketName": "",
+        "OutputPrefix": "import-output/",
+        "ReportsPrefix": "ahi-verify-reports/",
+        "AlertEmail": "",
+        "NotifyOnCleanJobs": "false",
+        "WorkerMaximumConcurrency": 5,
+        "FramesPerWorkItem": 2000,
+        "FetchConcurrency": 16,
+        "ReconcileSchedule": "rate(6 hours)",
+        "WorkerMemorySize": 3008,
+        "LogRetentionInDays": 30,
+    }
+    assert parameters["DatastoreId"]["AllowedPattern"] == "^[0-9a-z]{32}$"
+    assert re.fullmatch(parameters["DatastoreId"]["AllowedPattern"], DATASTORE_ID)
+    assert parameters["TriggerMode"]["AllowedValues"] == ["CreateBucket", "ExistingBucket"]
+    assert parameters["NotifyOnCleanJobs"]["AllowedValues"] == ["true", "false"]
+
+
+def test_the_outputs_tell_a_user_where_everything_is(cfn: Template) -> None:
+    assert set(cfn["Outputs"]) >= {
+        "OutputBucketName",
+        "ImportOutputS3Uri",
+        "WatchedPrefix",
+        "ReportsLocation",
+        "WorkQueueUrl",
+        "WorkDeadLetterQueueUrl",
+        "ProgressTableName",
+        "IdempotencyTableName",
+        "AlertTopicArn",
+        "JobTriggerFunctionName",
+        "ImageSetWorkerFunctionName",
+        "DashboardUrl",
+        "CodecsLayerArn",
+        "CoreLayerArn",
+    }
+    url = sub_text(cfn["Outputs"]["DashboardUrl"]["Value"])
+    assert url is not None
+    assert url.endswith("#dashboards:name=${Dashboard}")
