@@ -1,0 +1,130 @@
+"""LocalStack on the repository's template.yaml: the resources it creates follow the template's contract,
+the event files route as the template says, and an emulated import is verified end to end by the real
+handlers. Skipped, saying why, while the template lacks the application's resources."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom.data import get_testdata_file
+
+from ahi_emulator import ImportFaults
+from local.patterns import matches
+from local.stack import DEFAULT_TEMPLATE, LocalStack
+from local.template import load_template
+from tests.local.test_template import CONTRACT_ENV
+from tests.support import REPO
+
+pytestmark = pytest.mark.integration
+
+EVENTS = REPO / "events"
+REQUIRED = ("JobTriggerFunction", "ImageSetWorkerFunction", "WorkQueue", "WorkDeadLetterQueue", "ProgressTable")
+
+
+def event(name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((EVENTS / name).read_text(encoding="utf-8"))
+    return doc
+
+
+@pytest.fixture(scope="module")
+def real_template() -> Path:
+    resources = load_template(DEFAULT_TEMPLATE)["Resources"]
+    missing = [name for name in REQUIRED if name not in resources]
+    if missing:
+        pytest.skip(f"template.yaml does not have {', '.join(missing)} yet")
+    return DEFAULT_TEMPLATE
+
+
+def datastore_of_events() -> str:
+    return str(event("eventbridge-import-job-completed.json")["detail"]["datastoreId"])
+
+
+def test_resources_follow_the_template(real_template: Path) -> None:
+    # GIVEN the real template with the events' data store
+    with LocalStack(real_template, parameters={"DatastoreId": datastore_of_events()}) as stack:
+        # WHEN the stack has created its resources
+        attributes = stack.sqs.get_queue_attributes(QueueUrl=stack.queue_url("WorkQueue"), AttributeNames=["All"])
+        work = attributes["Attributes"]
+        dlq_arn = stack.queues["WorkDeadLetterQueue"].arn
+        progress = stack.dynamodb.describe_table(TableName=stack.tables["ProgressTable"])["Table"]
+        ttl = stack.dynamodb.describe_time_to_live(TableName=stack.tables["ProgressTable"])
+        (mapping,) = stack.sqs_mappings
+        # THEN the work queue keeps the template's timeout and redrives to the DLQ after 3 receives
+        assert work["VisibilityTimeout"] == "5400"
+        assert json.loads(work["RedrivePolicy"]) == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3}
+        # and the tables have the template's keys and TTL
+        assert {k["AttributeName"]: k["KeyType"] for k in progress["KeySchema"]} == {"pk": "HASH", "sk": "RANGE"}
+        assert ttl["TimeToLiveDescription"]["AttributeName"] == "expires_at"
+        # and the worker consumes the queue one message at a time, with partial batch responses
+        assert (mapping.function, mapping.queue.logical_id, mapping.batch_size, mapping.report_failures) == (
+            "ImageSetWorkerFunction",
+            "WorkQueue",
+            1,
+            True,
+        )
+        # and both functions get the whole environment contract, resolved
+        for name in ("JobTriggerFunction", "ImageSetWorkerFunction"):
+            env = stack.function(name).environment
+            assert set(env) >= CONTRACT_ENV, CONTRACT_ENV - set(env)
+            assert env["WORK_QUEUE_URL"] == stack.queue_url("WorkQueue")
+            assert env["OUTPUT_BUCKET"] in stack.buckets.values()
+
+
+def test_event_files_route_as_the_template_says(real_template: Path) -> None:
+    # GIVEN the real template in both trigger modes, for the events' data store and bucket
+    datastore = datastore_of_events()
+    existing = event("eventbridge-s3-object-created.json")["detail"]["bucket"]["name"]
+    params = {"DatastoreId": datastore, "TriggerMode": "ExistingBucket", "ExistingOutputBucketName": existing}
+    with LocalStack(real_template, parameters={"DatastoreId": datastore}) as created:
+        rules = [r for r in created.rules.values() if r.pattern]
+        # WHEN the import-job events are matched against the rules
+        # THEN each is selected by a rule that targets the trigger
+        for name in ("eventbridge-import-job-completed.json", "eventbridge-import-job-failed.json"):
+            selected = [r for r in rules if r.pattern and matches(r.pattern, event(name))]
+            assert [t.ref for r in selected for t in r.targets] == ["JobTriggerFunction"], name
+        assert created.schedule_rules()
+        (route,) = created.s3_routes.values()
+        key = event("s3-put-manifest.json")["Records"][0]["s3"]["object"]["key"]
+        assert key.startswith(route.prefix)
+        assert key.endswith(route.suffix)
+    with LocalStack(real_template, parameters=params) as existing_mode:
+        created_event = event("eventbridge-s3-object-created.json")
+        selected = [r for r in existing_mode.rules.values() if r.pattern and matches(r.pattern, created_event)]
+        assert [t.ref for r in selected for t in r.targets] == ["JobTriggerFunction"]
+
+
+def test_an_emulated_import_is_verified_end_to_end(real_template: Path) -> None:
+    # GIVEN the real application, and two DICOM files imported twice: clean, then with a corrupted frame
+    datastore = datastore_of_events()
+    with LocalStack(real_template, parameters={"DatastoreId": datastore}) as stack:
+        stack.emulator.create_datastore(datastore)
+        stack.s3.create_bucket(Bucket="e2e-input")
+        for name in ("CT_small.dcm", "MR_small.dcm"):
+            body = Path(str(get_testdata_file(name, download=False))).read_bytes()
+            stack.s3.put_object(Bucket="e2e-input", Key=f"dicom/{name}", Body=body)
+        env = stack.function("JobTriggerFunction").environment
+        output = f"s3://{env['OUTPUT_BUCKET']}/{env['OUTPUT_PREFIX']}"
+        # WHEN each job completes and the stack runs until idle
+        clean = stack.emulator.start_import_job(datastore, "s3://e2e-input/dicom/", output)
+        first = stack.run_until_idle(timeout=120)
+        corrupt = stack.emulator.start_import_job(
+            datastore, "s3://e2e-input/dicom/", output, faults=ImportFaults(corrupt_frames=1)
+        )
+        second = stack.run_until_idle(timeout=120)
+        # THEN every invocation succeeded, nothing is dead-lettered, both jobs have reports
+        for summary in (first, second):
+            assert summary.failures == {}, [r.error for r in summary.records if not r.ok]
+            assert summary.dlq_depth == {"WorkDeadLetterQueue": 0}
+            assert summary.invocations.get("ImageSetWorkerFunction", 0) >= 2
+        listing = stack.s3.list_objects_v2(Bucket=env["OUTPUT_BUCKET"], Prefix=env["REPORTS_PREFIX"])
+        keys = [item["Key"] for item in listing.get("Contents", [])]
+        assert any(clean in key for key in keys)
+        assert any(corrupt in key for key in keys)
+        # and only the corrupted job raised an alert (clean jobs are not notified by default)
+        alerts = stack.alerts()
+        assert len(alerts) == 1, [a.subject for a in alerts]
+        assert corrupt in (alerts[0].subject or "")
+        assert "MISMATCH" in (alerts[0].subject or "")
