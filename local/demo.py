@@ -1,101 +1,92 @@
-"""`make demo`: sample image sets in the emulator, one frame corrupted on the stored side, each verified
-with the real `ahi-verify` command exactly as a user would run it against AWS.
+"""`make demo`: the whole application on this machine, no AWS account, no Docker.
 
-The emulator is served on loopback; the CLI reaches it only through the standard boto3 environment
-variables, so no code path differs from a run against AWS.
+The local stack creates the template's resources in moto and serves the HealthImaging emulator. Sample
+DICOM files are imported by an emulated import job with one frame corrupted on the stored side after its
+checksum was taken; the job's manifest fires the bucket's real S3 notification, which drives the real
+handlers through the work queue to the report and the one alert. Then ``ahi-verify job`` checks the same
+job from the command line, with the three-way check against the original files.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-import imagecodecs
-import numpy as np
+from pydicom.data import get_testdata_file
 
-from ahi_emulator import Emulator, EmulatorServer, ImageSetInfo, InstanceSpec
+from ahi_emulator import ImportFaults
+from local.stack import LocalStack
 
 REPO = Path(__file__).resolve().parents[1]
 CT1_UNC = REPO.parent / "shared" / "fixtures" / "aws-samples" / "CT1_UNC"
-
-
-@dataclass(frozen=True)
-class Sample:
-    title: str
-    info: ImageSetInfo
-    expected_exit: int
-
-
-def ct_series(count: int) -> list[np.ndarray]:
-    yy, xx = np.mgrid[0:256, 0:256]
-    body = ((yy - 128) ** 2 + (xx - 128) ** 2) < 110**2
-    rng = np.random.default_rng(42)
-    return [
-        np.where(body, 40 + (xx * (i + 1)) % 200, -1000).astype(np.int16)
-        + rng.integers(-5, 5, (256, 256), dtype=np.int16)
-        for i in range(count)
-    ]
-
-
-def ultrasound_clip(count: int) -> list[np.ndarray]:
-    yy, xx = np.mgrid[0:240, 0:320]
-    return [
-        np.stack([(xx + 7 * i) % 256, (yy * 2 + i) % 256, ((xx ^ yy) + i) % 256], axis=-1).astype(np.uint8)
-        for i in range(count)
-    ]
-
-
-def build_samples(emulator: Emulator, datastore: str) -> list[Sample]:
-    samples = []
-    if CT1_UNC.exists():
-        samples.append(
-            Sample("CT1_UNC (real DICOM, signed 16-bit)", emulator.add_image_set_from_dicom(datastore, [CT1_UNC]), 0)
-        )
-    clip = ultrasound_clip(14)
-    jpeg = bytes(imagecodecs.jpeg8_encode(clip[0], level=90))
-    samples.append(
-        Sample(
-            "ultrasound: 14-frame RGB clip + a retained JPEG baseline frame",
-            emulator.add_image_set(
-                datastore,
-                [
-                    InstanceSpec(frames=clip),
-                    InstanceSpec(
-                        frames=[clip[0]], stored_transfer_syntax_uid="1.2.840.10008.1.2.4.50", encoded_frames=[jpeg]
-                    ),
-                ],
-            ),
-            0,
-        )
-    )
-    series = emulator.add_image_set(datastore, [InstanceSpec(frames=[f]) for f in ct_series(20)])
-    emulator.corrupt_frame(datastore, series.image_set_id, series.frame_ids[7])
-    samples.append(Sample("CT series of 20 slices, slice 8 corrupted after import", series, 1))
-    return samples
+OUT = REPO / "build" / "demo"
+DATASTORE = "de" * 16
+SAMPLES = ("CT_small.dcm", "MR_small_RLE.dcm", "SC_rgb_rle_2frame.dcm", "rtdose.dcm", "SC_rgb_jpeg_dcmtk.dcm")
 
 
 def main() -> int:
-    emulator = Emulator()
-    datastore = emulator.create_datastore()
-    samples = build_samples(emulator, datastore)
-    cli = Path(sys.executable).with_name("ahi-verify")
-    failures = 0
-    with EmulatorServer(emulator) as server:
-        env = {**os.environ, **server.client_env()}
-        print(f"HealthImaging emulator on {server.endpoint_url}, data store {datastore}\n")
-        for sample in samples:
-            print(f"== {sample.title}")
-            cmd = [str(cli), "image-set", datastore, sample.info.image_set_id]
-            print(f"$ ahi-verify image-set {datastore} {sample.info.image_set_id}")
-            done = subprocess.run(cmd, env=env, check=False, timeout=600)
-            verdict = "as expected" if done.returncode == sample.expected_exit else "UNEXPECTED"
-            print(f"exit code {done.returncode} ({verdict})\n")
-            failures += done.returncode != sample.expected_exit
-    print("demo finished: every image set gave the expected verdict" if not failures else f"{failures} unexpected")
-    return 1 if failures else 0
+    with LocalStack(parameters={"DatastoreId": DATASTORE}) as stack:
+        env = stack.function("JobTriggerFunction").environment
+        bucket, prefix, reports = env["OUTPUT_BUCKET"], env["OUTPUT_PREFIX"], env["REPORTS_PREFIX"]
+        print(f"local stack: moto {os.environ['AWS_ENDPOINT_URL']}, HealthImaging emulator "
+              f"{os.environ['AWS_ENDPOINT_URL_MEDICAL_IMAGING']}")  # fmt: skip
+        print(f"resources from template.yaml: bucket {bucket}, watched prefix {prefix}, reports {reports}\n")
+
+        stack.emulator.create_datastore(DATASTORE)
+        stack.s3.create_bucket(Bucket="hospital-dicom")
+        files = [Path(str(get_testdata_file(n, download=False))) for n in SAMPLES]
+        files += [CT1_UNC] if CT1_UNC.exists() else []
+        for path in files:
+            stack.s3.put_object(Bucket="hospital-dicom", Key=f"study-1/{path.name}", Body=path.read_bytes())
+        stack.s3.put_object(Bucket="hospital-dicom", Key="study-1/readme.txt", Body=b"not DICOM")
+        print(f"importing {len(files)} DICOM files and 1 non-DICOM file; one stored frame will be corrupted")
+        job = stack.emulator.start_import_job(
+            DATASTORE, "s3://hospital-dicom/study-1/", f"s3://{bucket}/{prefix}", faults=ImportFaults(corrupt_frames=1)
+        )
+        summary = stack.run_until_idle(timeout=300)
+        print(f"import job {job}: {stack.emulator.wait_for_job(DATASTORE, job)['jobStatus']}")
+        print(f"invocations: {summary.invocations}, failures: {summary.failures or 'none'}, "
+              f"dead letters: {summary.dlq_depth}")  # fmt: skip
+        (corrupted,) = stack.emulator.job_faults(job).corrupted_frames
+        print(f"frame corrupted on the stored side: {corrupted.frame_id}\n")
+
+        OUT.mkdir(parents=True, exist_ok=True)
+        for name in ("report.json", "report.html"):
+            body = stack.s3.get_object(Bucket=bucket, Key=f"{reports}{job}/{name}")["Body"].read()
+            (OUT / name).write_bytes(body)
+        report = json.loads((OUT / "report.json").read_text())
+        frames = report["summary"]["frames"]
+        print(f"report: verdict {report['verdict']}; {report['summary']['imageSets']} image sets, "
+              f"{frames['total']} frames: {frames['match']} match, {frames['mismatch']} mismatch, "
+              f"{frames['error']} error; {report['summary']['importFailures']} failed file(s)")  # fmt: skip
+        print(f"  s3://{bucket}/{reports}{job}/report.html  (copied to {OUT.relative_to(REPO)}/report.html)\n")
+
+        alerts = stack.alerts()
+        print(f"alerts delivered: {len(alerts)}")
+        for alert in alerts:
+            print(f"Subject: {alert.subject}")
+            print(f"Attributes: {dict(alert.attributes)}")
+            print(alert.message)
+        print()
+
+        print(f"$ ahi-verify job s3://{bucket}/{prefix}{DATASTORE}-DicomImport-{job}/ --source")
+        cli = Path(sys.executable).with_name("ahi-verify")
+        folder = f"s3://{bucket}/{prefix}{DATASTORE}-DicomImport-{job}/"
+        done = subprocess.run([str(cli), "job", folder, "--source"], check=False, timeout=600)
+        print(f"exit code {done.returncode} (1: a frame mismatched)")
+
+    ok = (
+        report["verdict"] == "MISMATCH"
+        and frames["mismatch"] == 1
+        and len(alerts) == 1
+        and corrupted.frame_id in alerts[0].message
+        and done.returncode == 1
+    )
+    print("\ndemo finished: the corrupted frame was caught by the application and the CLI" if ok else "\nUNEXPECTED")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
