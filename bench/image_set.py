@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import time
 import zlib
 
@@ -98,6 +99,13 @@ def main() -> int:
     print(f"  sequential, {LATENCY_MS} ms latency : {fps['sequential']:8.1f} frames/s  ({seq_frames} frames)")
     print(f"  engine, {LATENCY_MS} ms latency     : {fps['latency']:8.1f} frames/s  ({n} frames)")
     print(f"  engine, no added latency  : {fps['no-latency']:8.1f} frames/s  ({n} frames)")
+    # Lambda compute per 1,000 frames, from this run: the per-core rate scaled to the worker's vCPUs
+    # (1 vCPU per 1,769 MB) at the default 3,008 MB, priced at the public x86 rate per GB-second.
+    cores = os.cpu_count() or 1
+    vcpus, memory_gb, usd_per_gb_s = 3008 / 1769, 3008 / 1024, 0.0000166667
+    seconds = 1000 / (fps["latency"] / cores * vcpus)
+    print(f"  Lambda per 1,000 frames   : {seconds:6.2f} s at 3,008 MB = {seconds * memory_gb:.1f} GB-s "
+          f"= ${seconds * memory_gb * usd_per_gb_s:.5f} (x86, $0.0000166667/GB-s; requests not included)")  # fmt: skip
     ok1, ok2 = vs_sequential >= 10, vs_no_latency >= 0.8
     print(f"  ratio engine/sequential   : {vs_sequential:6.2f}x (target >= 10x)  {'PASS' if ok1 else 'FAIL'}")
     print(f"  ratio latency/no-latency  : {vs_no_latency:6.2f}x (target >= 0.8x) {'PASS' if ok2 else 'FAIL'}")
