@@ -200,6 +200,9 @@ def test_job_is_queued_verified_and_reported_once_with_one_alert(aws: dict[str, 
     doc = report(aws, job_id(1))
     assert doc["verdict"] == "MISMATCH"
     assert doc["summary"]["frames"] == {"total": 7, "match": 6, "mismatch": 1, "error": 0}
+    assert doc["timings"]["workItems"] == 2
+    assert doc["timings"]["startedAt"] <= doc["timings"]["finishedAt"]
+    assert doc["timings"]["verificationSeconds"] > 0
     assert [f["imageFrameId"] for s in doc["imageSets"] for f in s["frames"]] == [*good, *bad]
     (alert,) = alerts(aws)
     assert alert["Subject"].startswith("[ahi-verify] MISMATCH: 1 frame(s)")

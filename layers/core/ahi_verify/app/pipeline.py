@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -129,7 +130,8 @@ def _plan(
         if existing.get("state") != "planning":
             return {"outcome": "duplicate", "state": existing.get("state")}
         logger.info("resuming a job whose queueing was interrupted")
-    svc.reports.put_json(ref.job_id, "job.json", {"header": header, "imageSets": planned})
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    svc.reports.put_json(ref.job_id, "job.json", {"header": header, "imageSets": planned, "startedAt": started_at})
     svc.queue.send(items)
     svc.progress.advance(ref.job_id, "planning", "running")
     metrics.add_metric(name="JobsStarted", unit=MetricUnit.Count, value=1)
@@ -178,6 +180,7 @@ def process_work_item(item: WorkItem, svc: Services) -> dict[str, Any]:
         "totalFrames": len(listed),
         "error": error,
         "frames": frames,
+        "seconds": round(time.perf_counter() - started, 3),
     }
     svc.reports.put_json(item.job_id, f"parts/{current.item_id}.json", part)
     counts = frame_counts(frames)
@@ -199,11 +202,18 @@ def finalise_job(job_id: str, svc: Services, claimer: str) -> str | None:
     if not svc.progress.claim_finalisation(job_id, claimer):
         return None
     planned_doc = svc.reports.get_json(job_id, "job.json")
+    parts = list(svc.reports.parts(job_id))
     by_set: dict[str, list[Mapping[str, Any]]] = {}
-    for part in svc.reports.parts(job_id):
+    for part in parts:
         by_set.setdefault(part["imageSetId"], []).append(part)
     image_sets = [_merge(p, by_set.get(p["imageSetId"], [])) for p in planned_doc["imageSets"]]
     report = report_document(planned_doc["header"], image_sets)
+    report["timings"] = {
+        "startedAt": planned_doc.get("startedAt"),
+        "finishedAt": datetime.now(UTC).isoformat(timespec="seconds"),
+        "workItems": len(parts),
+        "verificationSeconds": round(sum(float(p.get("seconds", 0)) for p in parts), 3),
+    }
     uri = svc.reports.put_json(job_id, "report.json", report)
     svc.reports.put_html(job_id, "report.html", render_html(report))
     alert = compose_alert(report, uri, notify_clean=svc.settings.notify_on_clean_jobs)
