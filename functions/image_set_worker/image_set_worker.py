@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ahi_verify.app.observability import logger, metrics, tracer
-from ahi_verify.app.pipeline import build_services, process_work_item
+from ahi_verify.app.pipeline import build_services, process_work_item, record_failed_item
 from ahi_verify.app.settings import Settings
 from ahi_verify.image_set import prefer_io_threads
 from ahi_verify.work_items import WorkItem
@@ -26,10 +26,17 @@ prefer_io_threads()
 
 @tracer.capture_method
 def verify_record(record: SQSRecord) -> dict[str, Any]:
-    item = WorkItem.from_json(record.body)
+    item = WorkItem.from_json(record.body)  # an unreadable body fails every delivery and lands in the DLQ
     logger.set_correlation_id(item.job_id)
     logger.append_keys(job_id=item.job_id, image_set_id=item.image_set_id, item_id=item.item_id)
-    return process_work_item(item, SERVICES)
+    try:
+        return process_work_item(item, SERVICES)
+    except Exception as exc:
+        attempts = int(record.attributes.approximate_receive_count)
+        if attempts >= SETTINGS.work_max_receive_count:
+            logger.exception("work item failed on its last delivery; recorded as not verified")
+            record_failed_item(item, f"{type(exc).__name__}: {exc}", attempts, SERVICES)
+        raise
 
 
 @logger.inject_lambda_context(log_event=False)

@@ -15,7 +15,7 @@ from moto import mock_aws
 
 from ahi_verify.app.events import JobRef
 from ahi_verify.app.messaging import AlertPublisher, WorkQueue
-from ahi_verify.app.pipeline import Services, finalise_job, process_work_item, reconcile, start_job
+from ahi_verify.app.pipeline import Services, finalise_job, process_work_item, reconcile, record_failed_item, start_job
 from ahi_verify.app.progress import JobProgress
 from ahi_verify.app.settings import Settings
 from ahi_verify.app.storage import ReportStore
@@ -366,3 +366,25 @@ def test_pending_items_block_finalisation(aws: dict[str, Any]) -> None:
     assert record is not None
     assert (record["pending"], record["frames_match"], record["frames_error"]) == (0, 3, 1)
     assert progress.claim_finalisation(job_id(12), "y")
+
+
+def test_an_item_failing_on_its_last_delivery_is_reported_and_the_job_completes(aws: dict[str, Any]) -> None:
+    # GIVEN a job of two image sets, one of which can never be processed
+    source = FakeSource()
+    source.add_image_set(image_set_id(20), make_frames(2, seed=20))
+    source.add_image_set(image_set_id(21), make_frames(3, seed=21))
+    svc = services(aws, source)
+    start_job(JobRef(DS, job_id(20), write_job(aws, job_id(20), [image_set_id(20), image_set_id(21)]), "s3"), svc)
+    good, poison = sorted((WorkItem.from_json(m["Body"]) for m in drain(aws)), key=lambda i: i.image_set_id)
+    process_work_item(good, svc)
+    # WHEN the poison item's last delivery fails and the worker records it before it goes to the DLQ
+    record_failed_item(poison, "RuntimeError: boom", 3, svc)
+    record_failed_item(poison, "RuntimeError: boom", 3, svc)  # a repeated last delivery counts once
+    # THEN the job is finalised: the image set is in error, the good frames are there, one alert says so
+    doc = report(aws, job_id(20))
+    errors = {s["imageSetId"]: s["error"] for s in doc["imageSets"]}
+    assert errors[image_set_id(20)] is None
+    assert "failed on all 3 deliveries" in errors[image_set_id(21)]
+    assert "RuntimeError: boom" in errors[image_set_id(21)]
+    assert (doc["verdict"], doc["summary"]["frames"]["total"]) == ("UNVERIFIED", 2)
+    assert len(alerts(aws)) == 1

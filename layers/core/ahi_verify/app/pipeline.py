@@ -197,6 +197,30 @@ def process_work_item(item: WorkItem, svc: Services) -> dict[str, Any]:
     return {"itemId": current.item_id, **counts}
 
 
+def record_failed_item(item: WorkItem, error: str, attempts: int, svc: Services) -> None:
+    """Record a work item that failed on its last delivery as not verified, so the job still completes.
+
+    The message goes on to the DLQ (the caller re-raises); the report names the image set and the error.
+    """
+    if svc.progress.get(item.job_id) is None:
+        return  # not a job of this deployment: nothing to report against
+    part = {
+        "itemId": item.item_id,
+        "imageSetId": item.image_set_id,
+        "range": list(item.frames) if item.frames else None,
+        "totalFrames": 0,
+        "error": f"work item failed on all {attempts} deliveries and was moved to the dead-letter queue: {error}",
+        "frames": [],
+        "seconds": 0.0,
+    }
+    svc.reports.put_json(item.job_id, f"parts/{item.item_id}.json", part)
+    if svc.progress.complete_item(item.job_id, item.item_id, {}):
+        metrics.add_metric(name="WorkItemsDeadLettered", unit=MetricUnit.Count, value=1)
+    job = svc.progress.get(item.job_id) or {}
+    if job.get("pending") == 0:
+        finalise_job(item.job_id, svc, claimer=item.item_id)
+
+
 def finalise_job(job_id: str, svc: Services, claimer: str) -> str | None:
     """Merge the parts into the report and send the alert, if this caller wins the claim."""
     if not svc.progress.claim_finalisation(job_id, claimer):

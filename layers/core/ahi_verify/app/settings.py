@@ -27,6 +27,8 @@ class Settings:
     frames_per_work_item: int
     fetch_concurrency: int
     manifest_wait_s: float = 30.0
+    work_max_receive_count: int = 3
+    """The work queue's redrive limit: the delivery on which a failing item is recorded as failed."""
     memory_budget_bytes: int = 200 * 1024 * 1024
     """Frames in flight per worker: 40 % of the function's memory (the rest is the runtime, the code and the
     HTTP pools), measured: a 3328x4096 frame in flight costs about 3.5x its 27 MB decoded size."""
@@ -74,6 +76,11 @@ class Settings:
             frames_per_work_item=number("FRAMES_PER_WORK_ITEM", 1),
             fetch_concurrency=number("FETCH_CONCURRENCY", 1),
         )
+        receives = env.get("WORK_MAX_RECEIVE_COUNT", "3")
+        if re.fullmatch(r"[0-9]+", receives) and int(receives) >= 1:
+            settings = replace(settings, work_max_receive_count=int(receives))
+        else:
+            problems.append("WORK_MAX_RECEIVE_COUNT must be an integer >= 1")
         memory_mb = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "")
         if memory_mb.isdigit():
             settings = replace(settings, memory_budget_bytes=int(memory_mb) * 1024 * 1024 * 2 // 5)
