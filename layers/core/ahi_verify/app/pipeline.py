@@ -96,28 +96,25 @@ def start_job(ref: JobRef, svc: Services) -> dict[str, Any]:
             return {"outcome": "skipped", "reason": f"job is {described.status}"}
         folder = folder or described.output_folder_uri
     location = job_folder(folder)
-    if failure is not None:
-        header = job_header(
-            job_id=ref.job_id,
-            datastore_id=ref.datastore_id,
-            folder=location.uri,
-            manifest=None,
-            findings=None,
-            failure_message=failure,
-        )
-        return _plan(ref, location.uri, header, [], svc)
-    manifest, findings, notes = read_job(svc.reader, location, manifest_wait_s=settings.manifest_wait_s)
+    manifest, findings = None, None
+    notes: list[str] = []
+    planned: list[dict[str, Any]] = []
+    if failure is None:
+        manifest, findings, notes = read_job(svc.reader, location, manifest_wait_s=settings.manifest_wait_s)
+        if (manifest.datastore_id, manifest.job_id) != (ref.datastore_id, ref.job_id):
+            notes.append("the manifest names another data store or job than its folder; the folder's IDs are used")
+        planned = [
+            {"imageSetId": s.image_set_id, "version": s.version, "isPrimary": s.is_primary} for s in manifest.image_sets
+        ]
     header = job_header(
-        job_id=manifest.job_id,
-        datastore_id=manifest.datastore_id,
+        job_id=ref.job_id,
+        datastore_id=ref.datastore_id,
         folder=location.uri,
         manifest=manifest,
         findings=findings,
         notes=notes,
+        failure_message=failure,
     )
-    planned = [
-        {"imageSetId": s.image_set_id, "version": s.version, "isPrimary": s.is_primary} for s in manifest.image_sets
-    ]
     return _plan(ref, location.uri, header, planned, svc)
 
 
