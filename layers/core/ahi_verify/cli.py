@@ -11,7 +11,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 import boto3
@@ -121,16 +121,11 @@ def _run_image_set(args: argparse.Namespace, client: object, progress: _Progress
             on_result=progress.update,
         )
     except ImageSetError as exc:
+        progress.finish()  # end the progress line before the message
+        return _unverifiable("image set", exc, _error_document(args.datastore_id, args.image_set_id, str(exc)), args)
+    finally:
         progress.finish()
-        print(f"ahi-verify: image set could not be verified: {exc}", file=sys.stderr)
-        if args.format == "json":
-            print(json.dumps(_error_document(args.datastore_id, args.image_set_id, str(exc)), indent=2))
-        return EXIT_UNVERIFIED
-    progress.finish()
-    if args.format == "json":
-        print(json.dumps(image_set_document(result), indent=2))
-    else:
-        print_table(result, sys.stdout)
+    _emit(args, image_set_document(result), lambda: print_table(result, sys.stdout))
     return exit_code(result)
 
 
@@ -154,17 +149,26 @@ def _run_job(args: argparse.Namespace, client: object, progress: _Progress) -> i
             on_result=progress.update,
         )
     except (JobOutputError, ManifestError, ImageSetError) as exc:
+        progress.finish()  # end the progress line before the message
+        return _unverifiable("job", exc, {"error": str(exc)}, args)
+    finally:
         progress.finish()
-        print(f"ahi-verify: job could not be verified: {exc}", file=sys.stderr)
-        if args.format == "json":
-            print(json.dumps({"error": str(exc)}, indent=2))
-        return EXIT_UNVERIFIED
-    progress.finish()
-    if args.format == "json":
-        print(json.dumps(job_document(result), indent=2))
-    else:
-        print_job_table(result, sys.stdout)
+    _emit(args, job_document(result), lambda: print_job_table(result, sys.stdout))
     return job_exit_code(result)
+
+
+def _unverifiable(what: str, exc: Exception, document: dict[str, object], args: argparse.Namespace) -> int:
+    print(f"ahi-verify: {what} could not be verified: {exc}", file=sys.stderr)
+    if args.format == "json":
+        print(json.dumps(document, indent=2))
+    return EXIT_UNVERIFIED
+
+
+def _emit(args: argparse.Namespace, document: dict[str, object], table: Callable[[], None]) -> None:
+    if args.format == "json":
+        print(json.dumps(document, indent=2))
+    else:
+        table()
 
 
 def exit_code(result: ImageSetResult) -> int:
