@@ -283,8 +283,8 @@ def print_job_table(result: JobResult, out: TextIO) -> None:
             print(f"ERROR     image set {outcome.summary.image_set_id}: {outcome.error}", file=out)
         elif outcome.result is not None and not outcome.result.all_match:
             print_table(outcome.result, out)
-        for message in outcome.source_errors:
-            print(f"SOURCE    {message}", file=out)
+        for problem in outcome.source_errors:
+            print(f"SOURCE    {problem['inputFile']}: {problem['error']}", file=out)
         for orphan in outcome.orphan_source_frames:
             print(f"LOST      {orphan} (in the source, not in image set {outcome.summary.image_set_id})", file=out)
         for index, c in sorted((outcome.sources or {}).items()):

@@ -112,6 +112,8 @@ def _read_main_header(view: memoryview, boxed: bool) -> CodestreamInfo:
     if _u16(view, pos) != _SIZ:
         raise CodestreamError("SIZ marker does not follow SOC")
     lsiz = _u16(view, pos + 2)
+    if lsiz < 41:  # the fixed fields plus one component
+        raise CodestreamError(f"SIZ marker has an invalid length {lsiz}")
     if pos + 2 + lsiz > size:
         raise CodestreamError("SIZ marker segment cut short", truncated=True)
     rsiz, xsiz, ysiz, xosiz, yosiz = struct.unpack_from(">HIIII", view, pos + 4)

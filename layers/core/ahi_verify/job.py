@@ -11,6 +11,8 @@ import collections
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from botocore.exceptions import ClientError
+
 from .frame_check import FrameResult, Status
 from .image_set import FrameSource, ImageSetError, ImageSetResult, VerifyOptions, verify_image_set
 from .job_output import (
@@ -75,7 +77,8 @@ class ImageSetOutcome:
     error: str | None = None
     sources: dict[int, SourceComparison] | None = None
     """Frame index -> three-way comparison (``--source`` only)."""
-    source_errors: list[str] = field(default_factory=list)
+    source_errors: list[dict[str, str]] = field(default_factory=list)
+    """``{"inputFile", "error"}`` for each source file that could not be read or decoded."""
     orphan_source_frames: list[str] = field(default_factory=list)
     """Source frames (file, SOP instance, frame number) that no stored frame corresponds to."""
 
@@ -230,8 +233,15 @@ def _compare_sources(
             # inputFile is the key relative to the input bucket (it already carries the input prefix).
             data = reader.read_object(S3Location(input_root.bucket, input_file))
             parsed: SourceFile = read_source_file(data, input_file)
-        except (JobOutputError, SourceError) as exc:
-            outcome.source_errors.append(str(exc))
+        except JobOutputError as exc:
+            # The reader's message carries the object's URI; the report keeps the key in inputFile only.
+            cause = exc.__cause__
+            code = cause.response.get("Error", {}).get("Code") if isinstance(cause, ClientError) else None
+            error = f"cannot be read from the input bucket ({code or type(cause).__name__})"
+            outcome.source_errors.append({"inputFile": input_file, "error": error})
+            continue
+        except SourceError as exc:
+            outcome.source_errors.append({"inputFile": input_file, "error": str(exc)})
             continue
         for frame in parsed.frames:
             by_frame[(parsed.sop_instance_uid, frame.frame_number)] = (frame.crc, input_file)

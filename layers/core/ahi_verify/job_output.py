@@ -138,8 +138,8 @@ def parse_manifest(raw: bytes, where: str) -> JobManifest:
     """
     try:
         doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"{where}: not valid JSON ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, huge integers, deep nesting
+        raise ManifestError(f"{where}: not valid JSON ({type(exc).__name__})") from exc
     summary = doc.get("jobSummary") if isinstance(doc, dict) else None
     if not isinstance(summary, dict):
         raise ManifestError(f"{where}: no jobSummary object")
@@ -225,7 +225,7 @@ def parse_line(kind: LineKind, line: bytes, key: str, line_number: int) -> Impor
 def _parse_line(kind: LineKind, line: bytes) -> ImportLine:
     try:
         obj = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, huge integers, deep nesting
         raise _BadLineError(f"not valid JSON ({type(exc).__name__})") from exc
     if not isinstance(obj, dict):
         raise _BadLineError("not a JSON object")

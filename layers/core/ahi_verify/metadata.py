@@ -96,7 +96,7 @@ def decode_metadata_blob(blob: bytes) -> Mapping[str, Any]:
             raise MetadataError(f"image set metadata is not valid gzip: {exc}") from exc
     try:
         doc = json.loads(blob)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, huge integers, deep nesting
         raise MetadataError(f"image set metadata is not valid JSON: {exc.__class__.__name__} at {_where(exc)}") from exc
     if not isinstance(doc, dict):
         raise MetadataError(f"image set metadata is a JSON {type(doc).__name__}, not an object")

@@ -48,7 +48,15 @@ RETAINED_SOURCE_SYNTAXES = frozenset({JPEG_BASELINE, JPEG2000_RETAINED, HTJ2K_RE
 
 
 class SourceError(Exception):
-    """A source file cannot be read or its pixels decoded; the message names the file, never its content."""
+    """A source file cannot be read or its pixels decoded.
+
+    The message says what went wrong, never the file's content nor its key (keys may embed names); the key
+    is kept apart in ``input_file`` for the report's ``inputFile`` field.
+    """
+
+    def __init__(self, message: str, input_file: str) -> None:
+        super().__init__(message)
+        self.input_file = input_file
 
 
 class ThreeWay(enum.StrEnum):
@@ -110,7 +118,7 @@ def read_source_file(data: bytes, input_file: str) -> SourceFile:
         sop_uid = str(ds.SOPInstanceUID)
         syntax = str(ds.file_meta.TransferSyntaxUID)
     except Exception as exc:
-        raise SourceError(f"{input_file}: not a readable DICOM P10 file ({type(exc).__name__})") from exc
+        raise SourceError(f"not a readable DICOM P10 file ({type(exc).__name__})", input_file) from exc
     if "PixelData" not in ds:
         return SourceFile(input_file, sop_uid, ())
     number_of_frames = int(ds.get("NumberOfFrames") or 1)
@@ -128,7 +136,7 @@ def read_source_file(data: bytes, input_file: str) -> SourceFile:
                 SourceFrame(i, _ifrc(arr, ds), "decoded-pixels") for i, arr in enumerate(_iter_frames(ds), start=1)
             )
     except Exception as exc:
-        raise SourceError(f"{input_file}: pixel data cannot be decoded ({type(exc).__name__}: {exc})") from exc
+        raise SourceError(f"pixel data cannot be decoded ({type(exc).__name__})", input_file) from exc
     return SourceFile(input_file, sop_uid, frames)
 
 

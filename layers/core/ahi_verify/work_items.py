@@ -60,8 +60,8 @@ class WorkItem:
         """
         try:
             doc: Any = json.loads(body)
-        except json.JSONDecodeError as exc:
-            raise WorkItemError(f"work item is not JSON: {exc}") from exc
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, huge integers, deep nesting
+            raise WorkItemError(f"work item is not JSON ({type(exc).__name__})") from exc
         schema = doc.get("v") if isinstance(doc, dict) else None
         if type(schema) is not int or schema != SCHEMA_VERSION:
             raise WorkItemError(f"work item is not a version-{SCHEMA_VERSION} object")

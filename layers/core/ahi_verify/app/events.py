@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
-from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, S3Event
+from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
+from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventRecord
 
 from ..job_output import MANIFEST_NAME, parse_job_folder
 
@@ -58,38 +59,46 @@ def parse_trigger_event(event: Mapping[str, Any]) -> list[JobRef] | Reconcile:
     source, detail_type = event.get("source"), event.get("detail-type")
     if source == "aws.events" and detail_type == "Scheduled Event":
         return Reconcile()
+    if source in ("aws.s3", "aws.medical-imaging") and not isinstance(event.get("detail"), Mapping):
+        raise EventError(f"{detail_type} event has no detail object")
     if source == "aws.s3" and detail_type == "Object Created":
         detail = EventBridgeEvent(dict(event)).detail
-        try:
-            bucket, key = str(detail["bucket"]["name"]), str(detail["object"]["key"])
-        except (KeyError, TypeError) as exc:
-            raise EventError("Object Created event has no detail.bucket.name or detail.object.key") from exc
+        bucket, key = _text(detail, "bucket", "name"), _text(detail, "object", "key")
+        if bucket is None or key is None:
+            raise EventError("Object Created event has no detail.bucket.name or detail.object.key")
         return [_from_key(bucket, key, "eventbridge-s3")]
     if source == "aws.medical-imaging" and detail_type in ("Import Job Completed", "Import Job Failed"):
         detail = EventBridgeEvent(dict(event)).detail
-        try:
-            datastore_id, job_id, status = str(detail["datastoreId"]), str(detail["jobId"]), detail.get("jobStatus")
-        except KeyError as exc:
-            raise EventError(f"{detail_type} event has no {exc.args[0]}") from exc
+        datastore_id, job_id = _text(detail, "datastoreId"), _text(detail, "jobId")
+        for name, value in (("datastoreId", datastore_id), ("jobId", job_id)):
+            if value is None:
+                raise EventError(f"{detail_type} event has no {name}")
+        assert datastore_id is not None and job_id is not None  # noqa: PT018 - narrowing for the type checker
         if not _DATASTORE_ID.fullmatch(datastore_id) or not _JOB_ID.fullmatch(job_id):
             raise EventError(f"{detail_type} event has a malformed datastoreId or jobId")
-        return [JobRef(datastore_id, job_id, None, "import-job-event", failed=status == "FAILED")]
+        return [JobRef(datastore_id, job_id, None, "import-job-event", failed=detail.get("jobStatus") == "FAILED")]
     if source == "aws.medical-imaging":
         return []  # Submitted / In Progress: nothing to verify yet
     raise EventError(f"unsupported event: source={source!r} detail-type={detail_type!r}")
 
 
 def _s3_records(event: Mapping[str, Any]) -> list[JobRef]:
+    raw_records = event.get("Records")
+    if not isinstance(raw_records, list) or not raw_records:
+        raise EventError("S3 event has no Records list")
     refs, problems = [], []
-    raw_records = event.get("Records") or []
-    if not raw_records:
-        raise EventError("S3 event has no records")
-    for i, record in enumerate(S3Event(dict(event)).records):
-        raw = raw_records[i]
+    for i, raw in enumerate(raw_records):
+        if not isinstance(raw, Mapping):
+            problems.append(f"record {i} is not an object")
+            continue
         source, name = raw.get("eventSource", raw.get("EventSource")), str(raw.get("eventName", ""))
         if source != "aws:s3" or not name.startswith("ObjectCreated"):
             problems.append(f"record {i}: {source} {name or '(no eventName)'} is not an S3 ObjectCreated event")
             continue
+        if _text(raw, "s3", "bucket", "name") is None or _text(raw, "s3", "object", "key") is None:
+            problems.append(f"record {i} has no s3.bucket.name or s3.object.key")
+            continue
+        record = S3EventRecord(dict(raw))
         # Keys arrive URL-encoded (space -> '+'); the per-record accessor does not decode them.
         key = unquote_plus(record.s3.get_object.key)
         try:
@@ -99,6 +108,16 @@ def _s3_records(event: Mapping[str, Any]) -> list[JobRef]:
     if problems:
         raise EventError("; ".join(problems))
     return refs
+
+
+def _text(obj: Mapping[str, Any], *path: str) -> str | None:
+    """The string at ``path`` in nested objects, or None when any step is missing or of another type."""
+    value: Any = obj
+    for step in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(step)
+    return value if isinstance(value, str) and value else None
 
 
 def _from_key(bucket: str, key: str, origin: str) -> JobRef:

@@ -1,0 +1,1 @@
+"""Fuzz tests: property-based (hypothesis) here, coverage-guided (atheris) in bench/fuzz.py."""
