@@ -13,7 +13,7 @@ export AWS_SECRET_ACCESS_KEY ?= testing
 export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: help venv lint typecheck test unit demo bench replay layers clean
+.PHONY: help venv lint typecheck test unit demo bench replay reliability layers clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -51,6 +51,13 @@ bench: $(STAMP) ## the benchmarks (ratios against a baseline in the same run)
 replay: $(STAMP) ## replay one event through the local stack (no Docker): make replay EVENT=events/s3-put-manifest.json
 	@test -n "$(EVENT)" || { echo "usage: make replay EVENT=events/<file>.json [PARAMS='Name=Value ...']"; exit 2; }
 	$(BIN)/python -m local.replay $(EVENT) $(foreach p,$(PARAMS),--param $(p))
+
+ATHERIS_VERSION := 3.0.0
+
+reliability: $(STAMP) ## fault matrix + soak through the local stack, and coverage-guided fuzzing (10,000 inputs a target)
+	$(BIN)/python -m bench.reliability
+	$(BIN)/python -m pip install --quiet atheris==$(ATHERIS_VERSION)
+	$(BIN)/python -m bench.fuzz
 
 layers: ## build the Lambda layers for x86_64 into build/layers (ARCH=arm64 for Graviton)
 	$(MAKE) -C layers/codecs build-CodecsLayer ARTIFACTS_DIR=$(CURDIR)/build/layers/codecs-$(or $(ARCH),x86_64) ARCH=$(or $(ARCH),x86_64)

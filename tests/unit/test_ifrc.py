@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -204,3 +206,37 @@ def test_flipped_bytes_never_match(data: st.DataObject) -> None:
     if result.crc == expected:
         decode = imagecodecs.htj2k_decode if result.rule is Rule.DECODED_HTJ2K else imagecodecs.jpeg2k_decode
         assert np.array_equal(decode(bytes(blob)), pixels)
+
+
+@pytest.mark.parametrize(
+    ("offset", "value"),
+    [
+        pytest.param(8 + 20, 0, id="zero-tile-width"),  # XTsiz
+        pytest.param(8 + 24, 0, id="zero-tile-height"),  # YTsiz: OpenJPH died with SIGFPE on this
+        pytest.param(8 + 28, 1, id="tile-origin-after-image-origin"),  # XTOsiz > XOsiz
+    ],
+)
+def test_invalid_tile_grid_is_rejected_before_any_decoder_runs(offset: int, value: int) -> None:
+    # GIVEN a valid HTJ2K stream whose SIZ tile grid is made invalid (bench.fuzz found the zero tile height)
+    blob = bytearray(imagecodecs.htj2k_encode(ramp((9, 6), np.uint8, 0, 255), reversible=True))
+    blob[offset - 4 : offset] = value.to_bytes(4, "big")
+    # WHEN verified in a child process (a regression would kill the process, not raise)
+    script = (
+        "import sys; from ahi_verify.ifrc import decoded_checksum, FrameDecodeError\n"
+        "try:\n    decoded_checksum(sys.stdin.buffer.read(), 'image/jph')\n"
+        "except FrameDecodeError as e:\n    print('rejected:', e)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], input=bytes(blob), capture_output=True, timeout=60, check=False
+    )
+    # THEN the codestream reader rejects it cleanly
+    assert done.returncode == 0, done.stderr.decode()[-500:]
+    assert b"rejected: SIZ marker has an invalid tile grid" in done.stdout
+
+
+def test_out_of_range_code_blocks_are_rejected() -> None:
+    blob = bytearray(imagecodecs.htj2k_encode(ramp((9, 6), np.uint8, 0, 255), reversible=True))
+    cod = blob.index(b"\xff\x52")
+    blob[cod + 10] = 9  # code-block width exponent offset above 8
+    with pytest.raises(FrameDecodeError, match="code-block"):
+        decoded_checksum(bytes(blob), "image/jph")

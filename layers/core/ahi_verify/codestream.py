@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 
 JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
-_SOC, _SIZ, _CAP, _SOT, _SOD, _EOC = 0xFF4F, 0xFF51, 0xFF50, 0xFF90, 0xFF93, 0xFFD9
+_SOC, _SIZ, _CAP, _COD, _SOT, _SOD, _EOC = 0xFF4F, 0xFF51, 0xFF50, 0xFF52, 0xFF90, 0xFF93, 0xFFD9
 # Markers that stand alone, without a length field (ITU-T T.800 Table A.1, plus the reserved range).
 _NO_LENGTH = frozenset({_SOC, _SOD, _EOC, *range(0xFF30, 0xFF40)})
 _RSIZ_HT = 0x4000
@@ -116,8 +116,9 @@ def _read_main_header(view: memoryview, boxed: bool) -> CodestreamInfo:
         raise CodestreamError(f"SIZ marker has an invalid length {lsiz}")
     if pos + 2 + lsiz > size:
         raise CodestreamError("SIZ marker segment cut short", truncated=True)
-    rsiz, xsiz, ysiz, xosiz, yosiz = struct.unpack_from(">HIIII", view, pos + 4)
+    rsiz, xsiz, ysiz, xosiz, yosiz, xtsiz, ytsiz, xtosiz, ytosiz = struct.unpack_from(">HIIIIIIII", view, pos + 4)
     (csiz,) = struct.unpack_from(">H", view, pos + 38)
+    _check_tile_grid((xosiz, yosiz), (xtsiz, ytsiz), (xtosiz, ytosiz))
     if csiz < 1 or lsiz != 38 + 3 * csiz:
         raise CodestreamError(f"SIZ marker has {csiz} components but length {lsiz}")
     ssiz = [view[pos + 40 + 3 * c] for c in range(csiz)]
@@ -142,6 +143,8 @@ def _read_main_header(view: memoryview, boxed: bool) -> CodestreamInfo:
         length = _u16(view, pos + 2)
         if length < 2:
             raise CodestreamError(f"marker {marker:04X} at byte {pos} has an invalid length {length}")
+        if marker == _COD:
+            _check_cod(view, pos, length)
         pos += 2 + length
     _check_tile_parts(view, pos)
     return CodestreamInfo(
@@ -153,6 +156,24 @@ def _read_main_header(view: memoryview, boxed: bool) -> CodestreamInfo:
         high_throughput=bool(rsiz & _RSIZ_HT) or has_cap,
         boxed=boxed,
     )
+
+
+def _check_tile_grid(origin: tuple[int, int], tile: tuple[int, int], tile_origin: tuple[int, int]) -> None:
+    """ITU-T T.800 A.5.1. OpenJPH divides by the tile size without checking it: a zero tile height killed the
+    process with SIGFPE (found by bench.fuzz), so the header is checked before any decoder sees it."""
+    for axis in (0, 1):
+        if not tile[axis] or tile_origin[axis] > origin[axis] or tile[axis] + tile_origin[axis] <= origin[axis]:
+            raise CodestreamError("SIZ marker has an invalid tile grid")
+
+
+def _check_cod(view: memoryview, pos: int, length: int) -> None:
+    """ITU-T T.800 A.6.1: at most 32 decomposition levels, code-blocks of 4 to 1024 samples a side and at most
+    4096 samples, so a decoder never sizes buffers or loops from out-of-range values."""
+    if length < 12 or pos + 2 + length > len(view):
+        raise CodestreamError(f"COD marker at byte {pos} is too short", truncated=pos + 2 + length > len(view))
+    levels, xcb, ycb = view[pos + 9], view[pos + 10] & 0x0F, view[pos + 11] & 0x0F
+    if levels > 32 or xcb > 8 or ycb > 8 or xcb + ycb > 8:
+        raise CodestreamError("COD marker has out-of-range decomposition levels or code-block size")
 
 
 def _check_tile_parts(view: memoryview, pos: int) -> None:
