@@ -10,6 +10,7 @@ matching the decoded path would turn a malformed ID into an unknown route instea
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import time
@@ -22,7 +23,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from .faults import ERROR_RESPONSES, Fault
+from .faults import ERROR_RESPONSES, METADATA_BODY_FAULTS, Fault
 from .jobs import JOB_ID_PATTERN, ImportFaults, validate_start_request
 from .store import ID_PATTERN, VERSION_PATTERN, Emulator, NotFoundError
 
@@ -153,6 +154,9 @@ class EmulatorApp:
             response = error_response(500, "InternalServerException", "emulator error")
         if fault is not None and fault.kind == "truncate_body" and response.status_code == 200:
             response = _truncated(response)
+        damaged = fault is not None and fault.kind in METADATA_BODY_FAULTS and operation == "GetImageSetMetadata"
+        if fault is not None and damaged and response.status_code == 200:
+            response.set_data(_damaged_metadata(fault.kind, response.get_data()))
         response.headers.setdefault("x-amzn-RequestId", str(uuid.uuid4()))
         self.emulator.record_response(response.status_code)
         return response
@@ -310,6 +314,17 @@ class EmulatorApp:
         else:
             raise ValueError("action must be corrupt_frame, truncate_frame, set_checksum or remove_frame")
         return {"status": "ok", "action": action}
+
+
+def _damaged_metadata(kind: str, blob: bytes) -> bytes:
+    """The gzip metadata body as a metadata body fault serves it (``Content-Encoding`` stays gzip)."""
+    if kind == "corrupt_gzip":
+        return blob[:10] + bytes(b ^ 0xFF for b in blob[10:])  # gzip header kept, deflate stream garbled
+    if kind == "invalid_json":
+        return gzip.compress(gzip.decompress(blob)[:-1] + b",,}", mtime=0)
+    doc = json.loads(gzip.decompress(blob))
+    doc.pop("Study", None)
+    return gzip.compress(json.dumps(doc).encode(), mtime=0)
 
 
 def _json_body(request: Request) -> Any:

@@ -7,7 +7,17 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
 
-FaultKind = Literal["latency", "throttle", "server_error", "truncate_body", "access_denied", "not_found"]
+FaultKind = Literal[
+    "latency",
+    "throttle",
+    "server_error",
+    "truncate_body",
+    "access_denied",
+    "not_found",
+    "corrupt_gzip",
+    "invalid_json",
+    "missing_fields",
+]
 Operation = Literal[
     "GetImageFrame",
     "GetImageSetMetadata",
@@ -19,6 +29,9 @@ Operation = Literal[
 
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 OPERATIONS: tuple[str, ...] = get_args(Operation)
+
+#: Faults that answer ``GetImageSetMetadata`` with 200 and a damaged document (other operations: no effect).
+METADATA_BODY_FAULTS: tuple[str, ...] = ("corrupt_gzip", "invalid_json", "missing_fields")
 
 #: kind -> (HTTP status, x-amzn-ErrorType, message) for faults answered with an error response.
 ERROR_RESPONSES: dict[str, tuple[int, str, str]] = {
@@ -39,7 +52,11 @@ class Fault:
         ``latency`` (sleep, then answer normally), ``throttle`` (429 ThrottlingException),
         ``server_error`` (500 InternalServerException), ``access_denied`` (403 AccessDeniedException),
         ``not_found`` (404 ResourceNotFoundException) or ``truncate_body`` (full ``Content-Length``
-        declared, half the body sent, connection closed).
+        declared, half the body sent, connection closed). Metadata body faults answer ``GetImageSetMetadata``
+        with 200 and ``Content-Encoding: gzip`` but a damaged document: ``corrupt_gzip`` (gzip magic number
+        followed by bytes that do not inflate), ``invalid_json`` (valid gzip of text that is not JSON) and
+        ``missing_fields`` (valid gzip of the document without its ``Study`` object, so no frame can be
+        listed); on other operations they fire (and are counted) but change nothing.
     operation
         ``GetImageFrame``, ``GetImageSetMetadata``, ``GetImageSet``, ``StartDICOMImportJob``,
         ``GetDICOMImportJob``, ``ListDICOMImportJobs`` or ``None`` for any.
