@@ -226,26 +226,13 @@ class ImportJob:
 
     def properties(self) -> dict[str, Any]:
         """The ``GetDICOMImportJob`` ``jobProperties`` (timestamps as epoch seconds)."""
-        props: dict[str, Any] = {
-            "jobId": self.job_id,
-            "jobName": self.job_name,
-            "jobStatus": self.status,
-            "datastoreId": self.datastore_id,
-            "dataAccessRoleArn": self.data_access_role_arn,
-            "submittedAt": self.submitted_at,
-            "inputS3Uri": self.input_s3_uri,
-            "outputS3Uri": self.job_folder_uri,
-        }
-        if self.ended_at is not None:
-            props["endedAt"] = self.ended_at
-        if self.message is not None:
-            props["message"] = self.message
+        props = {**self.summary(), "inputS3Uri": self.input_s3_uri, "outputS3Uri": self.job_folder_uri}
         if self.import_configuration is not None:
             props["importConfiguration"] = self.import_configuration
         return props
 
     def summary(self) -> dict[str, Any]:
-        """One ``ListDICOMImportJobs`` ``jobSummaries`` entry."""
+        """One ``ListDICOMImportJobs`` ``jobSummaries`` entry: the properties both operations share."""
         item: dict[str, Any] = {
             "jobId": self.job_id,
             "jobName": self.job_name,
