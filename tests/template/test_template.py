@@ -42,6 +42,7 @@ ENVIRONMENT = {
     "NOTIFY_ON_CLEAN_JOBS",
     "FRAMES_PER_WORK_ITEM",
     "FETCH_CONCURRENCY",
+    "WORK_MAX_RECEIVE_COUNT",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
     "LOG_LEVEL",
@@ -310,8 +311,13 @@ def test_both_queues_are_encrypted_and_the_work_queue_dead_letters(cfn: Template
     work = queues["WorkQueue"]["Properties"]
     assert work["RedrivePolicy"] == {
         "deadLetterTargetArn": {"Fn::GetAtt": ["WorkDeadLetterQueue", "Arn"]},
-        "maxReceiveCount": 3,
+        "maxReceiveCount": {"Ref": "WorkMaxReceiveCount"},
     }
+    # the worker's last-delivery rule reads the same parameter, so the two can never drift apart
+    worker_env = cfn["Globals"]["Function"]["Environment"]["Variables"] if "Globals" in cfn else None
+    if worker_env is None:
+        worker_env = cfn["Resources"]["ImageSetWorkerFunction"]["Properties"]["Environment"]["Variables"]
+    assert worker_env["WORK_MAX_RECEIVE_COUNT"] == {"Ref": "WorkMaxReceiveCount"}
     worker_timeout = cfn["Resources"]["ImageSetWorkerFunction"]["Properties"]["Timeout"]
     assert work["VisibilityTimeout"] >= 6 * worker_timeout
     assert "RedrivePolicy" not in queues["WorkDeadLetterQueue"]["Properties"]
@@ -593,6 +599,7 @@ def test_the_parameters_keep_their_contract(cfn: Template) -> None:
         "WorkerMaximumConcurrency": 5,
         "FramesPerWorkItem": 2000,
         "FetchConcurrency": 16,
+        "WorkMaxReceiveCount": 3,
         "ReconcileSchedule": "rate(6 hours)",
         "WorkerMemorySize": 3008,
         "LogRetentionInDays": 30,
