@@ -133,3 +133,19 @@ def test_unreadable_sources_are_clear_errors(data: bytes, message: str) -> None:
         read_source_file(data, "dicom/file-7.dcm")
     assert caught.value.input_file == "dicom/file-7.dcm"
     assert "file-7" not in str(caught.value)  # keys may embed names: kept apart from the message
+
+
+@pytest.mark.parametrize(
+    "syntax", ["1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"], ids=["jpeg-ll-57", "jpeg-ll-70"]
+)
+def test_jpeg_lossless_sources_decode_to_their_pixels(syntax: str) -> None:
+    # GIVEN a 12-bit JPEG lossless source (process 14; .70 is its selection-value-1 form)
+    import imagecodecs  # noqa: PLC0415
+
+    from tests.emulator.p10_factory import make_p10  # noqa: PLC0415
+
+    pixels = np.random.default_rng(4).integers(0, 4095, size=(8, 10), dtype=np.uint16)
+    data = make_p10(syntax, frames=[bytes(imagecodecs.ljpeg_encode(pixels, bitspersample=12))], bits_stored=12)
+    # WHEN its source IFRC is computed THEN it is the CRC of the original pixels
+    (frame,) = read_source_file(data, "ll.dcm").frames
+    assert (frame.rule, frame.crc) == ("decoded-pixels", zlib.crc32(pixels.tobytes()))
