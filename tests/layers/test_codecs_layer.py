@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import struct
 import subprocess
@@ -26,6 +25,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from local.python312 import find_python312
 from tests.support import CT1_UNC_CRC, REPO, SHARED_FIXTURES
 
 pytestmark = pytest.mark.layer
@@ -98,42 +98,6 @@ def _elf_machine(path: Path) -> int:
     header = path.read_bytes()[:20]
     assert header[:4] == b"\x7fELF", f"{path} is not an ELF file"
     return int(struct.unpack_from("<H", header, 18)[0])
-
-
-def _runs_python312(candidate: str) -> bool:
-    try:
-        proc = subprocess.run(
-            [candidate, "-c", "import sys; print(sys.version_info[:2] == (3, 12))"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    except OSError:
-        return False
-    return proc.returncode == 0 and proc.stdout.strip() == "True"
-
-
-def _pyenv_pythons312() -> list[str]:
-    pyenv = shutil.which("pyenv")
-    if pyenv is None:
-        return []
-    listing = subprocess.run([pyenv, "versions", "--bare"], capture_output=True, text=True, timeout=60, check=False)
-    versions = [v.strip() for v in listing.stdout.splitlines() if re.fullmatch(r"3\.12\.\d+", v.strip())]
-    versions.sort(key=lambda v: int(v.rsplit(".", 1)[1]), reverse=True)
-    found = []
-    for version in versions:
-        prefix = subprocess.run([pyenv, "prefix", version], capture_output=True, text=True, timeout=60, check=False)
-        if prefix.returncode == 0 and prefix.stdout.strip():
-            found.append(str(Path(prefix.stdout.strip()) / "bin" / "python3.12"))
-    return found
-
-
-def find_python312() -> str | None:
-    """A Python 3.12 that actually runs (a pyenv shim on PATH may not)."""
-    candidates = [os.environ.get("AHI_PYTHON312", ""), shutil.which("python3.12") or ""]
-    candidates += _pyenv_pythons312()
-    return next((c for c in candidates if c and _runs_python312(c)), None)
 
 
 @pytest.fixture(scope="module")

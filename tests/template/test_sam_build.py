@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.layers.test_codecs_layer import find_python312
+from local.python312 import find_python312
 from tests.support import REPO
 from tests.template.conftest import TEMPLATE, sam_env
 
