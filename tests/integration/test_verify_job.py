@@ -65,6 +65,32 @@ def test_clean_import_verifies_every_frame_and_lists_the_failed_file(
     assert all(not s["orphanSourceFrames"] and not s["sourceErrors"] for s in doc["imageSets"])
     # a failed file means not everything was verified, although nothing mismatched
     assert code == 3
+    assert doc["verdict"] == "UNVERIFIED"
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_source_file_gone_after_import_makes_the_job_unverified_not_clean(
+    emulator: Emulator, s3: Any, shared_fixtures: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a one-file import whose three-way check is clean
+    datastore = emulator.create_datastore()
+    s3.create_bucket(Bucket="in-gone")
+    s3.create_bucket(Bucket="out-gone")
+    s3.put_object(Bucket="in-gone", Key="dicom/CT1_UNC", Body=(shared_fixtures / "CT1_UNC").read_bytes())
+    job = emulator.start_import_job(datastore, "s3://in-gone/dicom/", "s3://out-gone/results/")
+    emulator.wait_for_job(datastore, job)
+    folder = f"s3://out-gone/results/{datastore}-DicomImport-{job}/"
+    code, doc, _ = run_job_cli(capsys, folder, "--source")
+    assert (code, doc["verdict"]) == (0, "CLEAN")
+    # WHEN the source file is deleted and the job is verified again with the three-way check
+    s3.delete_object(Bucket="in-gone", Key="dicom/CT1_UNC")
+    code, doc, _ = run_job_cli(capsys, folder, "--source")
+    # THEN the stored frame still matches its checksum, but the job is UNVERIFIED (exit 3): the source
+    # comparison did not happen, and the JSON verdict and the exit code say the same thing
+    assert {f["status"] for f in frames_of(doc)} == {"MATCH"}
+    assert {f["source"]["relation"] for f in frames_of(doc)} == {"source-unreadable"}
+    assert [e["inputFile"] for s in doc["imageSets"] for e in s["sourceErrors"]] == ["dicom/CT1_UNC"]
+    assert (code, doc["verdict"]) == (3, "UNVERIFIED")
 
 
 @pytest.mark.usefixtures("aws_env")

@@ -329,13 +329,36 @@ def test_source_relation_that_means_changed_pixels_is_a_mismatch_even_when_the_f
     assert doc["summary"]["frames"]["mismatch"] == 0
 
 
-@pytest.mark.parametrize(
-    "relation", ["consistent", "source-agrees-with-stored", "no-source-frame", "source-unreadable"]
-)
-def test_benign_source_relations_do_not_make_a_mismatch(relation: str) -> None:
-    source = {"ifrc": CRC, "relation": relation, "inputFile": "dicom_input/1.dcm"}
+def test_a_frame_consistent_with_its_source_leaves_the_job_clean() -> None:
+    source = {"ifrc": CRC, "relation": "consistent", "inputFile": "dicom_input/1.dcm"}
     doc = report(header(), image_set(ISET_A, [frame(1, source=source)]))
     assert doc["verdict"] == "CLEAN"
+
+
+@pytest.mark.parametrize("relation", ["no-source-frame", "source-unreadable", "source-agrees-with-stored"])
+def test_a_frame_the_three_way_check_could_not_compare_leaves_the_job_unverified(relation: str) -> None:
+    # GIVEN a frame that matched its published checksum but could not be compared with its source
+    source = {"ifrc": None, "relation": relation, "inputFile": None}
+    doc = report(header(), image_set(ISET_A, [frame(1, source=source)]))
+    # THEN the job is not clean (nor a mismatch): the source check is incomplete
+    assert doc["verdict"] == "UNVERIFIED"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("sourceErrors", [{"inputFile": "dicom_input/1.dcm", "error": "not a DICOM file"}]),
+        ("orphanSourceFrames", ["dicom_input/1.dcm frame 2"]),
+    ],
+    ids=["source-file-unreadable", "source-frame-lost"],
+)
+def test_source_files_that_were_unreadable_or_lost_frames_leave_the_job_unverified(field: str, value: object) -> None:
+    # GIVEN every stored frame matched and agreed with its source, but the image set lists a source problem
+    source = {"ifrc": CRC, "relation": "consistent", "inputFile": "dicom_input/1.dcm"}
+    entry = {**image_set(ISET_A, [frame(1, source=source)]), "sourceErrors": [], "orphanSourceFrames": []}
+    entry[field] = value
+    # WHEN the report is built THEN it is UNVERIFIED, never CLEAN
+    assert report(header(), entry)["verdict"] == "UNVERIFIED"
 
 
 # --- the problem list --------------------------------------------------------------------------------------

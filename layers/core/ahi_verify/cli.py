@@ -11,7 +11,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
 import boto3
@@ -21,7 +21,7 @@ from .healthimaging import DEFAULT_MAX_ATTEMPTS, HealthImagingSource, describe_i
 from .image_set import ImageSetError, ImageSetResult, VerifyOptions, prefer_io_threads, verify_image_set
 from .job import JobResult, job_folder, verify_job
 from .job_output import ManifestError
-from .report import image_set_entry, job_header, report_document
+from .report import Verdict, job_report
 from .s3_output import JobOutputError, JobOutputReader
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_UNVERIFIED = 0, 1, 2, 3
@@ -153,8 +153,9 @@ def _run_job(args: argparse.Namespace, client: object, progress: _Progress) -> i
         return _unverifiable("job", exc, {"error": str(exc)}, args)
     finally:
         progress.finish()
-    _emit(args, job_document(result), lambda: print_job_table(result, sys.stdout))
-    return job_exit_code(result)
+    document = job_report(result)
+    _emit(args, document, lambda: print_job_table(result, sys.stdout))
+    return job_exit_code(document)
 
 
 def _unverifiable(what: str, exc: Exception, document: dict[str, object], args: argparse.Namespace) -> int:
@@ -237,40 +238,12 @@ def _row(r: FrameResult) -> str:
     )
 
 
-def job_exit_code(result: JobResult) -> int:
-    """1 any mismatch (published or source checksum), 0 everything verified and no file lost, 3 otherwise."""
-    if result.has_mismatch:
+def job_exit_code(document: Mapping[str, object]) -> int:
+    """From the report's verdict: 1 any mismatch (published or source checksum), 0 clean, 3 otherwise."""
+    decided = Verdict(str(document["verdict"]))
+    if decided is Verdict.MISMATCH:
         return EXIT_MISMATCH
-    return EXIT_OK if result.fully_verified else EXIT_UNVERIFIED
-
-
-def job_document(result: JobResult) -> dict[str, object]:
-    """The ``job --format json`` document: the same report the application writes as ``report.json``."""
-    manifest = result.manifest
-    header = job_header(
-        job_id=manifest.job_id,
-        datastore_id=manifest.datastore_id,
-        folder=result.folder.uri,
-        manifest=manifest,
-        findings=result.findings,
-        notes=result.notes,
-    )
-    image_sets = []
-    for outcome in result.image_sets:
-        sources = {
-            index: {"source": {"ifrc": c.source, "relation": c.relation.value, "inputFile": c.input_file}}
-            for index, c in (outcome.sources or {}).items()
-        }
-        entry = image_set_entry(
-            outcome.summary,
-            outcome.result.results if outcome.result else (),
-            error=outcome.error,
-            extra_frame_fields=sources,
-        )
-        entry["sourceErrors"] = outcome.source_errors
-        entry["orphanSourceFrames"] = outcome.orphan_source_frames
-        image_sets.append(entry)
-    return report_document(header, image_sets)
+    return EXIT_OK if decided is Verdict.CLEAN else EXIT_UNVERIFIED
 
 
 def print_job_table(result: JobResult, out: TextIO) -> None:

@@ -109,35 +109,6 @@ class JobResult:
             "error": counts[Status.ERROR],
         }
 
-    @property
-    def has_mismatch(self) -> bool:
-        """A frame whose pixels differ from the published or the source checksum."""
-        changed = {
-            ThreeWay.IMPORT_CHANGED_PIXELS,
-            ThreeWay.STORAGE_CORRUPTED,
-            ThreeWay.STORED_CHECKSUM_WRONG,
-            ThreeWay.ALL_DIFFER,
-            ThreeWay.SOURCE_DIFFERS,
-        }
-        return any(r.status is Status.MISMATCH for r in self.frames()) or any(
-            c.relation in changed for o in self.image_sets for c in (o.sources or {}).values()
-        )
-
-    @property
-    def fully_verified(self) -> bool:
-        """Every frame matched, every image set was read, and the import lost no file."""
-        counts = self.frame_counts()
-        return (
-            counts["total"] > 0
-            and counts["match"] == counts["total"]
-            and not any(o.error or o.source_errors or o.orphan_source_frames for o in self.image_sets)
-            and not self.findings.failures
-            and not self.findings.problems
-            and self.manifest.failed_files == 0
-            and not any(w.affects_frames for line in self.findings.warnings for w in line.warnings)
-            and all(c.relation is ThreeWay.CONSISTENT for o in self.image_sets for c in (o.sources or {}).values())
-        )
-
 
 def job_folder(uri: str) -> S3Location:
     """The job folder from a folder URI or the manifest's URI."""

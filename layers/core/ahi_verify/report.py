@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .frame_check import FrameResult, Status
-from .job import ImportFindings
+from .job import ImportFindings, JobResult
 from .job_output import ImageSetSummary, JobManifest
 
 
@@ -146,8 +146,49 @@ def verdict(doc: Mapping[str, Any]) -> Verdict:
         or frame_warnings
         or (job["filesWithCustomerError"] or 0) + (job["filesWithServerError"] or 0)
         or frames["total"] == 0
+        or any(_source_unchecked(f) for s in doc["imageSets"] for f in s["frames"])
+        or any(s.get("sourceErrors") or s.get("orphanSourceFrames") for s in doc["imageSets"])
     )
     return Verdict.UNVERIFIED if unclean else Verdict.CLEAN
+
+
+def _source_unchecked(frame: Mapping[str, Any]) -> bool:
+    """The three-way check ran but could not compare this frame with its source."""
+    source = frame.get("source")
+    return source is not None and source.get("relation") != "consistent"
+
+
+def job_report(result: JobResult) -> dict[str, Any]:
+    """The report of a job verified by :func:`ahi_verify.job.verify_job` (the CLI's ``job --format json``).
+
+    The same document shape the application writes as ``report.json``, plus, for the three-way check, each
+    frame's ``source`` and each image set's ``sourceErrors`` and ``orphanSourceFrames``.
+    """
+    manifest = result.manifest
+    header = job_header(
+        job_id=manifest.job_id,
+        datastore_id=manifest.datastore_id,
+        folder=result.folder.uri,
+        manifest=manifest,
+        findings=result.findings,
+        notes=result.notes,
+    )
+    image_sets = []
+    for outcome in result.image_sets:
+        sources = {
+            index: {"source": {"ifrc": c.source, "relation": c.relation.value, "inputFile": c.input_file}}
+            for index, c in (outcome.sources or {}).items()
+        }
+        entry = image_set_entry(
+            outcome.summary,
+            outcome.result.results if outcome.result else (),
+            error=outcome.error,
+            extra_frame_fields=sources,
+        )
+        entry["sourceErrors"] = outcome.source_errors
+        entry["orphanSourceFrames"] = outcome.orphan_source_frames
+        image_sets.append(entry)
+    return report_document(header, image_sets)
 
 
 def mismatch_count(doc: Mapping[str, Any]) -> int:
