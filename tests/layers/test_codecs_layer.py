@@ -11,7 +11,6 @@ AHI_PYTHON312 to choose another. Without one, the decode test is skipped.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import struct
@@ -25,8 +24,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from local.python312 import find_python312
-from tests.support import CT1_UNC_CRC, REPO, SHARED_FIXTURES
+from tests.support import CT1_UNC_CRC, REPO, SHARED_FIXTURES, run_json_script
 
 pytestmark = pytest.mark.layer
 
@@ -114,16 +112,6 @@ def arm64_codecs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def clean_python312(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    python = find_python312()
-    if python is None:
-        pytest.skip("no runnable Python 3.12 (python3.12 on PATH, pyenv 3.12.x, or AHI_PYTHON312)")
-    venv = tmp_path_factory.mktemp("py312") / "venv"
-    subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    return venv / "bin" / "python"
-
-
-@pytest.fixture(scope="module")
 def frames(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """CT1_UNC's pixels as a reversible HTJ2K frame and a lossless JPEG 2000 frame, encoded in the dev venv."""
     assert CT1_UNC.is_file(), f"shared fixture missing: {CT1_UNC}"
@@ -183,17 +171,9 @@ def test_clean_python312_decodes_htj2k_bit_exactly_with_only_the_layers(
         PYTHONNOUSERSITE="1",
         PYTHONDONTWRITEBYTECODE="1",  # Lambda's /opt is read-only
     )
-    proc = subprocess.run(
-        [str(clean_python312), "-c", SMOKE_SCRIPT, *map(str, frames)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env=env,
-        cwd=tmp_path,
+    report = run_json_script(
+        clean_python312, SMOKE_SCRIPT, [str(f) for f in frames], env=env, cwd=tmp_path, what="the smoke script"
     )
-    assert proc.returncode == 0, f"smoke script failed in the clean Python 3.12:\n{proc.stdout}\n{proc.stderr}"
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
 
     assert report["python"] == "3.12"
     assert report["in_venv"]

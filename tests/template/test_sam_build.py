@@ -11,7 +11,6 @@ The build downloads the layers' wheels (marker ``layer``); it runs once per sess
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
@@ -21,8 +20,7 @@ from typing import Any
 
 import pytest
 
-from local.python312 import find_python312
-from tests.support import REPO
+from tests.support import REPO, run_json_script
 from tests.template.conftest import TEMPLATE, sam_env
 
 pytestmark = pytest.mark.layer
@@ -106,16 +104,6 @@ def runtime_sdk(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return site
 
 
-@pytest.fixture(scope="session")
-def clean_python312(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    python = find_python312()
-    if python is None:
-        pytest.skip("no runnable Python 3.12 (python3.12 on PATH, pyenv 3.12.x, or AHI_PYTHON312)")
-    venv = tmp_path_factory.mktemp("lambda-py312") / "venv"
-    subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    return venv / "bin" / "python"
-
-
 def test_sam_build_builds_every_function_and_layer(built: Path) -> None:
     assert sorted(p.name for p in built.iterdir() if p.is_dir()) == sorted([*HANDLERS, *LAYERS])
     assert (built / "template.yaml").is_file()
@@ -162,17 +150,14 @@ def test_the_built_function_imports_in_a_clean_python312_like_lambda(
     )
     # The session's fake credentials (tests/conftest.py): nothing may reach AWS.
     env.update({k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")})
-    proc = subprocess.run(
-        [str(clean_python312), "-c", IMPORT_SCRIPT, module],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    report = run_json_script(
+        clean_python312,
+        IMPORT_SCRIPT,
+        [module],
         env=env,
         cwd=tmp_path,
+        what=f"importing {module} from the built artifacts",
     )
-    assert proc.returncode == 0, f"{module} does not import from the built artifacts:\n{proc.stderr[-6000:]}"
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
 
     assert report["python"] == "3.12"
     assert report["handler_callable"], f"{module}.handler is missing or not callable"
