@@ -92,6 +92,8 @@ def main() -> int:
     parser.add_argument("--sequential-frames", type=int, default=250)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if args.rounds < 1 or args.frames < 1 or args.sequential_frames < 1:
+        parser.error("--frames, --sequential-frames and --rounds must be at least 1")
 
     prefer_io_threads()  # as the CLI and the Lambda handlers do
     emulator = Emulator()
