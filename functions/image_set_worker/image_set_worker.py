@@ -13,13 +13,15 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ahi_verify.app.observability import logger, metrics, tracer
-from ahi_verify.app.pipeline import build_services, process_work_item, record_failed_item
 from ahi_verify.app.settings import Settings
+from ahi_verify.app.wiring import build_services
+from ahi_verify.app.worker import process_work_item, record_failed_item, verify_options
 from ahi_verify.image_set import prefer_io_threads
 from ahi_verify.work_items import WorkItem
 
 SETTINGS = Settings.from_env(os.environ)  # fails the cold start with every configuration problem named
 SERVICES = build_services(SETTINGS)
+OPTIONS = verify_options(SERVICES)
 PROCESSOR = BatchProcessor(event_type=EventType.SQS)
 prefer_io_threads()
 
@@ -30,7 +32,7 @@ def verify_record(record: SQSRecord) -> dict[str, Any]:
     logger.set_correlation_id(item.job_id)
     logger.append_keys(job_id=item.job_id, image_set_id=item.image_set_id, item_id=item.item_id)
     try:
-        return process_work_item(item, SERVICES)
+        return process_work_item(item, SERVICES, OPTIONS)
     except Exception as exc:
         attempts = int(record.attributes.approximate_receive_count)
         if attempts >= SETTINGS.work_max_receive_count:

@@ -1,5 +1,6 @@
 """Job trigger: an import job announced (manifest written, import-job event, or the reconciliation
-schedule) -> its image sets queued for verification. The flow lives in ``ahi_verify.app.pipeline``."""
+schedule) -> its image sets queued for verification. The flow lives in ``ahi_verify.app.trigger``; this
+function ships without the codecs layer (nothing it imports loads numpy or imagecodecs)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ahi_verify.app.events import JobRef
 from ahi_verify.app.observability import logger, metrics, tracer
-from ahi_verify.app.pipeline import build_services, handle_trigger, start_job
 from ahi_verify.app.settings import Settings
+from ahi_verify.app.trigger import handle_trigger, start_job
+from ahi_verify.app.wiring import build_services
 
 SETTINGS = Settings.from_env(os.environ)  # fails the cold start with every configuration problem named
 SERVICES = build_services(SETTINGS)

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from .report import Verdict, mismatch_count, problem_frames
+from .report import JobReport, Verdict
 
 SUBJECT_LIMIT = 99  # SNS: "less than 100 characters"
 MAX_LISTED_FRAMES = 50
@@ -27,41 +26,42 @@ class Alert:
     attributes: Mapping[str, str]
 
 
-def compose_alert(report: Mapping[str, Any], report_uri: str, *, notify_clean: bool) -> Alert | None:
+def compose_alert(report: JobReport, report_uri: str, *, notify_clean: bool) -> Alert | None:
     """Return the job's alert, or None for a clean job unless ``notify_clean``."""
-    verdict = Verdict(report["verdict"])
+    verdict = report.verdict
     if verdict is Verdict.CLEAN and not notify_clean:
         return None
-    job, summary, frames = report["job"], report["summary"], report["summary"]["frames"]
-    job_id = job["jobId"]
+    job, summary = report.job, report.summary
+    frames = summary.frames
+    job_id = job.job_id
     subject = {
-        Verdict.MISMATCH: f"MISMATCH: {mismatch_count(report)} frame(s) differ in import job {job_id}",
+        Verdict.MISMATCH: f"MISMATCH: {frames.mismatch} frame(s) differ in import job {job_id}",
         Verdict.IMPORT_FAILED: f"Import job {job_id} failed",
         Verdict.UNVERIFIED: f"UNVERIFIED: import job {job_id} is not fully verified",
-        Verdict.CLEAN: f"OK: import job {job_id} verified, {frames['match']} frames match",
+        Verdict.CLEAN: f"OK: import job {job_id} verified, {frames.match} frames match",
     }[verdict]
     lines = [
-        _headline(verdict, mismatch_count(report)),
+        _headline(verdict, frames.mismatch),
         "",
-        f"Data store: {job['datastoreId']}",
+        f"Data store: {job.datastore_id}",
         f"Import job: {job_id}",
-        f"Frames: {frames['total']} total, {frames['match']} match, {frames['mismatch']} mismatch, "
-        f"{frames['error']} could not be verified",
-        f"Image sets: {summary['imageSets']} ({summary['imageSetErrors']} could not be read)",
-        f"Files the import rejected: {summary['importFailures']}; imported with warnings: {summary['importWarnings']}",
+        f"Frames: {frames.total} total, {frames.match} match, {frames.mismatch} mismatch, "
+        f"{frames.error} could not be verified",
+        f"Image sets: {summary.image_sets} ({summary.image_set_errors} could not be read)",
+        f"Files the import rejected: {summary.import_failures}; imported with warnings: {summary.import_warnings}",
     ]
-    if job.get("message"):
+    if job.message:
         lines.append("The import job reported a failure (see the report for its message).")
-    problems = problem_frames(report)
+    problems = report.problem_frames()
     if problems:
         lines += ["", "Frames (status, image set, frame ID, frame number, reason):"]
         lines += [
-            f"  {f['status']} {image_set_id} {f['imageFrameId']} #{f['frameNumber']} {f.get('reason') or ''}".rstrip()
+            f"  {f.status} {image_set_id} {f.image_frame_id} #{f.frame_number} {f.reason or ''}".rstrip()
             for image_set_id, f in problems[:MAX_LISTED_FRAMES]
         ]
         if len(problems) > MAX_LISTED_FRAMES:
             lines.append(f"  ... and {len(problems) - MAX_LISTED_FRAMES} more in the report")
-    errored_sets = [s["imageSetId"] for s in report["imageSets"] if s.get("error")]
+    errored_sets = [s.image_set_id for s in report.image_sets if s.error]
     if errored_sets:
         more = f" and {len(errored_sets) - MAX_LISTED_FRAMES} more" if len(errored_sets) > MAX_LISTED_FRAMES else ""
         lines += ["", "Image sets that could not be read: " + ", ".join(errored_sets[:MAX_LISTED_FRAMES]) + more]
@@ -70,7 +70,7 @@ def compose_alert(report: Mapping[str, Any], report_uri: str, *, notify_clean: b
     return Alert(
         subject=_one_line(f"[ahi-verify] {subject}")[:SUBJECT_LIMIT],
         message=message,
-        attributes={"severity": verdict.value, "jobId": job_id, "datastoreId": job["datastoreId"]},
+        attributes={"severity": verdict.value, "jobId": job_id, "datastoreId": job.datastore_id},
     )
 
 

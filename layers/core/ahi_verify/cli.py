@@ -9,27 +9,31 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 import boto3
 
-from .frame_check import FrameResult, Status
-from .healthimaging import DEFAULT_MAX_ATTEMPTS, HealthImagingSource, describe_import_job, make_client
-from .image_set import ImageSetError, ImageSetResult, VerifyOptions, prefer_io_threads, verify_image_set
-from .job import JobResult, job_folder, verify_job
+from .frame_check import FrameResult
+from .healthimaging import DEFAULT_MAX_ATTEMPTS, HealthImagingJobs, HealthImagingSource, make_client
+from .ids import is_job_id, is_service_id
+from .image_set import VerifyOptions, prefer_io_threads, verify_image_set
+from .job import verify_job
 from .job_output import ManifestError
-from .report import Verdict, job_report
-from .s3_output import JobOutputError, JobOutputReader
+from .locations import LocationError, job_folder
+from .outcomes import Status
+from .ports import ImageSetError, ImportJobError, JobOutputError
+from .report import FrameCounts, FrameReport, JobReport, Verdict
+from .s3_output import JobOutputReader
+from .work import frame_report
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_UNVERIFIED = 0, 1, 2, 3
-_ID = re.compile(r"^[0-9a-z]{32}$")
 
 
 def _service_id(value: str) -> str:
-    if not _ID.match(value):
+    if not is_service_id(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a HealthImaging ID (32 characters, 0-9 and a-z)")
     return value
 
@@ -41,7 +45,7 @@ def _version(value: str) -> str:
 
 
 def _job_id(value: str) -> str:
-    if not re.fullmatch(r"[0-9a-z]{1,32}", value):
+    if not is_job_id(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not an import job ID (1-32 characters, 0-9 and a-z)")
     return value
 
@@ -122,40 +126,42 @@ def _run_image_set(args: argparse.Namespace, client: object, progress: _Progress
         )
     except ImageSetError as exc:
         progress.finish()  # end the progress line before the message
-        return _unverifiable("image set", exc, _error_document(args.datastore_id, args.image_set_id, str(exc)), args)
+        document = image_set_document(args.datastore_id, args.image_set_id, args.version, (), error=str(exc))
+        return _unverifiable("image set", exc, document, args)
     finally:
         progress.finish()
-    _emit(args, image_set_document(result), lambda: print_table(result, sys.stdout))
-    return exit_code(result)
+    frames = tuple(frame_report(r) for r in result.results)
+    document = image_set_document(result.datastore_id, result.image_set_id, result.version_id, frames)
+    _emit(args, document, lambda: print_table(result.datastore_id, result.image_set_id, frames, sys.stdout))
+    return exit_code(FrameCounts.of(frames))
 
 
 def _run_job(args: argparse.Namespace, client: object, progress: _Progress) -> int:
     try:
         uri = args.job
         if uri is None:
-            described = describe_import_job(client, args.datastore_id, args.job_id)
+            described = HealthImagingJobs(client).describe(args.datastore_id, args.job_id)
             if described.status != "COMPLETED":
                 why = f": {described.message}" if described.message else ""
-                raise JobOutputError(f"import job {args.job_id} is {described.status}{why}")
+                raise ImportJobError(f"import job {args.job_id} is {described.status}{why}")
             uri = described.output_folder_uri
-        reader = JobOutputReader(boto3.client("s3"))
-        result = verify_job(
-            reader,
+        report = verify_job(
+            JobOutputReader(boto3.client("s3")),
             HealthImagingSource(client),
             job_folder(uri),
             options=VerifyOptions(fetch_concurrency=args.concurrency),
             manifest_wait_s=args.manifest_wait,
             with_sources=args.source,
             on_result=progress.update,
+            clock=time.time,
         )
-    except (JobOutputError, ManifestError, ImageSetError) as exc:
+    except (JobOutputError, ManifestError, ImageSetError, ImportJobError, LocationError) as exc:
         progress.finish()  # end the progress line before the message
         return _unverifiable("job", exc, {"error": str(exc)}, args)
     finally:
         progress.finish()
-    document = job_report(result)
-    _emit(args, document, lambda: print_job_table(result, sys.stdout))
-    return job_exit_code(document)
+    _emit(args, report.to_json(), lambda: print_job_table(report, sys.stdout))
+    return job_exit_code(report.verdict)
 
 
 def _unverifiable(what: str, exc: Exception, document: dict[str, object], args: argparse.Namespace) -> int:
@@ -172,113 +178,96 @@ def _emit(args: argparse.Namespace, document: dict[str, object], table: Callable
         table()
 
 
-def exit_code(result: ImageSetResult) -> int:
-    """0 all MATCH, 1 any MISMATCH, 3 otherwise (errors, or no frames at all)."""
-    if result.count(Status.MISMATCH):
+def exit_code(counts: FrameCounts) -> int:
+    """``image-set``: 0 all MATCH, 1 any MISMATCH, 3 otherwise (errors, or no frames at all)."""
+    if counts.mismatch:
         return EXIT_MISMATCH
-    return EXIT_OK if result.all_match else EXIT_UNVERIFIED
+    return EXIT_OK if counts.total and counts.match == counts.total else EXIT_UNVERIFIED
 
 
-def summary(result: ImageSetResult) -> dict[str, int]:
-    """Frame counts by status."""
-    return {
-        "total": len(result.results),
-        "match": result.count(Status.MATCH),
-        "mismatch": result.count(Status.MISMATCH),
-        "error": result.count(Status.ERROR),
-    }
-
-
-def image_set_document(result: ImageSetResult) -> dict[str, object]:
-    """The ``--format json`` document."""
-    return {
-        "datastoreId": result.datastore_id,
-        "imageSetId": result.image_set_id,
-        "versionId": result.version_id,
-        "frames": [r.to_json() for r in result.results],
-        "summary": summary(result),
-    }
-
-
-def _error_document(datastore_id: str, image_set_id: str, message: str) -> dict[str, object]:
-    return {
+def image_set_document(
+    datastore_id: str,
+    image_set_id: str,
+    version_id: str | None,
+    frames: tuple[FrameReport, ...],
+    *,
+    error: str | None = None,
+) -> dict[str, object]:
+    """The ``image-set --format json`` document."""
+    document: dict[str, object] = {
         "datastoreId": datastore_id,
         "imageSetId": image_set_id,
-        "error": message,
-        "frames": [],
-        "summary": {"total": 0, "match": 0, "mismatch": 0, "error": 0},
+        "versionId": version_id,
+        "frames": [f.to_json() for f in frames],
+        "summary": FrameCounts.of(frames).to_json(),
     }
+    if error is not None:
+        document["error"] = error
+    return document
 
 
-def print_table(result: ImageSetResult, out: TextIO) -> None:
-    """Human-readable report: the frames that did not match first, then the counts."""
-    problems = [r for r in result.results if r.status is not Status.MATCH]
-    print(f"Image set {result.image_set_id} (data store {result.datastore_id})", file=out)
+def print_table(datastore_id: str, image_set_id: str, frames: Sequence[FrameReport], out: TextIO) -> None:
+    """Human-readable image set: the frames that did not match first, then the counts."""
+    problems = [f for f in frames if f.status is not Status.MATCH]
+    print(f"Image set {image_set_id} (data store {datastore_id})", file=out)
     if problems:
         print(f"{'status':<9} {'frame id':<32} {'#':>4} {'expected':>10} {'actual':>10}  reason", file=out)
-        for r in problems:
-            print(_row(r), file=out)
-    counts = summary(result)
-    print(
-        f"{counts['total']} frames: {counts['match']} match, {counts['mismatch']} mismatch, {counts['error']} error",
-        file=out,
-    )
+        for f in problems:
+            print(_row(f), file=out)
+    counts = FrameCounts.of(frames)
+    print(f"{counts.total} frames: {counts.match} match, {counts.mismatch} mismatch, {counts.error} error", file=out)
 
 
-def _row(r: FrameResult) -> str:
+def _row(f: FrameReport) -> str:
     def num(value: int | None) -> str:
         return "-" if value is None else str(value)
 
-    why = r.reason.value if r.reason else ""
-    if r.detail:
-        why = f"{why}: {r.detail}"
-    frame_id = r.frame.image_frame_id or "(no id)"
-    return (
-        f"{r.status.value:<9} {frame_id:<32} {r.frame.frame_number:>4} {num(r.expected):>10} {num(r.actual):>10}  {why}"
-    )
+    why = f.reason.value if f.reason else ""
+    if f.detail:
+        why = f"{why}: {f.detail}"
+    frame_id = f.image_frame_id or "(no id)"
+    return f"{f.status.value:<9} {frame_id:<32} {f.frame_number:>4} {num(f.expected):>10} {num(f.actual):>10}  {why}"
 
 
-def job_exit_code(document: Mapping[str, object]) -> int:
-    """From the report's verdict: 1 any mismatch (published or source checksum), 0 clean, 3 otherwise."""
-    decided = Verdict(str(document["verdict"]))
-    if decided is Verdict.MISMATCH:
+def job_exit_code(verdict: Verdict) -> int:
+    """``job``: from the report's verdict: 1 any mismatch (published or source checksum), 0 clean, 3 otherwise."""
+    if verdict is Verdict.MISMATCH:
         return EXIT_MISMATCH
-    return EXIT_OK if decided is Verdict.CLEAN else EXIT_UNVERIFIED
+    return EXIT_OK if verdict is Verdict.CLEAN else EXIT_UNVERIFIED
 
 
-def print_job_table(result: JobResult, out: TextIO) -> None:
+def print_job_table(report: JobReport, out: TextIO) -> None:
     """Human-readable job report: problems first, then the counts."""
-    manifest = result.manifest
-    print(f"Import job {manifest.job_id} (data store {manifest.datastore_id})", file=out)
-    print(f"  output: {result.folder.uri}", file=out)
-    for outcome in result.image_sets:
-        if outcome.error:
-            print(f"ERROR     image set {outcome.summary.image_set_id}: {outcome.error}", file=out)
-        elif outcome.result is not None and not outcome.result.all_match:
-            print_table(outcome.result, out)
-        for problem in outcome.source_errors:
-            print(f"SOURCE    {problem['inputFile']}: {problem['error']}", file=out)
-        for orphan in outcome.orphan_source_frames:
-            print(f"LOST      {orphan} (in the source, not in image set {outcome.summary.image_set_id})", file=out)
-        for index, c in sorted((outcome.sources or {}).items()):
-            if c.relation.value != "consistent":
-                frame = outcome.result.results[index].frame if outcome.result else None
-                where = f"{frame.image_frame_id} (frame {frame.frame_number})" if frame else str(index)
-                print(f"THREE-WAY {where}: {c.relation.value}", file=out)
-    for f in result.findings.failures:
-        print(f"FAILED    {f.input_file}: {f.exception_type}: {f.message}", file=out)
-    for w in result.findings.warnings:
-        codes = ", ".join(str(x.code) for x in w.warnings)
-        print(f"WARNING   {w.input_file}: codes {codes}", file=out)
-    for p in result.findings.problems:
-        print(f"UNREADABLE {p.key} line {p.line_number}: {p.problem}", file=out)
-    for note in result.notes:
+    job = report.job
+    print(f"Import job {job.job_id} (data store {job.datastore_id})", file=out)
+    print(f"  output: {job.folder}", file=out)
+    for image_set in report.image_sets:
+        if image_set.error:
+            print(f"ERROR     image set {image_set.image_set_id}: {image_set.error}", file=out)
+        elif any(f.status is not Status.MATCH for f in image_set.frames):
+            print_table(job.datastore_id, image_set.image_set_id, image_set.frames, out)
+        for problem in image_set.source_errors:
+            print(f"SOURCE    {problem.input_file}: {problem.error}", file=out)
+        for orphan in image_set.orphan_source_frames:
+            print(f"LOST      {orphan} (in the source, not in image set {image_set.image_set_id})", file=out)
+        for f in image_set.frames:
+            if f.source_unchecked and f.source is not None:
+                print(f"THREE-WAY {f.image_frame_id} (frame {f.frame_number}): {f.source.relation}", file=out)
+    for failed in report.findings.failures:
+        print(f"FAILED    {failed.input_file}: {failed.exception_type}: {failed.message}", file=out)
+    for warned in report.findings.warnings:
+        codes = ", ".join(str(x.code) for x in warned.warnings)
+        print(f"WARNING   {warned.input_file}: codes {codes}", file=out)
+    for line in report.findings.unreadable_lines:
+        print(f"UNREADABLE {line.file} line {line.line}: {line.problem}", file=out)
+    for note in report.notes:
         print(f"NOTE      {note}", file=out)
-    counts = result.frame_counts()
+    summary = report.summary
+    counts = summary.frames
     print(
-        f"{len(result.image_sets)} image sets, {counts['total']} frames: {counts['match']} match, "
-        f"{counts['mismatch']} mismatch, {counts['error']} error; {len(result.findings.failures)} failed files, "
-        f"{len(result.findings.warnings)} files with warnings",
+        f"{summary.image_sets} image sets, {counts.total} frames: {counts.match} match, "
+        f"{counts.mismatch} mismatch, {counts.error} error; {summary.import_failures} failed files, "
+        f"{summary.import_warnings} files with warnings",
         file=out,
     )
 

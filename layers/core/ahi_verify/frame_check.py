@@ -7,50 +7,15 @@ checksum definition AWS documents; everything else that cannot be confirmed is E
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
-from typing import Any
 
 from .ifrc import FrameChecksum, FrameDecodeError, decoded_checksum, raw_checksum
 from .metadata import FrameRef
+from .outcomes import Reason, Status
+from .ports import FetchedFrame
 from .syntax import DECODABLE_CONTENT_TYPES, Rule, RuleSet, content_type_of, stored_syntax
 
 KNOWN_CHECKSUM_TYPES = frozenset({"DECOMPRESSED"})
-
-
-class Status(enum.StrEnum):
-    """The verdict for one frame."""
-
-    MATCH = "MATCH"
-    MISMATCH = "MISMATCH"
-    ERROR = "ERROR"
-
-
-class Reason(enum.StrEnum):
-    """Why a frame is ERROR (or, for MISMATCH, what disagreed)."""
-
-    CHECKSUM_DIFFERS = "checksum-differs"
-    NO_CHECKSUM = "no-checksum-in-metadata"
-    METADATA_INVALID = "metadata-entry-invalid"
-    FRAME_NOT_FOUND = "frame-not-found"
-    ACCESS_DENIED = "access-denied"
-    FETCH_FAILED = "fetch-failed"
-    INCOMPLETE_BODY = "incomplete-body"
-    TRUNCATED = "truncated-codestream"
-    DECODE_FAILED = "decode-failed"
-    UNSUPPORTED_SYNTAX = "unsupported-transfer-syntax"
-    UNSUPPORTED_CONTENT_TYPE = "unsupported-content-type"
-    NO_RULE_MATCHED = "checksum-definition-unknown"
-    UNKNOWN_CHECKSUM_TYPE = "unknown-checksum-type"
-    INTERNAL = "internal-error"
-
-
-@dataclass(frozen=True)
-class FetchedFrame:
-    """What GetImageFrame returned for one frame."""
-
-    blob: bytes
-    content_type: str | None
 
 
 @dataclass(frozen=True)
@@ -64,21 +29,6 @@ class FrameResult:
     rule: Rule | None = None
     reason: Reason | None = None
     detail: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The frame entry of the ``--format json`` contract."""
-        return {
-            "imageFrameId": self.frame.image_frame_id,
-            "seriesInstanceUID": self.frame.series_instance_uid,
-            "sopInstanceUID": self.frame.sop_instance_uid,
-            "frameNumber": self.frame.frame_number,
-            "status": self.status.value,
-            "expected": self.expected,
-            "actual": self.actual,
-            "rule": self.rule.value if self.rule else None,
-            "reason": self.reason.value if self.reason else None,
-            "detail": self.detail,
-        }
 
 
 def precheck_frame(frame: FrameRef) -> FrameResult | None:

@@ -1,4 +1,5 @@
-"""The adapter to AWS HealthImaging: the only module of the core that talks to AWS.
+"""The adapter to AWS HealthImaging: frames and metadata (``ports.FrameSource``) and import jobs
+(``ports.ImportJobs``), through one boto3 client.
 
 One client per process, shared by every fetch thread: botocore's adaptive retry mode keeps its
 client-side rate limiter in the client, so sharing it is what makes throttling back-off work across
@@ -7,15 +8,15 @@ threads. The connection pool is sized to the fetch concurrency so threads never 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, IncompleteReadError, ResponseStreamingError
 
-from .frame_check import FetchedFrame, Reason
-from .image_set import FrameFetchError, ImageSetError
+from .outcomes import Reason
+from .ports import FetchedFrame, FrameFetchError, ImageSetError, ImportJob, ImportJobError
 
 #: Attempts per request, the first included. botocore's default (3) gives up on a frame after two 429s;
 #: ten rides out several consecutive throttles with exponential back-off (capped at 20 s per retry).
@@ -103,34 +104,49 @@ def _describe(exc: ClientError) -> str:
     return f"{error.get('Code', 'Unknown')}: {error.get('Message', '')} (after {attempts} retries)".strip()
 
 
-@dataclass(frozen=True)
-class ImportJob:
-    """``GetDICOMImportJob.jobProperties``, the source of truth for where a job's output is."""
+class HealthImagingJobs:
+    """GetDICOMImportJob and ListDICOMImportJobs with a ``medical-imaging`` client."""
 
-    status: str
-    message: str | None
-    output_folder_uri: str
+    def __init__(self, client: Any) -> None:
+        self._client = client
 
+    def describe(self, datastore_id: str, job_id: str) -> ImportJob:
+        """Return the job's status and output folder.
 
-def describe_import_job(client: Any, datastore_id: str, job_id: str) -> ImportJob:
-    """Return the job's status and output folder.
+        The ``outputS3Uri`` returned includes the ``<datastoreId>-DicomImport-<jobId>/`` folder; it is
+        appended when missing, as event payloads have been seen both ways.
 
-    The ``outputS3Uri`` returned includes the ``<datastoreId>-DicomImport-<jobId>/`` folder; it is
-    appended when missing, as event payloads have been seen both ways.
+        Raises
+        ------
+        ImportJobError
+            The job cannot be described (not found, access denied, ...).
+        """
+        try:
+            props = self._client.get_dicom_import_job(datastoreId=datastore_id, jobId=job_id)["jobProperties"]
+        except ClientError as exc:
+            raise ImportJobError(f"GetDICOMImportJob for job {job_id} failed: {_describe(exc)}") from exc
+        except BotoCoreError as exc:
+            raise ImportJobError(f"GetDICOMImportJob for job {job_id} failed: {exc}") from exc
+        uri = str(props["outputS3Uri"])
+        folder = f"{datastore_id}-DicomImport-{job_id}/"
+        if not uri.endswith(folder):
+            uri = (uri if uri.endswith("/") else uri + "/") + folder
+        return ImportJob(status=str(props["jobStatus"]), message=props.get("message"), output_folder_uri=uri)
 
-    Raises
-    ------
-    ImageSetError
-        The job cannot be described (not found, access denied, ...).
-    """
-    try:
-        props = client.get_dicom_import_job(datastoreId=datastore_id, jobId=job_id)["jobProperties"]
-    except ClientError as exc:
-        raise ImageSetError(f"GetDICOMImportJob for job {job_id} failed: {_describe(exc)}") from exc
-    except BotoCoreError as exc:
-        raise ImageSetError(f"GetDICOMImportJob for job {job_id} failed: {exc}") from exc
-    uri = str(props["outputS3Uri"])
-    folder = f"{datastore_id}-DicomImport-{job_id}/"
-    if not uri.endswith(folder):
-        uri = (uri if uri.endswith("/") else uri + "/") + folder
-    return ImportJob(status=str(props["jobStatus"]), message=props.get("message"), output_folder_uri=uri)
+    def job_ids(self, datastore_id: str, status: str) -> Iterator[str]:
+        """IDs of the data store's jobs in ``status`` (paginated).
+
+        Raises
+        ------
+        ImportJobError
+            The jobs cannot be listed.
+        """
+        pages = self._client.get_paginator("list_dicom_import_jobs").paginate(
+            datastoreId=datastore_id, jobStatus=status
+        )
+        try:
+            for page in pages:
+                for summary in page.get("jobSummaries", []):
+                    yield str(summary["jobId"])
+        except (ClientError, BotoCoreError) as exc:
+            raise ImportJobError(f"ListDICOMImportJobs for data store {datastore_id} failed: {exc}") from exc

@@ -16,10 +16,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
-from .frame_check import FetchedFrame, FrameResult, Reason, Status, check_frame, precheck_frame
+from .frame_check import FrameResult, check_frame, precheck_frame
 from .metadata import FrameRef, ImageSetFrames, MetadataError, decode_metadata_blob, parse_image_set_metadata
+from .outcomes import Reason, Status
+from .ports import FetchedFrame, FrameFetchError, FrameSource, ImageSetError
 
 # What one frame costs while in flight, as a multiple of its decoded size: the encoded bytes, twice while
 # the HTTP client joins its reads, the decoded array, and OpenJPH's scratch space. Measured with
@@ -40,30 +42,6 @@ def prefer_io_threads() -> None:
     ``python -m bench.image_set``: 355-452 frames/s at 5 ms, 467-565 frames/s at 1 ms on 2 cores.
     """
     sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
-
-
-class FrameFetchError(Exception):
-    """GetImageFrame did not deliver the frame (after the client's own retries)."""
-
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class ImageSetError(Exception):
-    """The image set as a whole cannot be verified (its metadata could not be fetched or read)."""
-
-
-class FrameSource(Protocol):
-    """Where metadata and frames come from; the HealthImaging adapter is the production one."""
-
-    def get_image_set_metadata(self, datastore_id: str, image_set_id: str, version_id: str | None) -> bytes:
-        """Return the raw ``imageSetMetadataBlob`` bytes; raise :class:`ImageSetError` on failure."""
-        ...
-
-    def get_image_frame(self, datastore_id: str, image_set_id: str, image_frame_id: str) -> FetchedFrame:
-        """Return one frame's bytes and content type; raise :class:`FrameFetchError` on failure."""
-        ...
 
 
 @dataclass(frozen=True)

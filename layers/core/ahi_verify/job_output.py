@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import enum
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from .ids import is_int, is_service_id
+
 _V = TypeVar("_V")
 
-MANIFEST_NAME = "job-output-manifest.json"
-# <datastoreId>-DicomImport-<jobId>/ : the job folder HealthImaging appends to the caller's output prefix.
-JOB_FOLDER = re.compile(r"(?:^|/)([0-9a-z]{32})-DicomImport-([0-9a-z]{1,32})/$")
 
 #: Warning codes that leave frames stored as a blob instead of HTJ2K, or malformed / not retrievable.
 #: Frames of files with these warnings are expected to fail verification and are reported against them.
@@ -114,13 +112,6 @@ class LineProblem:
     problem: str
 
 
-def parse_job_folder(key_or_uri: str) -> tuple[str, str] | None:
-    """Return ``(datastore_id, job_id)`` from a job folder path, or None when it is not one."""
-    folder = key_or_uri if key_or_uri.endswith("/") else key_or_uri.rsplit("/", 1)[0] + "/"
-    match = JOB_FOLDER.search(folder)
-    return (match.group(1), match.group(2)) if match else None
-
-
 def parse_manifest(raw: bytes, where: str) -> JobManifest:
     """Parse ``job-output-manifest.json``.
 
@@ -173,16 +164,16 @@ def _image_set_summary(entry: Any, where: str) -> ImageSetSummary:
     if not isinstance(entry, dict):
         raise ManifestError(f"{where} is not an object")
     image_set_id = entry.get("imageSetId")
-    if not isinstance(image_set_id, str) or not re.fullmatch(r"[0-9a-z]{32}", image_set_id):
+    if not is_service_id(image_set_id):
         raise ManifestError(f"{where}.imageSetId is missing or not a HealthImaging ID")
     version = entry.get("imageSetVersion")
     primary = entry.get("isPrimary")
     matched = entry.get("numberOfMatchedSOPInstances")
     return ImageSetSummary(
         image_set_id=image_set_id,
-        version=version if _is_int(version) else None,
+        version=version if is_int(version) else None,
         is_primary=primary if isinstance(primary, bool) else None,
-        matched_sop_instances=matched if _is_int(matched) else None,
+        matched_sop_instances=matched if is_int(matched) else None,
     )
 
 
@@ -198,10 +189,6 @@ def _required_int(summary: Mapping[str, Any], key: str, where: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ManifestError(f"{where}: jobSummary.{key} is missing or not a non-negative integer")
     return value
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class _BadLineError(ValueError):
@@ -244,7 +231,7 @@ def _parse_line(kind: LineKind, line: bytes) -> ImportLine:
     if kind is LineKind.WARNING:
         warnings = tuple(
             ImportWarning(
-                code=w.get("warning_reason_code") if _is_int(w.get("warning_reason_code")) else None,
+                code=w.get("warning_reason_code") if is_int(w.get("warning_reason_code")) else None,
                 type=_str(w.get("type")),
                 message=_str(w.get("message")),
             )
@@ -257,7 +244,7 @@ def _parse_line(kind: LineKind, line: bytes) -> ImportLine:
         kind,
         input_file,
         image_set_id=image_set_id,
-        image_set_version=version if _is_int(version) else None,
+        image_set_version=version if is_int(version) else None,
         is_primary=primary if isinstance(primary, bool) else None,
         warnings=warnings,
     )

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .ids import is_int
 from .syntax import HTJ2K_LOSSLESS_RPCL
 
 _UINT32_MAX = 0xFFFFFFFF
@@ -222,12 +223,8 @@ def _full_resolution(levels: Any) -> ResolutionChecksum:
     return max(parsed, key=lambda level: (level.width, level.height))
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _int_or_none(value: Any) -> int | None:
-    return value if _is_int(value) else None
+    return value if is_int(value) else None
 
 
 def _str_or_none(value: Any) -> str | None:

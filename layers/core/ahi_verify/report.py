@@ -1,5 +1,10 @@
-"""The job report: one JSON document (the CLI's ``job --format json`` and the application's
-``report.json``) and a self-contained HTML rendering of it, problems first.
+"""The job report as typed values: frames, image sets, parts, the job, their counts and the one verdict.
+
+Every "verify a job" path ends here: the CLI (one process) and the application (trigger, workers and the
+finaliser) build the same :class:`JobReport` and write it with :meth:`JobReport.to_json`; the documented
+schema is ``report.schema.json`` beside this module. Counts and the verdict are computed from the values,
+never stored beside them, so a table, the HTML page, the alert and the exit code cannot disagree:
+:meth:`JobReport.from_json` recomputes both and rejects a document whose stored ones differ.
 
 Reports carry data store, job, image set and frame IDs, DICOM series/instance UIDs, checksums and the
 import's own file keys and messages; never patient or study attributes (the verifier does not read them).
@@ -8,13 +13,22 @@ import's own file keys and messages; never patient or study attributes (the veri
 from __future__ import annotations
 
 import enum
-import html
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
-from .frame_check import FrameResult, Status
-from .job import ImportFindings, JobResult
-from .job_output import ImageSetSummary, JobManifest
+from .ids import is_int
+from .outcomes import MISMATCH_RELATIONS, Reason, Status, ThreeWay
+from .syntax import Rule
+
+SCHEMA_VERSION = 1
+_E = TypeVar("_E", bound=enum.Enum)
+_T = TypeVar("_T")
+
+
+class ReportFormatError(ValueError):
+    """A report (or part, or plan) document that does not follow the schema; names the field."""
 
 
 class Verdict(enum.StrEnum):
@@ -29,251 +43,672 @@ class Verdict(enum.StrEnum):
     CLEAN = "CLEAN"
 
 
-def job_header(
-    *,
-    job_id: str,
-    datastore_id: str,
-    folder: str,
-    manifest: JobManifest | None,
-    findings: ImportFindings | None,
-    notes: Sequence[str] = (),
-    failure_message: str | None = None,
-) -> dict[str, Any]:
-    """Everything about a job except its frames: manifest totals, failed and warned files, notes."""
-    findings = findings or ImportFindings()
-    return {
-        "job": {
-            "jobId": job_id,
-            "datastoreId": datastore_id,
-            "folder": folder,
-            "status": "FAILED" if failure_message else "COMPLETED",
-            "message": failure_message,
-            "inputS3Uri": manifest.input_s3_uri if manifest else None,
-            "scannedFiles": manifest.scanned_files if manifest else None,
-            "importedFiles": manifest.imported_files if manifest else None,
-            "filesWithCustomerError": manifest.customer_error_files if manifest else None,
-            "filesWithServerError": manifest.server_error_files if manifest else None,
-            "generatedImageSets": manifest.generated_image_sets if manifest else None,
-        },
-        "failures": [
-            {"inputFile": f.input_file, "exceptionType": f.exception_type, "message": f.message}
-            for f in findings.failures
-        ],
-        "warnings": [
-            {
-                "inputFile": w.input_file,
-                "imageSetId": w.image_set_id,
-                "warnings": [{"code": x.code, "type": x.type, "affectsFrames": x.affects_frames} for x in w.warnings],
-            }
-            for w in findings.warnings
-        ],
-        "unreadableLines": [{"file": p.key, "line": p.line_number, "problem": p.problem} for p in findings.problems],
-        "notes": list(notes),
-    }
+class JobStatus(enum.StrEnum):
+    """The import job's own status, as GetDICOMImportJob gives it for a finished job."""
+
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
 
 
-def image_set_entry(
-    summary: ImageSetSummary,
-    results: Iterable[FrameResult],
-    *,
-    error: str | None = None,
-    extra_frame_fields: Mapping[int, Mapping[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """One image set of the report; ``extra_frame_fields`` adds per-frame fields by frame index."""
-    frames = []
-    for r in results:
-        entry = r.to_json()
-        if extra_frame_fields and r.frame.index in extra_frame_fields:
-            entry.update(extra_frame_fields[r.frame.index])
-        frames.append(entry)
-    return image_set_document(summary.image_set_id, summary.version, summary.is_primary, frames, error=error)
+# --- frames ----------------------------------------------------------------------------------------------
 
 
-def image_set_document(
-    image_set_id: str, version: int | None, is_primary: bool | None, frames: list[dict[str, Any]], *, error: str | None
-) -> dict[str, Any]:
-    """An image set entry from frame entries that are already JSON (the application merges parts)."""
-    return {
-        "imageSetId": image_set_id,
-        "version": version,
-        "isPrimary": is_primary,
-        "error": error,
-        "summary": frame_counts(frames),
-        "frames": frames,
-    }
+@dataclass(frozen=True)
+class SourceComparison:
+    """The three-way check of one frame: the original file's IFRC and how it relates."""
+
+    ifrc: int | None
+    relation: ThreeWay
+    input_file: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The frame's ``source`` object."""
+        return {"ifrc": self.ifrc, "relation": self.relation.value, "inputFile": self.input_file}
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str) -> SourceComparison:
+        """Parse a ``source`` object; raise :class:`ReportFormatError` naming ``where``."""
+        obj = _object(doc, where)
+        return cls(
+            ifrc=_opt_int(obj, "ifrc", where),
+            relation=_enum(ThreeWay, obj, "relation", where),
+            input_file=_opt_str(obj, "inputFile", where),
+        )
 
 
-def frame_counts(frames: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """Totals by status over frame entries."""
-    counts = {"total": 0, "match": 0, "mismatch": 0, "error": 0}
-    for f in frames:
-        counts["total"] += 1
-        counts[str(f["status"]).lower()] += 1
-    return counts
+@dataclass(frozen=True)
+class FrameReport:
+    """One frame's result in the report.
+
+    ``status`` and ``reason`` are final: a frame whose source comparison says its stored pixels are not the
+    original's (:data:`ahi_verify.outcomes.MISMATCH_RELATIONS`) is a MISMATCH, whatever the stored-checksum
+    check alone said; construction refuses any other combination.
+    """
+
+    index: int
+    """Position in metadata order."""
+    image_frame_id: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    frame_number: int
+    status: Status
+    expected: int | None = None
+    actual: int | None = None
+    rule: Rule | None = None
+    reason: Reason | None = None
+    detail: str | None = None
+    source: SourceComparison | None = None
+
+    def __post_init__(self) -> None:
+        if (
+            self.source is not None
+            and self.source.relation in MISMATCH_RELATIONS
+            and self.status is not Status.MISMATCH
+        ):
+            raise ValueError(f"frame {self.index}: relation {self.source.relation} is a mismatch, status {self.status}")
+
+    @property
+    def source_unchecked(self) -> bool:
+        """The three-way check ran but could not compare this frame with its source."""
+        return self.source is not None and self.source.relation is not ThreeWay.CONSISTENT
+
+    def to_json(self) -> dict[str, Any]:
+        """A frame entry of the report."""
+        return {
+            "index": self.index,
+            "imageFrameId": self.image_frame_id,
+            "seriesInstanceUID": self.series_instance_uid,
+            "sopInstanceUID": self.sop_instance_uid,
+            "frameNumber": self.frame_number,
+            "status": self.status.value,
+            "expected": self.expected,
+            "actual": self.actual,
+            "rule": self.rule.value if self.rule else None,
+            "reason": self.reason.value if self.reason else None,
+            "detail": self.detail,
+            "source": self.source.to_json() if self.source else None,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str) -> FrameReport:
+        """Parse a frame entry; raise :class:`ReportFormatError` naming ``where``."""
+        obj = _object(doc, where)
+        rule, reason, source = obj.get("rule"), obj.get("reason"), obj.get("source")
+        try:
+            return cls(
+                index=_int(obj, "index", where),
+                image_frame_id=_str(obj, "imageFrameId", where),
+                series_instance_uid=_str(obj, "seriesInstanceUID", where),
+                sop_instance_uid=_str(obj, "sopInstanceUID", where),
+                frame_number=_int(obj, "frameNumber", where),
+                status=_enum(Status, obj, "status", where),
+                expected=_opt_int(obj, "expected", where),
+                actual=_opt_int(obj, "actual", where),
+                rule=None if rule is None else _enum(Rule, obj, "rule", where),
+                reason=None if reason is None else _enum(Reason, obj, "reason", where),
+                detail=_opt_str(obj, "detail", where),
+                source=None if source is None else SourceComparison.from_json(source, f"{where}.source"),
+            )
+        except ValueError as exc:
+            if isinstance(exc, ReportFormatError):
+                raise
+            raise ReportFormatError(f"{where}: {exc}") from exc
 
 
-def report_document(header: Mapping[str, Any], image_sets: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The full report: header, image sets with their frames, totals and the verdict."""
-    totals = frame_counts(f for s in image_sets for f in s["frames"])
-    summary = {
-        "imageSets": len(image_sets),
-        "imageSetErrors": sum(1 for s in image_sets if s.get("error")),
-        "frames": totals,
-        "importFailures": len(header["failures"]),
-        "importWarnings": len(header["warnings"]),
-        "unreadableLines": len(header["unreadableLines"]),
-    }
-    doc = {**header, "summary": summary, "imageSets": list(image_sets)}
-    doc["verdict"] = verdict(doc).value
-    return doc
+@dataclass(frozen=True)
+class FrameCounts:
+    """Frames by status: the one count every table, page, alert, metric and ledger uses."""
+
+    total: int = 0
+    match: int = 0
+    mismatch: int = 0
+    error: int = 0
+
+    @classmethod
+    def of(cls, frames: Iterable[FrameReport]) -> FrameCounts:
+        """Count frames by their (final) status."""
+        by_status = dict.fromkeys(Status, 0)
+        for frame in frames:
+            by_status[frame.status] += 1
+        return cls(
+            total=sum(by_status.values()),
+            match=by_status[Status.MATCH],
+            mismatch=by_status[Status.MISMATCH],
+            error=by_status[Status.ERROR],
+        )
+
+    def to_json(self) -> dict[str, int]:
+        """``{"total", "match", "mismatch", "error"}``."""
+        return {"total": self.total, "match": self.match, "mismatch": self.mismatch, "error": self.error}
 
 
-def verdict(doc: Mapping[str, Any]) -> Verdict:
-    """Decide the job's verdict from a report document."""
-    summary = doc["summary"]
-    frames = summary["frames"]
-    if any(is_mismatch(f) for s in doc["imageSets"] for f in s["frames"]):
+# --- image sets and parts ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceFileProblem:
+    """A source file the three-way check could not read or decode."""
+
+    input_file: str
+    error: str
+
+    def to_json(self) -> dict[str, str]:
+        """``{"inputFile", "error"}``."""
+        return {"inputFile": self.input_file, "error": self.error}
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str) -> SourceFileProblem:
+        """Parse a ``sourceErrors`` entry."""
+        obj = _object(doc, where)
+        return cls(_str(obj, "inputFile", where), _str(obj, "error", where))
+
+
+@dataclass(frozen=True)
+class Part:
+    """One work item's results: the frames ``range`` of one image set (or all of them), or why none."""
+
+    item_id: str
+    image_set_id: str
+    range: tuple[int, int] | None
+    total_frames: int
+    """Frames the image set's metadata lists (all of them, not only this range)."""
+    error: str | None
+    frames: tuple[FrameReport, ...]
+    seconds: float = 0.0
+    source_errors: tuple[SourceFileProblem, ...] = ()
+    orphan_source_frames: tuple[str, ...] = ()
+    """Source frames (file: frame number) that no frame of the image set corresponds to."""
+
+    @property
+    def counts(self) -> FrameCounts:
+        """This part's frames by status."""
+        return FrameCounts.of(self.frames)
+
+    def to_json(self) -> dict[str, Any]:
+        """The part document (``parts/<itemId>.json`` in the application)."""
+        return {
+            "itemId": self.item_id,
+            "imageSetId": self.image_set_id,
+            "range": list(self.range) if self.range else None,
+            "totalFrames": self.total_frames,
+            "error": self.error,
+            "frames": [f.to_json() for f in self.frames],
+            "seconds": self.seconds,
+            "sourceErrors": [p.to_json() for p in self.source_errors],
+            "orphanSourceFrames": list(self.orphan_source_frames),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str = "part") -> Part:
+        """Parse a part document; raise :class:`ReportFormatError` naming the field."""
+        obj = _object(doc, where)
+        raw_range = obj.get("range")
+        if raw_range is not None and not (
+            isinstance(raw_range, list) and len(raw_range) == 2 and all(is_int(v) for v in raw_range)
+        ):
+            raise ReportFormatError(f"{where}.range is not [start, end] or null")
+        seconds = obj.get("seconds")
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+            raise ReportFormatError(f"{where}.seconds is not a number")
+        return cls(
+            item_id=_str(obj, "itemId", where),
+            image_set_id=_str(obj, "imageSetId", where),
+            range=(raw_range[0], raw_range[1]) if raw_range else None,
+            total_frames=_int(obj, "totalFrames", where),
+            error=_opt_str(obj, "error", where),
+            frames=_items(obj, "frames", where, FrameReport.from_json),
+            seconds=float(seconds),
+            source_errors=_items(obj, "sourceErrors", where, SourceFileProblem.from_json),
+            orphan_source_frames=_strings(obj, "orphanSourceFrames", where),
+        )
+
+
+@dataclass(frozen=True)
+class ImageSetReport:
+    """One image set of the job: every frame its metadata lists, in metadata order, each once."""
+
+    image_set_id: str
+    version: int | None
+    is_primary: bool | None
+    error: str | None
+    frames: tuple[FrameReport, ...]
+    source_errors: tuple[SourceFileProblem, ...] = ()
+    orphan_source_frames: tuple[str, ...] = ()
+
+    @property
+    def counts(self) -> FrameCounts:
+        """This image set's frames by status."""
+        return FrameCounts.of(self.frames)
+
+    def to_json(self) -> dict[str, Any]:
+        """An ``imageSets`` entry."""
+        return {
+            "imageSetId": self.image_set_id,
+            "version": self.version,
+            "isPrimary": self.is_primary,
+            "error": self.error,
+            "summary": self.counts.to_json(),
+            "frames": [f.to_json() for f in self.frames],
+            "sourceErrors": [p.to_json() for p in self.source_errors],
+            "orphanSourceFrames": list(self.orphan_source_frames),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str) -> ImageSetReport:
+        """Parse an ``imageSets`` entry, checking its stored summary against its frames."""
+        obj = _object(doc, where)
+        report = cls(
+            image_set_id=_str(obj, "imageSetId", where),
+            version=_opt_int(obj, "version", where),
+            is_primary=_opt_bool(obj, "isPrimary", where),
+            error=_opt_str(obj, "error", where),
+            frames=_items(obj, "frames", where, FrameReport.from_json),
+            source_errors=_items(obj, "sourceErrors", where, SourceFileProblem.from_json),
+            orphan_source_frames=_strings(obj, "orphanSourceFrames", where),
+        )
+        _same(obj.get("summary"), report.counts.to_json(), f"{where}.summary")
+        return report
+
+
+# --- the job -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobHeader:
+    """The import job: IDs, where its output is, its status and the manifest's totals (None without one)."""
+
+    job_id: str
+    datastore_id: str
+    folder: str
+    status: JobStatus = JobStatus.COMPLETED
+    message: str | None = None
+    input_s3_uri: str | None = None
+    scanned_files: int | None = None
+    imported_files: int | None = None
+    files_with_customer_error: int | None = None
+    files_with_server_error: int | None = None
+    generated_image_sets: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The report's ``job`` object."""
+        return {
+            "jobId": self.job_id,
+            "datastoreId": self.datastore_id,
+            "folder": self.folder,
+            "status": self.status.value,
+            "message": self.message,
+            "inputS3Uri": self.input_s3_uri,
+            "scannedFiles": self.scanned_files,
+            "importedFiles": self.imported_files,
+            "filesWithCustomerError": self.files_with_customer_error,
+            "filesWithServerError": self.files_with_server_error,
+            "generatedImageSets": self.generated_image_sets,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str = "job") -> JobHeader:
+        """Parse a ``job`` object."""
+        obj = _object(doc, where)
+        return cls(
+            job_id=_str(obj, "jobId", where),
+            datastore_id=_str(obj, "datastoreId", where),
+            folder=_str(obj, "folder", where),
+            status=_enum(JobStatus, obj, "status", where),
+            message=_opt_str(obj, "message", where),
+            input_s3_uri=_opt_str(obj, "inputS3Uri", where),
+            scanned_files=_opt_int(obj, "scannedFiles", where),
+            imported_files=_opt_int(obj, "importedFiles", where),
+            files_with_customer_error=_opt_int(obj, "filesWithCustomerError", where),
+            files_with_server_error=_opt_int(obj, "filesWithServerError", where),
+            generated_image_sets=_opt_int(obj, "generatedImageSets", where),
+        )
+
+
+@dataclass(frozen=True)
+class FailedFile:
+    """A FAILURE line: a file the import rejected."""
+
+    input_file: str
+    exception_type: str | None
+    message: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """A ``failures`` entry."""
+        return {"inputFile": self.input_file, "exceptionType": self.exception_type, "message": self.message}
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str) -> FailedFile:
+        """Parse a ``failures`` entry."""
+        obj = _object(doc, where)
+        return cls(
+            _str(obj, "inputFile", where), _opt_str(obj, "exceptionType", where), _opt_str(obj, "message", where)
+        )
+
+
+@dataclass(frozen=True)
+class WarningCode:
+    """One warning of a WARNING line, by its numeric code."""
+
+    code: int | None
+    type: str | None
+    affects_frames: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"code", "type", "affectsFrames"}``."""
+        return {"code": self.code, "type": self.type, "affectsFrames": self.affects_frames}
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str) -> WarningCode:
+        """Parse one warning."""
+        obj = _object(doc, where)
+        affects = obj.get("affectsFrames")
+        if not isinstance(affects, bool):
+            raise ReportFormatError(f"{where}.affectsFrames is not a boolean")
+        return cls(_opt_int(obj, "code", where), _opt_str(obj, "type", where), affects)
+
+
+@dataclass(frozen=True)
+class WarnedFile:
+    """A WARNING line: a file imported with warnings."""
+
+    input_file: str
+    image_set_id: str | None
+    warnings: tuple[WarningCode, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """A ``warnings`` entry."""
+        return {
+            "inputFile": self.input_file,
+            "imageSetId": self.image_set_id,
+            "warnings": [w.to_json() for w in self.warnings],
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str) -> WarnedFile:
+        """Parse a ``warnings`` entry."""
+        obj = _object(doc, where)
+        return cls(
+            _str(obj, "inputFile", where),
+            _opt_str(obj, "imageSetId", where),
+            _items(obj, "warnings", where, WarningCode.from_json),
+        )
+
+
+@dataclass(frozen=True)
+class UnreadableLine:
+    """An ndjson line that could not be parsed, and where it is."""
+
+    file: str
+    line: int
+    problem: str
+
+    def to_json(self) -> dict[str, Any]:
+        """An ``unreadableLines`` entry."""
+        return {"file": self.file, "line": self.line, "problem": self.problem}
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str) -> UnreadableLine:
+        """Parse an ``unreadableLines`` entry."""
+        obj = _object(doc, where)
+        return cls(_str(obj, "file", where), _int(obj, "line", where), _str(obj, "problem", where))
+
+
+@dataclass(frozen=True)
+class ImportFindings:
+    """What the ndjson files say beyond the image sets: rejected files, warnings, unreadable lines."""
+
+    failures: tuple[FailedFile, ...] = ()
+    warnings: tuple[WarnedFile, ...] = ()
+    unreadable_lines: tuple[UnreadableLine, ...] = ()
+
+    @property
+    def frame_warnings(self) -> bool:
+        """A warning whose code predicts frames that fail verification."""
+        return any(w.affects_frames for line in self.warnings for w in line.warnings)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``failures``, ``warnings`` and ``unreadableLines`` members of a report or plan."""
+        return {
+            "failures": [f.to_json() for f in self.failures],
+            "warnings": [w.to_json() for w in self.warnings],
+            "unreadableLines": [u.to_json() for u in self.unreadable_lines],
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any], where: str) -> ImportFindings:
+        """Parse those members of a report or plan document."""
+        return cls(
+            failures=_items(obj, "failures", where, FailedFile.from_json),
+            warnings=_items(obj, "warnings", where, WarnedFile.from_json),
+            unreadable_lines=_items(obj, "unreadableLines", where, UnreadableLine.from_json),
+        )
+
+
+def iso_time(epoch_seconds: float) -> str:
+    """A report time: ISO 8601 in UTC, to the second."""
+    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Timings:
+    """When the job's verification started and finished, and the work it took."""
+
+    started_at: str | None
+    finished_at: str
+    work_items: int
+    verification_seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The report's ``timings`` object."""
+        return {
+            "startedAt": self.started_at,
+            "finishedAt": self.finished_at,
+            "workItems": self.work_items,
+            "verificationSeconds": self.verification_seconds,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str = "timings") -> Timings:
+        """Parse a ``timings`` object."""
+        obj = _object(doc, where)
+        seconds = obj.get("verificationSeconds")
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+            raise ReportFormatError(f"{where}.verificationSeconds is not a number")
+        return cls(
+            _opt_str(obj, "startedAt", where), _str(obj, "finishedAt", where), _int(obj, "workItems", where), seconds
+        )
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """The report's totals, computed from its values."""
+
+    image_sets: int
+    image_set_errors: int
+    frames: FrameCounts
+    import_failures: int
+    import_warnings: int
+    unreadable_lines: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The report's ``summary`` object."""
+        return {
+            "imageSets": self.image_sets,
+            "imageSetErrors": self.image_set_errors,
+            "frames": self.frames.to_json(),
+            "importFailures": self.import_failures,
+            "importWarnings": self.import_warnings,
+            "unreadableLines": self.unreadable_lines,
+        }
+
+
+@dataclass(frozen=True)
+class JobReport:
+    """Everything known about one job after verification; the verdict follows from it."""
+
+    job: JobHeader
+    findings: ImportFindings = field(default_factory=ImportFindings)
+    notes: tuple[str, ...] = ()
+    image_sets: tuple[ImageSetReport, ...] = ()
+    timings: Timings | None = None
+
+    def frames(self) -> Iterable[tuple[str, FrameReport]]:
+        """``(image set ID, frame)`` for every frame of the job, in report order."""
+        for image_set in self.image_sets:
+            for frame in image_set.frames:
+                yield image_set.image_set_id, frame
+
+    @property
+    def summary(self) -> JobSummary:
+        """The totals."""
+        return JobSummary(
+            image_sets=len(self.image_sets),
+            image_set_errors=sum(1 for s in self.image_sets if s.error),
+            frames=FrameCounts.of(f for _, f in self.frames()),
+            import_failures=len(self.findings.failures),
+            import_warnings=len(self.findings.warnings),
+            unreadable_lines=len(self.findings.unreadable_lines),
+        )
+
+    @property
+    def verdict(self) -> Verdict:
+        """The one decision: MISMATCH, IMPORT_FAILED, UNVERIFIED or CLEAN (see :func:`decide`)."""
+        return decide(self)
+
+    def problem_frames(self) -> list[tuple[str, FrameReport]]:
+        """``(image set ID, frame)`` for every frame that is not a clean MATCH, mismatches first."""
+        found = [(i, f) for i, f in self.frames() if f.status is not Status.MATCH or f.source_unchecked]
+        return sorted(found, key=lambda pair: pair[1].status is not Status.MISMATCH)
+
+    def to_json(self) -> dict[str, Any]:
+        """The report document (``report.json``, and ``ahi-verify job --format json``)."""
+        doc: dict[str, Any] = {
+            "schemaVersion": SCHEMA_VERSION,
+            "job": self.job.to_json(),
+            **self.findings.to_json(),
+            "notes": list(self.notes),
+            "summary": self.summary.to_json(),
+            "imageSets": [s.to_json() for s in self.image_sets],
+            "verdict": self.verdict.value,
+        }
+        if self.timings is not None:
+            doc["timings"] = self.timings.to_json()
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Any) -> JobReport:
+        """Parse a report document.
+
+        Raises
+        ------
+        ReportFormatError
+            A field is missing or of the wrong type, or the stored summary or verdict is not the one the
+            document's own values give (an edited report).
+        """
+        obj = _object(doc, "report")
+        if obj.get("schemaVersion") != SCHEMA_VERSION:
+            raise ReportFormatError(f"report.schemaVersion is not {SCHEMA_VERSION}")
+        timings = obj.get("timings")
+        report = cls(
+            job=JobHeader.from_json(obj.get("job")),
+            findings=ImportFindings.from_json(obj, "report"),
+            notes=_strings(obj, "notes", "report"),
+            image_sets=_items(obj, "imageSets", "report", ImageSetReport.from_json),
+            timings=None if timings is None else Timings.from_json(timings),
+        )
+        _same(obj.get("summary"), report.summary.to_json(), "report.summary")
+        _same(obj.get("verdict"), report.verdict.value, "report.verdict")
+        return report
+
+
+def decide(report: JobReport) -> Verdict:
+    """The job's verdict.
+
+    MISMATCH when any frame's pixels differ (from the published checksum or, with the three-way check,
+    from the source). IMPORT_FAILED when the import job failed. CLEAN only when there is at least one
+    frame, every frame matched (and agreed with its source, when compared), every image set was read,
+    and the import reported no failed file, no unreadable line and no warning that affects frames.
+    Anything else is UNVERIFIED.
+    """
+    summary = report.summary
+    if summary.frames.mismatch:
         return Verdict.MISMATCH
-    if doc["job"]["status"] == "FAILED":
+    if report.job.status is JobStatus.FAILED:
         return Verdict.IMPORT_FAILED
-    frame_warnings = any(w["affectsFrames"] for line in doc["warnings"] for w in line["warnings"])
-    job = doc["job"]
+    job = report.job
     unclean = (
-        frames["error"]
-        or summary["imageSetErrors"]
-        or summary["importFailures"]
-        or summary["unreadableLines"]
-        or frame_warnings
-        or (job["filesWithCustomerError"] or 0) + (job["filesWithServerError"] or 0)
-        or frames["total"] == 0
-        or any(_source_unchecked(f) for s in doc["imageSets"] for f in s["frames"])
-        or any(s.get("sourceErrors") or s.get("orphanSourceFrames") for s in doc["imageSets"])
+        summary.frames.error
+        or summary.image_set_errors
+        or summary.import_failures
+        or summary.unreadable_lines
+        or report.findings.frame_warnings
+        or (job.files_with_customer_error or 0) + (job.files_with_server_error or 0)
+        or summary.frames.total == 0
+        or any(f.source_unchecked for _, f in report.frames())
+        or any(s.source_errors or s.orphan_source_frames for s in report.image_sets)
     )
     return Verdict.UNVERIFIED if unclean else Verdict.CLEAN
 
 
-def _source_unchecked(frame: Mapping[str, Any]) -> bool:
-    """The three-way check ran but could not compare this frame with its source."""
-    source = frame.get("source")
-    return source is not None and source.get("relation") != "consistent"
+# --- strict JSON readers: every error names the field ---------------------------------------------------
 
 
-def job_report(result: JobResult) -> dict[str, Any]:
-    """The report of a job verified by :func:`ahi_verify.job.verify_job` (the CLI's ``job --format json``).
-
-    The same document shape the application writes as ``report.json``, plus, for the three-way check, each
-    frame's ``source`` and each image set's ``sourceErrors`` and ``orphanSourceFrames``.
-    """
-    manifest = result.manifest
-    header = job_header(
-        job_id=manifest.job_id,
-        datastore_id=manifest.datastore_id,
-        folder=result.folder.uri,
-        manifest=manifest,
-        findings=result.findings,
-        notes=result.notes,
-    )
-    image_sets = []
-    for outcome in result.image_sets:
-        sources = {
-            index: {"source": {"ifrc": c.source, "relation": c.relation.value, "inputFile": c.input_file}}
-            for index, c in (outcome.sources or {}).items()
-        }
-        entry = image_set_entry(
-            outcome.summary,
-            outcome.result.results if outcome.result else (),
-            error=outcome.error,
-            extra_frame_fields=sources,
-        )
-        entry["sourceErrors"] = outcome.source_errors
-        entry["orphanSourceFrames"] = outcome.orphan_source_frames
-        image_sets.append(entry)
-    return report_document(header, image_sets)
+def _object(doc: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(doc, Mapping):
+        raise ReportFormatError(f"{where} is not an object")
+    return doc
 
 
-def mismatch_count(doc: Mapping[str, Any]) -> int:
-    """Frames whose pixels differ (published or source checksum)."""
-    return sum(1 for s in doc["imageSets"] for f in s["frames"] if is_mismatch(f))
+def _str(obj: Mapping[str, Any], key: str, where: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise ReportFormatError(f"{where}.{key} is not a string")
+    return value
 
 
-_SOURCE_MISMATCHES = {
-    "import-changed-pixels",
-    "storage-corrupted",
-    "stored-checksum-wrong",
-    "all-differ",
-    "source-differs-from-stored",
-}
+def _opt_str(obj: Mapping[str, Any], key: str, where: str) -> str | None:
+    return None if obj.get(key) is None else _str(obj, key, where)
 
 
-def is_mismatch(frame: Mapping[str, Any]) -> bool:
-    """The frame's pixels differ: from the published checksum, or (three-way check) from the source."""
-    relation = (frame.get("source") or {}).get("relation")
-    return frame["status"] == Status.MISMATCH.value or relation in _SOURCE_MISMATCHES
+def _int(obj: Mapping[str, Any], key: str, where: str) -> int:
+    value = obj.get(key)
+    if not is_int(value):
+        raise ReportFormatError(f"{where}.{key} is not an integer")
+    return value
 
 
-def problem_frames(doc: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
-    """``(image set ID, frame entry)`` for every frame that did not match or disagrees with its source,
-    mismatches first."""
-    found = [
-        (s["imageSetId"], f)
-        for s in doc["imageSets"]
-        for f in s["frames"]
-        if f["status"] != Status.MATCH.value or is_mismatch(f)
-    ]
-    return sorted(found, key=lambda pair: not is_mismatch(pair[1]))
+def _opt_int(obj: Mapping[str, Any], key: str, where: str) -> int | None:
+    return None if obj.get(key) is None else _int(obj, key, where)
 
 
-def render_html(doc: Mapping[str, Any]) -> str:
-    """A self-contained HTML page (no scripts, no external resources): summary, problems, image sets."""
-    e = html.escape
-    job, summary, frames = doc["job"], doc["summary"], doc["summary"]["frames"]
-    rows = []
-    for image_set_id, f in problem_frames(doc):
-        expected = "-" if f["expected"] is None else f["expected"]
-        actual = "-" if f["actual"] is None else f["actual"]
-        why = " ".join(str(x) for x in (f.get("reason"), f.get("detail")) if x)
-        rows.append(
-            f"<tr class='{e(f['status'].lower())}'><td>{e(f['status'])}</td><td>{e(image_set_id)}</td>"
-            f"<td>{e(f['imageFrameId'])}</td><td>{f['frameNumber']}</td><td>{expected}</td><td>{actual}</td>"
-            f"<td>{e(why)}</td></tr>"
-        )
-    failures = "".join(
-        f"<li>{e(x['inputFile'])}: {e(str(x['exceptionType']))}: {e(str(x['message']))}</li>" for x in doc["failures"]
-    )
-    warnings = "".join(
-        f"<li>{e(x['inputFile'])}: codes {e(', '.join(str(w['code']) for w in x['warnings']))}</li>"
-        for x in doc["warnings"]
-    )
-    notes = "".join(f"<li>{e(n)}</li>" for n in doc["notes"])
-    sets = "".join(
-        f"<tr><td>{e(s['imageSetId'])}</td><td>{e(str(s['version']))}</td><td>{s['summary']['total']}</td>"
-        f"<td>{s['summary']['match']}</td><td>{s['summary']['mismatch']}</td><td>{s['summary']['error']}</td>"
-        f"<td>{e(s['error'] or '')}</td></tr>"
-        for s in doc["imageSets"]
-    )
+def _opt_bool(obj: Mapping[str, Any], key: str, where: str) -> bool | None:
+    value = obj.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise ReportFormatError(f"{where}.{key} is not a boolean")
+    return value
 
-    def section(title: str, body: str) -> str:
-        return f"<h2>{title}</h2>{body}" if body else ""
 
-    columns = ("status", "image set", "frame", "#", "expected", "actual", "reason")
-    table_head = "<tr>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>"
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>ahi-verify report {e(job["jobId"])}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.2em .5em;font-family:monospace}}.mismatch{{background:#fdd}}
-.error{{background:#ffd}}.verdict{{font-size:1.4em;font-weight:bold}}</style></head><body>
-<h1>Import job {e(job["jobId"])}</h1>
-<p class="verdict">{e(doc["verdict"])}</p>
-<p>Data store {e(job["datastoreId"])} &middot; output {e(job["folder"])}
-{f"&middot; job failed: {e(job['message'])}" if job["message"] else ""}</p>
-<p>{summary["imageSets"]} image sets, {frames["total"]} frames: {frames["match"]} match, {frames["mismatch"]}
-mismatch, {frames["error"]} error; {summary["importFailures"]} failed files, {summary["importWarnings"]} files with
-warnings, {summary["unreadableLines"]} unreadable ndjson lines.</p>
-{section("Frames that did not match", f"<table>{table_head}{''.join(rows)}</table>" if rows else "")}
-{section("Files the import rejected", f"<ul>{failures}</ul>" if failures else "")}
-{section("Files imported with warnings", f"<ul>{warnings}</ul>" if warnings else "")}
-{section("Notes", f"<ul>{notes}</ul>" if notes else "")}
-<h2>Image sets</h2><table><tr><th>image set</th><th>version</th><th>frames</th><th>match</th><th>mismatch</th>
-<th>error</th><th>image set error</th></tr>{sets}</table>
-</body></html>
-"""
+def _enum(kind: type[_E], obj: Mapping[str, Any], key: str, where: str) -> _E:
+    try:
+        return kind(obj.get(key))
+    except ValueError:
+        raise ReportFormatError(f"{where}.{key} is not one of {', '.join(str(m.value) for m in kind)}") from None
+
+
+def _items(obj: Mapping[str, Any], key: str, where: str, parse: Callable[[Any, str], _T]) -> tuple[_T, ...]:
+    values = obj.get(key)
+    if not isinstance(values, list):
+        raise ReportFormatError(f"{where}.{key} is not a list")
+    return tuple(parse(v, f"{where}.{key}[{i}]") for i, v in enumerate(values))
+
+
+def _strings(obj: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    values = obj.get(key)
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ReportFormatError(f"{where}.{key} is not a list of strings")
+    return tuple(values)
+
+
+def _same(stored: Any, computed: Any, where: str) -> None:
+    if stored != computed:
+        raise ReportFormatError(f"{where} is {stored!r}, but the document's own values give {computed!r}")

@@ -1,4 +1,5 @@
-"""The adapter to Amazon S3 for import job output: the manifest (retried while it lags) and ndjson lines.
+"""The adapter to Amazon S3 for import job output (``ports.JobOutputStore``): the manifest (retried while it
+lags), ndjson lines and source files.
 
 Files under SUCCESS/, FAILURE/ and WARNING/ are listed, not assumed: AWS does not document whether large
 jobs split them or whether empty ones are written, so every ``*.ndjson`` under each prefix is read, in
@@ -9,40 +10,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .job_output import MANIFEST_NAME, LineKind
+from .job_output import LineKind
+from .locations import MANIFEST_NAME, S3Location
+from .ports import JobOutputError
 
 _READ_CHUNK = 256 * 1024
-
-
-class JobOutputError(Exception):
-    """The job output cannot be read (missing manifest after waiting, access denied, bad URI)."""
-
-
-@dataclass(frozen=True)
-class S3Location:
-    """A bucket and a key or prefix."""
-
-    bucket: str
-    key: str
-
-    @classmethod
-    def parse(cls, uri: str) -> S3Location:
-        """Parse ``s3://bucket/key``; raise :class:`JobOutputError` naming the URI otherwise."""
-        parsed = urlparse(uri)
-        if parsed.scheme != "s3" or not parsed.netloc:
-            raise JobOutputError(f"{uri!r} is not an s3://bucket/key URI")
-        return cls(parsed.netloc, parsed.path.lstrip("/"))
-
-    @property
-    def uri(self) -> str:
-        """The ``s3://`` form."""
-        return f"s3://{self.bucket}/{self.key}"
 
 
 def _chunks(body: Any) -> Iterator[bytes]:
@@ -93,7 +69,7 @@ class JobOutputReader:
                 code = exc.response.get("Error", {}).get("Code")
                 if code not in ("NoSuchKey", "404") or time.monotonic() >= deadline:
                     waited = f" after waiting {wait_s:g} s" if code in ("NoSuchKey", "404") else ""
-                    raise JobOutputError(f"cannot read s3://{folder.bucket}/{key}{waited}: {code}") from exc
+                    raise JobOutputError(f"cannot read s3://{folder.bucket}/{key}{waited}: {code}", code) from exc
             except BotoCoreError as exc:
                 raise JobOutputError(f"cannot read s3://{folder.bucket}/{key}: {exc}") from exc
             self._sleep(interval_s)
@@ -105,7 +81,7 @@ class JobOutputReader:
             for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=prefix.bucket, Prefix=prefix.key):
                 keys.extend(o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".ndjson"))
         except (ClientError, BotoCoreError) as exc:
-            raise JobOutputError(f"cannot list {prefix.uri}: {exc}") from exc
+            raise JobOutputError(f"cannot list {prefix.uri}: {exc}", _code(exc)) from exc
         return sorted(keys)
 
     def lines(self, kind: LineKind, prefix: S3Location) -> Iterator[tuple[str, int, bytes]]:
@@ -116,11 +92,20 @@ class JobOutputReader:
                 for number, line in enumerate(split_lines(_chunks(body)), start=1):
                     yield key, number, line
             except (ClientError, BotoCoreError) as exc:
-                raise JobOutputError(f"cannot read {kind.value} file s3://{prefix.bucket}/{key}: {exc}") from exc
+                raise JobOutputError(
+                    f"cannot read {kind.value} file s3://{prefix.bucket}/{key}: {exc}", _code(exc)
+                ) from exc
 
     def read_object(self, location: S3Location) -> bytes:
         """One object's bytes (a source P10 file)."""
         try:
             return bytes(self._s3.get_object(Bucket=location.bucket, Key=location.key)["Body"].read())
         except (ClientError, BotoCoreError) as exc:
-            raise JobOutputError(f"cannot read {location.uri}: {exc}") from exc
+            raise JobOutputError(f"cannot read {location.uri}: {exc}", _code(exc)) from exc
+
+
+def _code(exc: ClientError | BotoCoreError) -> str:
+    """S3's error code, or the exception's class name for a transport error."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code") or type(exc).__name__)
+    return type(exc).__name__

@@ -1,16 +1,7 @@
 """The third opinion: the IFRC of each frame computed from the original P10 file that was imported.
 
-Comparing it with the stored checksum and with the decoded frame tells *where* a difference arose:
-
-=============================  =====================================================================
-``consistent``                 source = stored = decoded
-``import-changed-pixels``      stored differs from source, decoded agrees with stored: the import
-                               transcoded other pixels than the file held
-``storage-corrupted``          stored agrees with source, decoded differs: storage or retrieval
-``stored-checksum-wrong``      source = decoded, the stored checksum differs: the pixels are intact but
-                               the published checksum is not theirs
-``all-differ``                 no two agree
-=============================  =====================================================================
+Comparing it with the stored checksum and with the decoded frame tells *where* a difference arose
+(:class:`ahi_verify.outcomes.ThreeWay` names the relations).
 
 How source pixels are normalised into the IFRC layout (the same layout HealthImaging hashes):
 
@@ -33,7 +24,6 @@ How source pixels are normalised into the IFRC layout (the same layout HealthIma
 
 from __future__ import annotations
 
-import enum
 import io
 import zlib
 from dataclasses import dataclass
@@ -57,23 +47,6 @@ class SourceError(Exception):
     def __init__(self, message: str, input_file: str) -> None:
         super().__init__(message)
         self.input_file = input_file
-
-
-class ThreeWay(enum.StrEnum):
-    """How source, stored and decoded checksums relate for one frame."""
-
-    CONSISTENT = "consistent"
-    IMPORT_CHANGED_PIXELS = "import-changed-pixels"
-    STORAGE_CORRUPTED = "storage-corrupted"
-    STORED_CHECKSUM_WRONG = "stored-checksum-wrong"
-    ALL_DIFFER = "all-differ"
-    SOURCE_DIFFERS = "source-differs-from-stored"
-    """Like import-changed-pixels, for a frame that could not be decoded."""
-    SOURCE_AGREES = "source-agrees-with-stored"
-    """The stored frame could not be fetched or decoded, but the stored checksum matches the source."""
-    NO_SOURCE = "no-source-frame"
-    """No listed source file holds this SOP instance and frame."""
-    SOURCE_UNREADABLE = "source-unreadable"
 
 
 @dataclass(frozen=True)
@@ -173,22 +146,3 @@ def _ifrc(arr: npt.NDArray[Any], ds: Any) -> int:
         np.left_shift(values, shift, out=values)
         np.right_shift(values, shift, out=values)
     return zlib.crc32(values.data)
-
-
-def three_way(source: int | None, stored: int | None, decoded: int | None) -> ThreeWay:
-    """Classify one frame from its three checksums (None where a value is not available)."""
-    if source is None:
-        return ThreeWay.NO_SOURCE
-    if decoded is None:
-        return ThreeWay.SOURCE_AGREES if source == stored else ThreeWay.SOURCE_DIFFERS
-    # (source = stored, stored = decoded, source = decoded); equality is transitive, so these are all cases.
-    return _BY_AGREEMENT[(source == stored, stored == decoded, source == decoded)]
-
-
-_BY_AGREEMENT = {
-    (True, True, True): ThreeWay.CONSISTENT,
-    (False, True, False): ThreeWay.IMPORT_CHANGED_PIXELS,
-    (True, False, False): ThreeWay.STORAGE_CORRUPTED,
-    (False, False, True): ThreeWay.STORED_CHECKSUM_WRONG,
-    (False, False, False): ThreeWay.ALL_DIFFER,
-}

@@ -2,9 +2,12 @@
 
 ``settings``       typed configuration, validated at cold start
 ``observability``  the one Logger, Metrics and Tracer
+``wiring``         the one place AWS clients are created
 ``events``         trigger events (S3, EventBridge, schedule) -> jobs to verify
-``pipeline``       job -> work items -> verified parts -> report and alert, exactly once per job
+``trigger``        job -> plan stored, work items queued (no codecs needed)
+``worker``         work item -> part stored and counted once
+``finaliser``      the last part -> report and alert, exactly once per job
 ``progress``       DynamoDB: job progress, item completion ledger, finalisation claim
-``storage``        S3: job header, per-item parts, reports
+``storage``        S3: plan, per-item parts, reports
 ``messaging``      SQS work queue and SNS alerts
 """

@@ -8,7 +8,6 @@ names what was received, never silently ignored.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,10 +16,8 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventRecord
 
-from ..job_output import MANIFEST_NAME, parse_job_folder
-
-_DATASTORE_ID = re.compile(r"[0-9a-z]{32}")
-_JOB_ID = re.compile(r"[0-9a-z]{1,32}")
+from ..ids import is_job_id, is_service_id, parse_job_folder
+from ..locations import MANIFEST_NAME
 
 
 class EventError(ValueError):
@@ -74,7 +71,7 @@ def parse_trigger_event(event: Mapping[str, Any]) -> list[JobRef] | Reconcile:
             if value is None:
                 raise EventError(f"{detail_type} event has no {name}")
         assert datastore_id is not None and job_id is not None  # noqa: PT018 - narrowing for the type checker
-        if not _DATASTORE_ID.fullmatch(datastore_id) or not _JOB_ID.fullmatch(job_id):
+        if not is_service_id(datastore_id) or not is_job_id(job_id):
             raise EventError(f"{detail_type} event has a malformed datastoreId or jobId")
         return [JobRef(datastore_id, job_id, None, "import-job-event", failed=detail.get("jobStatus") == "FAILED")]
     if source == "aws.medical-imaging":

@@ -9,11 +9,14 @@ Items (partition ``JOB#<jobId>``):
 
 from __future__ import annotations
 
+import enum
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from botocore.exceptions import ClientError
+
+from ..report import FrameCounts
 
 RETENTION_S = 90 * 24 * 3600  # progress records expire (TTL) after 90 days, as import jobs are listed
 STALE_CLAIM_S = 900  # the Lambda timeout ceiling: a claim this old belongs to a finaliser that died
@@ -37,16 +40,29 @@ def _conditional_failed(exc: ClientError) -> bool:
     return False
 
 
-class JobProgress:
-    """The progress table, through a low-level DynamoDB client."""
+class JobState(enum.StrEnum):
+    """Where a job is: planned and queueing, verifying, being finalised, finished (report and alert done)."""
 
-    def __init__(self, dynamodb: Any, table: str) -> None:
+    PLANNING = "planning"
+    RUNNING = "running"
+    FINALISING = "finalising"
+    DONE = "done"
+
+
+class JobProgress:
+    """The progress table, through a low-level DynamoDB client.
+
+    ``clock`` gives seconds since the epoch (``time.time``); tests pass their own to age a claim.
+    """
+
+    def __init__(self, dynamodb: Any, table: str, clock: Callable[[], float] = time.time) -> None:
         self._db = dynamodb
         self._table = table
+        self._clock = clock
 
     def create(self, job_id: str, datastore_id: str, folder_uri: str, pending: int) -> bool:
         """Record a new job in state ``planning``; False when the job is already known."""
-        now = int(time.time())
+        now = int(self._clock())
         try:
             self._db.put_item(
                 TableName=self._table,
@@ -55,7 +71,7 @@ class JobProgress:
                     "sk": {"S": "JOB"},
                     "datastore_id": {"S": datastore_id},
                     "folder": {"S": folder_uri},
-                    "state": {"S": "planning"},
+                    "state": {"S": JobState.PLANNING.value},
                     "pending": _n(pending),
                     "frames_match": _n(0),
                     "frames_mismatch": _n(0),
@@ -78,7 +94,7 @@ class JobProgress:
         ).get("Item")
         return {k: _plain(v) for k, v in item.items()} if item else None
 
-    def advance(self, job_id: str, from_state: str, to_state: str) -> bool:
+    def advance(self, job_id: str, from_state: JobState, to_state: JobState) -> bool:
         """Move the job from one state to the next; False when it is no longer in ``from_state``
         (the workers may already have finalised a small job before the trigger marks it running)."""
         try:
@@ -88,7 +104,7 @@ class JobProgress:
                 UpdateExpression="SET #s = :to",
                 ConditionExpression="#s = :from",
                 ExpressionAttributeNames={"#s": "state"},
-                ExpressionAttributeValues={":to": {"S": to_state}, ":from": {"S": from_state}},
+                ExpressionAttributeValues={":to": {"S": to_state.value}, ":from": {"S": from_state.value}},
             )
         except ClientError as exc:
             if _conditional_failed(exc):
@@ -105,7 +121,7 @@ class JobProgress:
             {":extra": _n(extra_items)},
         )
 
-    def complete_item(self, job_id: str, item_id: str, counts: Mapping[str, int]) -> bool:
+    def complete_item(self, job_id: str, item_id: str, counts: FrameCounts) -> bool:
         """Mark one work item done and add its frame counts, once; False if it was already done."""
         return self._transact(
             job_id,
@@ -113,14 +129,14 @@ class JobProgress:
             "ADD pending :minus_one, frames_match :m, frames_mismatch :x, frames_error :e",
             {
                 ":minus_one": _n(-1),
-                ":m": _n(counts.get("match", 0)),
-                ":x": _n(counts.get("mismatch", 0)),
-                ":e": _n(counts.get("error", 0)),
+                ":m": _n(counts.match),
+                ":x": _n(counts.mismatch),
+                ":e": _n(counts.error),
             },
         )
 
     def _transact(self, job_id: str, marker: str, update: str, values: dict[str, Any]) -> bool:
-        now = int(time.time())
+        now = int(self._clock())
         try:
             self._db.transact_write_items(
                 TransactItems=[
@@ -155,7 +171,7 @@ class JobProgress:
         finaliser that died is finished by the next delivery; a younger one never is, so duplicate deliveries
         arriving together cannot both finalise.
         """
-        now = int(time.time())
+        now = int(self._clock())
         try:
             self._db.update_item(
                 TableName=self._table,
@@ -169,7 +185,7 @@ class JobProgress:
                 ExpressionAttributeValues={
                     ":c": {"S": claimer},
                     ":zero": _n(0),
-                    ":finalising": {"S": "finalising"},
+                    ":finalising": {"S": JobState.FINALISING.value},
                     ":now": _n(now),
                     ":stale": _n(now - STALE_CLAIM_S),
                 },
@@ -197,10 +213,10 @@ class JobProgress:
             UpdateExpression="SET finalised_at = :t, report = :r, verdict = :v, #s = :done",
             ExpressionAttributeNames={"#s": "state"},
             ExpressionAttributeValues={
-                ":t": _n(int(time.time())),
+                ":t": _n(int(self._clock())),
                 ":r": {"S": report_uri},
                 ":v": {"S": verdict},
-                ":done": {"S": "done"},
+                ":done": {"S": JobState.DONE.value},
             },
         )
 

@@ -6,6 +6,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from ..ids import SERVICE_ID
+
+_BUCKET = r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]"
+
 
 class SettingsError(ValueError):
     """The function's environment is incomplete or malformed; lists every problem at once."""
@@ -29,6 +33,9 @@ class Settings:
     manifest_wait_s: float = 30.0
     work_max_receive_count: int = 3
     """The work queue's redrive limit: the delivery on which a failing item is recorded as failed."""
+    source_bucket: str | None = None
+    """The input bucket the three-way check may read (template parameter SourceBucketName); None: the check
+    is off. Source files in any other bucket are reported as not compared, never read."""
     memory_budget_bytes: int = 200 * 1024 * 1024
     """Frames in flight per worker: 40 % of the function's memory (the rest is the runtime, the code and the
     HTTP pools), measured: a 3328x4096 frame in flight costs about 3.5x its 27 MB decoded size."""
@@ -64,8 +71,8 @@ class Settings:
         if flag not in ("true", "false"):
             problems.append("NOTIFY_ON_CLEAN_JOBS must be true or false")
         settings = cls(
-            datastore_id=text("DATASTORE_ID", r"[0-9a-z]{32}"),
-            output_bucket=text("OUTPUT_BUCKET", r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]"),
+            datastore_id=text("DATASTORE_ID", SERVICE_ID.pattern),
+            output_bucket=text("OUTPUT_BUCKET", _BUCKET),
             output_prefix=text("OUTPUT_PREFIX", r"(.*/)?"),
             reports_prefix=text("REPORTS_PREFIX", r".+/"),
             work_queue_url=text("WORK_QUEUE_URL", r"https?://.+"),
@@ -81,6 +88,11 @@ class Settings:
             settings = replace(settings, work_max_receive_count=int(receives))
         else:
             problems.append("WORK_MAX_RECEIVE_COUNT must be an integer >= 1")
+        source_bucket = env.get("SOURCE_BUCKET", "")
+        if source_bucket and not re.fullmatch(_BUCKET, source_bucket):
+            problems.append("SOURCE_BUCKET is malformed")
+        elif source_bucket:
+            settings = replace(settings, source_bucket=source_bucket)
         memory_mb = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "")
         if memory_mb.isdigit():
             settings = replace(settings, memory_budget_bytes=int(memory_mb) * 1024 * 1024 * 2 // 5)

@@ -1,0 +1,102 @@
+"""Trigger: an announced import job -> its plan stored and one work item per image set queued.
+
+Announcements come from the S3 manifest notification, EventBridge (Object Created, Import Job
+Completed/Failed) and the reconciliation schedule (``events``). A job is planned once: a conditional job
+record in the progress table, plus Powertools idempotency in the handler. Decodes nothing, so the trigger
+function ships without the codecs layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from ..locations import job_folder
+from ..plan import JobPlan, failed_job_plan, plan_job
+from ..report import iso_time
+from .events import JobRef, Reconcile, parse_trigger_event
+from .finaliser import finalise_job
+from .observability import logger, metrics
+from .progress import JobState
+from .wiring import Services
+
+VerifyOnce = Callable[[dict[str, Any]], dict[str, Any]]
+""":func:`start_job` behind the handler's idempotency, taking a :class:`JobRef` as a dict."""
+
+
+def handle_trigger(event: Mapping[str, Any], svc: Services, verify_once: VerifyOnce) -> dict[str, Any]:
+    """Turn a trigger event into verification runs."""
+    parsed = parse_trigger_event(event)
+    if isinstance(parsed, Reconcile):
+        return {"reconciled": reconcile(svc, verify_once)}
+    outcomes = {}
+    for ref in parsed:
+        logger.set_correlation_id(ref.job_id)
+        logger.append_keys(job_id=ref.job_id, datastore_id=ref.datastore_id, origin=ref.origin)
+        outcomes[ref.job_id] = verify_once(asdict(ref))
+    return {"jobs": outcomes}
+
+
+def start_job(ref: JobRef, svc: Services) -> dict[str, Any]:
+    """Plan an announced job and queue its work items."""
+    settings = svc.settings
+    if ref.datastore_id != settings.datastore_id:
+        logger.warning("job belongs to another data store; not verified by this deployment")
+        return {"outcome": "skipped", "reason": "other data store"}
+    folder, failure = ref.folder_uri, None
+    if folder is None or ref.failed:
+        described = svc.jobs.describe(ref.datastore_id, ref.job_id)
+        if described.status == "FAILED":
+            failure = described.message or "the import job failed without a message"
+        elif described.status != "COMPLETED":
+            return {"outcome": "skipped", "reason": f"job is {described.status}"}
+        folder = folder or described.output_folder_uri
+    location = job_folder(folder)
+    started_at = iso_time(svc.clock())
+    if failure is not None:
+        plan = failed_job_plan(ref.datastore_id, ref.job_id, location, failure, started_at)
+    else:
+        plan = plan_job(
+            svc.reader,
+            location,
+            started_at=started_at,
+            manifest_wait_s=settings.manifest_wait_s,
+            with_sources=settings.source_bucket is not None,
+            expected_ids=(ref.datastore_id, ref.job_id),
+        )
+    return _queue(plan, svc)
+
+
+def _queue(plan: JobPlan, svc: Services) -> dict[str, Any]:
+    job = plan.job
+    items = plan.work_items()
+    if not svc.progress.create(job.job_id, job.datastore_id, job.folder, pending=len(items)):
+        existing = svc.progress.get(job.job_id) or {}
+        if existing.get("state") != JobState.PLANNING:
+            return {"outcome": "duplicate", "state": existing.get("state")}
+        logger.info("resuming a job whose queueing was interrupted")
+    svc.reports.put_plan(plan)
+    svc.queue.send(items)
+    svc.progress.advance(job.job_id, JobState.PLANNING, JobState.RUNNING)
+    metrics.add_metric(name="JobsStarted", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="ImageSetsQueued", unit=MetricUnit.Count, value=len(items))
+    if not items:
+        finalise_job(job.job_id, svc, claimer="trigger")
+    return {"outcome": "queued", "imageSets": len(items)}
+
+
+def reconcile(svc: Services, verify_once: VerifyOnce, limit: int = 100) -> list[str]:
+    """Start verification for completed or failed jobs of the data store that were never verified."""
+    started: list[str] = []
+    datastore_id = svc.settings.datastore_id
+    for status in ("COMPLETED", "FAILED"):
+        for job_id in svc.jobs.job_ids(datastore_id, status):
+            if len(started) >= limit:
+                return started
+            if svc.progress.get(job_id) is None:
+                verify_once(asdict(JobRef(datastore_id, job_id, None, "reconcile", failed=status == "FAILED")))
+                started.append(job_id)
+    return started

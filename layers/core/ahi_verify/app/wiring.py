@@ -1,0 +1,53 @@
+"""Wiring: the one place the application creates AWS clients and the adapters around them.
+
+Called once per process at cold start by each handler. Nothing here decodes a frame: the frame source
+is only an HTTP adapter, so the trigger can be wired without numpy or imagecodecs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import boto3
+
+from ..healthimaging import HealthImagingJobs, HealthImagingSource, make_client
+from ..ports import FrameSource, ImportJobs, JobOutputStore
+from ..s3_output import JobOutputReader
+from .messaging import AlertPublisher, WorkQueue
+from .progress import JobProgress
+from .settings import Settings
+from .storage import ReportStore
+
+
+@dataclass
+class Services:
+    """Everything the functions talk to, and the clock they read."""
+
+    settings: Settings
+    progress: JobProgress
+    reports: ReportStore
+    reader: JobOutputStore
+    frames: FrameSource
+    jobs: ImportJobs
+    queue: WorkQueue
+    alerts: AlertPublisher
+    clock: Callable[[], float] = time.time
+    """Seconds since the epoch; tests inject their own."""
+
+
+def build_services(settings: Settings) -> Services:
+    """Create the AWS clients and adapters (once, at cold start)."""
+    medical_imaging = make_client(max_pool_connections=settings.fetch_concurrency)
+    s3 = boto3.client("s3")
+    return Services(
+        settings=settings,
+        progress=JobProgress(boto3.client("dynamodb"), settings.progress_table),
+        reports=ReportStore(s3, settings.output_bucket, settings.reports_prefix),
+        reader=JobOutputReader(s3),
+        frames=HealthImagingSource(medical_imaging),
+        jobs=HealthImagingJobs(medical_imaging),
+        queue=WorkQueue(boto3.client("sqs"), settings.work_queue_url),
+        alerts=AlertPublisher(boto3.client("sns"), settings.alert_topic_arn),
+    )

@@ -1,0 +1,279 @@
+"""The job's first step: its output folder (manifest + ndjson lines) -> a plan of image-set work.
+
+The plan is everything the report needs that is not a frame: the job header, what the ndjson files say,
+notes on counts that disagree, and the image sets to verify (with their source files when the three-way
+check runs). The CLI keeps it in memory; the application stores it as the job's ``job.json`` so that the
+workers and the finaliser build the report from the same values.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from typing import Any
+
+from .ids import is_int, parse_job_folder
+from .job_output import ImportLine, JobManifest, LineKind, LineProblem, parse_line, parse_manifest
+from .locations import MANIFEST_NAME, S3Location
+from .ports import JobOutputStore
+from .report import (
+    SCHEMA_VERSION,
+    FailedFile,
+    ImportFindings,
+    JobHeader,
+    JobStatus,
+    ReportFormatError,
+    UnreadableLine,
+    WarnedFile,
+    WarningCode,
+)
+from .work_items import WorkItem
+
+
+@dataclass
+class LineTally:
+    """What the ndjson files say while they stream by: counts for successes, full entries for problems."""
+
+    lines: collections.Counter[LineKind] = field(default_factory=collections.Counter)
+    failures: list[ImportLine] = field(default_factory=list)
+    warnings: list[ImportLine] = field(default_factory=list)
+    problems: list[LineProblem] = field(default_factory=list)
+    files_per_image_set: collections.Counter[str] = field(default_factory=collections.Counter)
+    sources: dict[str, list[str]] | None = None
+    """Image set ID -> input files, only when the three-way check needs them."""
+
+    def add(self, parsed: ImportLine | LineProblem | None) -> None:
+        """Account for one parsed line."""
+        if parsed is None:
+            return
+        if isinstance(parsed, LineProblem):
+            self.problems.append(parsed)
+            return
+        self.lines[parsed.kind] += 1
+        if parsed.kind is LineKind.FAILURE:
+            self.failures.append(parsed)
+            return
+        if parsed.kind is LineKind.WARNING:
+            self.warnings.append(parsed)
+        assert parsed.image_set_id is not None  # parse_line guarantees it for SUCCESS and WARNING lines
+        self.files_per_image_set[parsed.image_set_id] += 1
+        if self.sources is not None:
+            self.sources.setdefault(parsed.image_set_id, []).append(parsed.input_file)
+
+    def findings(self) -> ImportFindings:
+        """The report's view: rejected files, warned files, unreadable lines."""
+        return ImportFindings(
+            failures=tuple(FailedFile(f.input_file, f.exception_type, f.message) for f in self.failures),
+            warnings=tuple(
+                WarnedFile(
+                    w.input_file,
+                    w.image_set_id,
+                    tuple(WarningCode(x.code, x.type, x.affects_frames) for x in w.warnings),
+                )
+                for w in self.warnings
+            ),
+            unreadable_lines=tuple(UnreadableLine(p.key, p.line_number, p.problem) for p in self.problems),
+        )
+
+
+def read_job(
+    reader: JobOutputStore, folder: S3Location, *, manifest_wait_s: float, with_sources: bool = False
+) -> tuple[JobManifest, LineTally, list[str]]:
+    """Read the manifest and stream every ndjson line.
+
+    Returns
+    -------
+    manifest, tally, notes
+        ``notes`` lists disagreements between line counts and the manifest totals; AWS does not document
+        that relationship, so they are reported, not failed on.
+
+    Raises
+    ------
+    JobOutputError, ManifestError
+        The manifest cannot be read or parsed, or an ndjson file cannot be read.
+    """
+    raw = reader.read_manifest(folder, wait_s=manifest_wait_s)
+    manifest = parse_manifest(raw, folder.child(MANIFEST_NAME).uri)
+    tally = LineTally(sources={} if with_sources else None)
+    for kind in LineKind:
+        for key, number, line in reader.lines(kind, folder.child(f"{kind.value}/")):
+            tally.add(parse_line(kind, line, key, number))
+    notes = []
+    imported = tally.lines[LineKind.SUCCESS] + tally.lines[LineKind.WARNING]
+    if imported != manifest.imported_files:
+        notes.append(
+            f"SUCCESS+WARNING files list {imported} imported files; the manifest says {manifest.imported_files}"
+        )
+    if tally.lines[LineKind.FAILURE] != manifest.failed_files:
+        notes.append(
+            f"FAILURE files list {tally.lines[LineKind.FAILURE]} files; the manifest counts "
+            f"{manifest.failed_files} files with errors"
+        )
+    listed = {s.image_set_id for s in manifest.image_sets}
+    unknown = sorted(set(tally.files_per_image_set) - listed)
+    if unknown:
+        notes.append(f"{len(unknown)} image set(s) named in ndjson lines are missing from the manifest: {unknown[:10]}")
+    if manifest.duplicate_image_set_entries:
+        notes.append(f"the manifest lists {manifest.duplicate_image_set_entries} image set(s) more than once")
+    return manifest, tally, notes
+
+
+@dataclass(frozen=True)
+class PlannedImageSet:
+    """An image set to verify, as the manifest lists it."""
+
+    image_set_id: str
+    version: int | None
+    is_primary: bool | None
+    input_files: tuple[str, ...] = ()
+    """Its source P10 files (SUCCESS/WARNING lines), when the three-way check runs."""
+
+    def to_json(self) -> dict[str, Any]:
+        """A plan's ``imageSets`` entry."""
+        return {
+            "imageSetId": self.image_set_id,
+            "version": self.version,
+            "isPrimary": self.is_primary,
+            "inputFiles": list(self.input_files),
+        }
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """A job ready to verify: the report's header values and the image sets to fan out."""
+
+    job: JobHeader
+    findings: ImportFindings
+    notes: tuple[str, ...]
+    image_sets: tuple[PlannedImageSet, ...]
+    started_at: str
+    with_sources: bool = False
+
+    def work_items(self) -> list[WorkItem]:
+        """One work item per image set (a worker may split a large one into frame ranges)."""
+        return [WorkItem(self.job.job_id, self.job.datastore_id, s.image_set_id, s.version) for s in self.image_sets]
+
+    def image_set(self, image_set_id: str) -> PlannedImageSet | None:
+        """The planned image set with this ID."""
+        return next((s for s in self.image_sets if s.image_set_id == image_set_id), None)
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan document (the application's ``job.json``)."""
+        return {
+            "schemaVersion": SCHEMA_VERSION,
+            "job": self.job.to_json(),
+            **self.findings.to_json(),
+            "notes": list(self.notes),
+            "imageSets": [s.to_json() for s in self.image_sets],
+            "startedAt": self.started_at,
+            "withSources": self.with_sources,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any) -> JobPlan:
+        """Parse a plan document.
+
+        Raises
+        ------
+        ReportFormatError
+            Naming the field that is missing or malformed.
+        """
+        if not isinstance(doc, dict) or doc.get("schemaVersion") != SCHEMA_VERSION:
+            raise ReportFormatError(f"plan is not a version-{SCHEMA_VERSION} object")
+        sets = doc.get("imageSets")
+        if not isinstance(sets, list):
+            raise ReportFormatError("plan.imageSets is not a list")
+        image_sets = []
+        for i, entry in enumerate(sets):
+            where = f"plan.imageSets[{i}]"
+            if not (isinstance(entry, dict) and isinstance(entry.get("imageSetId"), str)):
+                raise ReportFormatError(f"{where}.imageSetId is not a string")
+            version, primary, inputs = entry.get("version"), entry.get("isPrimary"), entry.get("inputFiles")
+            if version is not None and not is_int(version):
+                raise ReportFormatError(f"{where}.version is not an integer")
+            if primary is not None and not isinstance(primary, bool):
+                raise ReportFormatError(f"{where}.isPrimary is not a boolean")
+            if not isinstance(inputs, list) or not all(isinstance(x, str) for x in inputs):
+                raise ReportFormatError(f"{where}.inputFiles is not a list of strings")
+            image_sets.append(PlannedImageSet(entry["imageSetId"], version, primary, tuple(inputs)))
+        notes, started = doc.get("notes"), doc.get("startedAt")
+        if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+            raise ReportFormatError("plan.notes is not a list of strings")
+        if not isinstance(started, str):
+            raise ReportFormatError("plan.startedAt is not a string")
+        return cls(
+            job=JobHeader.from_json(doc.get("job")),
+            findings=ImportFindings.from_json(doc, "plan"),
+            notes=tuple(notes),
+            image_sets=tuple(image_sets),
+            started_at=started,
+            with_sources=doc.get("withSources") is True,
+        )
+
+
+def plan_job(
+    reader: JobOutputStore,
+    folder: S3Location,
+    *,
+    started_at: str,
+    manifest_wait_s: float,
+    with_sources: bool = False,
+    expected_ids: tuple[str, str] | None = None,
+) -> JobPlan:
+    """Read a completed job's output and plan its verification.
+
+    Parameters
+    ----------
+    reader : JobOutputStore
+    folder : S3Location
+        The job output folder.
+    started_at : str
+        ISO 8601 time verification started (the caller's clock).
+    manifest_wait_s : float
+        How long to wait for a manifest that lags the job's completion.
+    with_sources : bool
+        Keep each image set's source files, for the three-way check.
+    expected_ids : (datastore_id, job_id), optional
+        The IDs the trigger announced; else the folder's name gives them, else the manifest.
+
+    Raises
+    ------
+    JobOutputError, ManifestError
+        The manifest cannot be read or parsed: nothing can be verified.
+    """
+    manifest, tally, notes = read_job(reader, folder, manifest_wait_s=manifest_wait_s, with_sources=with_sources)
+    datastore_id, job_id = expected_ids or parse_job_folder(folder.key) or (manifest.datastore_id, manifest.job_id)
+    if (manifest.datastore_id, manifest.job_id) != (datastore_id, job_id):
+        notes.append("the manifest names another data store or job than its folder; the folder's IDs are used")
+    sources = tally.sources or {}
+    return JobPlan(
+        job=_header(job_id, datastore_id, folder, manifest),
+        findings=tally.findings(),
+        notes=tuple(notes),
+        image_sets=tuple(
+            PlannedImageSet(s.image_set_id, s.version, s.is_primary, tuple(sources.get(s.image_set_id, ())))
+            for s in manifest.image_sets
+        ),
+        started_at=started_at,
+        with_sources=with_sources,
+    )
+
+
+def failed_job_plan(datastore_id: str, job_id: str, folder: S3Location, message: str, started_at: str) -> JobPlan:
+    """The plan of a job whose import failed: nothing to verify, the report says why."""
+    header = JobHeader(job_id, datastore_id, folder.uri, JobStatus.FAILED, message)
+    return JobPlan(header, ImportFindings(), (), (), started_at)
+
+
+def _header(job_id: str, datastore_id: str, folder: S3Location, manifest: JobManifest) -> JobHeader:
+    return JobHeader(
+        job_id=job_id,
+        datastore_id=datastore_id,
+        folder=folder.uri,
+        input_s3_uri=manifest.input_s3_uri,
+        scanned_files=manifest.scanned_files,
+        imported_files=manifest.imported_files,
+        files_with_customer_error=manifest.customer_error_files,
+        files_with_server_error=manifest.server_error_files,
+        generated_image_sets=manifest.generated_image_sets,
+    )

@@ -1,0 +1,104 @@
+"""What the core needs from the outside world, as small interfaces; the adapters implement them.
+
+``FrameSource``     GetImageSetMetadata and GetImageFrame (adapter: ``healthimaging.HealthImagingSource``)
+``ImportJobs``      GetDICOMImportJob and ListDICOMImportJobs (adapter: ``healthimaging.HealthImagingJobs``)
+``JobOutputStore``  the job output folder and the source files in S3 (adapter: ``s3_output.JobOutputReader``)
+
+Each port has its own error type, raised by the adapters with a message that names what failed and where,
+so the domain never inspects an SDK exception. Tests implement the same protocols with fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from .job_output import LineKind
+from .locations import S3Location
+from .outcomes import Reason
+
+
+@dataclass(frozen=True)
+class FetchedFrame:
+    """What GetImageFrame returned for one frame."""
+
+    blob: bytes
+    content_type: str | None
+
+
+class FrameFetchError(Exception):
+    """GetImageFrame did not deliver the frame (after the client's own retries)."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ImageSetError(Exception):
+    """The image set as a whole cannot be verified (its metadata could not be fetched or read)."""
+
+
+class FrameSource(Protocol):
+    """Where metadata and frames come from."""
+
+    def get_image_set_metadata(self, datastore_id: str, image_set_id: str, version_id: str | None) -> bytes:
+        """Return the raw ``imageSetMetadataBlob`` bytes; raise :class:`ImageSetError` on failure."""
+        ...
+
+    def get_image_frame(self, datastore_id: str, image_set_id: str, image_frame_id: str) -> FetchedFrame:
+        """Return one frame's bytes and content type; raise :class:`FrameFetchError` on failure."""
+        ...
+
+
+@dataclass(frozen=True)
+class ImportJob:
+    """``GetDICOMImportJob.jobProperties``, the source of truth for where a job's output is."""
+
+    status: str
+    message: str | None
+    output_folder_uri: str
+
+
+class ImportJobError(Exception):
+    """An import job cannot be described or listed (not found, access denied, ...)."""
+
+
+class ImportJobs(Protocol):
+    """The import-job control plane."""
+
+    def describe(self, datastore_id: str, job_id: str) -> ImportJob:
+        """The job's status and output folder; raise :class:`ImportJobError` on failure."""
+        ...
+
+    def job_ids(self, datastore_id: str, status: str) -> Iterator[str]:
+        """IDs of the data store's jobs in ``status``, newest first as the service lists them."""
+        ...
+
+
+class JobOutputError(Exception):
+    """The job output or a source file cannot be read (missing after waiting, access denied, bad URI).
+
+    ``code`` is the storage service's short error code (``NoSuchKey``, ``AccessDenied``), when there is one:
+    the report names it without naming the object (source file keys may embed patient names).
+    """
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class JobOutputStore(Protocol):
+    """Reads one job's output folder and its source files."""
+
+    def read_manifest(self, folder: S3Location, wait_s: float) -> bytes:
+        """The manifest's bytes, waiting up to ``wait_s`` for a late one; raise :class:`JobOutputError`."""
+        ...
+
+    def lines(self, kind: LineKind, prefix: S3Location) -> Iterator[tuple[str, int, bytes]]:
+        """``(key, line number, line)`` of every ndjson file under ``prefix``; raise :class:`JobOutputError`."""
+        ...
+
+    def read_object(self, location: S3Location) -> bytes:
+        """One object's bytes (a source P10 file); raise :class:`JobOutputError`."""
+        ...

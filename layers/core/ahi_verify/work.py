@@ -1,0 +1,202 @@
+"""Image-set work: one work item (an image set, or a frame range of it) -> its :class:`~ahi_verify.report.Part`.
+
+The metadata is listed once; the item's frames are fetched and checked by the concurrent engine
+(``image_set``); with the three-way check, the image set's source files are read and every checked frame
+compared with its original (``source_check``). The result is final per frame: a frame whose original
+differs from what was stored is a MISMATCH here, before anything counts or renders it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .frame_check import FrameResult
+from .image_set import VerifyOptions, iter_frame_results, load_image_set_frames
+from .locations import S3Location
+from .metadata import FrameRef
+from .outcomes import MISMATCH_RELATIONS, Reason, Status, ThreeWay, three_way
+from .plan import JobPlan
+from .ports import FrameSource, ImageSetError, JobOutputError, JobOutputStore
+from .report import FrameReport, Part, SourceComparison, SourceFileProblem
+from .source_check import SourceError, read_source_file
+from .work_items import WorkItem
+
+OnResult = Callable[[FrameResult, int], None]
+"""Called with each frame's result and the number of frames being checked (progress reporting)."""
+
+
+@dataclass(frozen=True)
+class SourceInputs:
+    """Where an image set's original files are, for the three-way check."""
+
+    store: JobOutputStore
+    input_s3_uri: str
+    input_files: tuple[str, ...]
+    readable_bucket: str | None = None
+    """The one input bucket the deployment may read (None: any); other buckets are reported, not read."""
+
+
+def source_inputs(
+    plan: JobPlan, image_set_id: str, store: JobOutputStore, readable_bucket: str | None = None
+) -> SourceInputs | None:
+    """The item's source files when the plan asks for the three-way check, else None."""
+    planned = plan.image_set(image_set_id)
+    if not plan.with_sources or planned is None or plan.job.input_s3_uri is None:
+        return None
+    return SourceInputs(store, plan.job.input_s3_uri, planned.input_files, readable_bucket)
+
+
+def list_frames(source: FrameSource, item: WorkItem) -> tuple[tuple[FrameRef, ...], str | None]:
+    """The image set's frames from its metadata, or no frames and why."""
+    version = str(item.version) if item.version is not None else None
+    try:
+        return load_image_set_frames(source, item.datastore_id, item.image_set_id, version).frames, None
+    except ImageSetError as exc:
+        return (), str(exc)
+
+
+def verify_frames(
+    source: FrameSource,
+    item: WorkItem,
+    listed: tuple[FrameRef, ...],
+    error: str | None,
+    options: VerifyOptions | None = None,
+    *,
+    sources: SourceInputs | None = None,
+    on_result: OnResult | None = None,
+) -> Part:
+    """Check the item's frames (all of ``listed``, or the item's range of it) and build its part.
+
+    Parameters
+    ----------
+    source : FrameSource
+    item : WorkItem
+    listed : tuple of FrameRef
+        Every frame the image set's metadata lists, in metadata order.
+    error : str or None
+        Why the metadata could not be read (then ``listed`` is empty).
+    options : VerifyOptions, optional
+    sources : SourceInputs, optional
+        Run the three-way check against these files.
+    on_result : callable, optional
+        Progress callback.
+    """
+    started = time.perf_counter()
+    start, end = item.frames or (0, len(listed))
+    chosen = listed[start:end]
+    results: list[FrameResult] = []
+    for result in iter_frame_results(source, item.datastore_id, item.image_set_id, chosen, options):
+        results.append(result)
+        if on_result is not None:
+            on_result(result, len(chosen))
+    results.sort(key=lambda r: r.frame.index)
+    comparisons: dict[int, SourceComparison] = {}
+    problems: tuple[SourceFileProblem, ...] = ()
+    orphans: tuple[str, ...] = ()
+    if sources is not None:
+        comparisons, problems, orphans = _compare_sources(sources, results, listed, listing_failed=error is not None)
+    return Part(
+        item_id=item.item_id,
+        image_set_id=item.image_set_id,
+        range=item.frames,
+        total_frames=len(listed),
+        error=error,
+        frames=tuple(frame_report(r, comparisons.get(r.frame.index)) for r in results),
+        seconds=round(time.perf_counter() - started, 3),
+        source_errors=problems,
+        orphan_source_frames=orphans,
+    )
+
+
+def verify_work_item(
+    source: FrameSource,
+    item: WorkItem,
+    options: VerifyOptions | None = None,
+    *,
+    sources: SourceInputs | None = None,
+    on_result: OnResult | None = None,
+) -> Part:
+    """List the image set's frames and verify the item in one step (no splitting)."""
+    listed, error = list_frames(source, item)
+    return verify_frames(source, item, listed, error, options, sources=sources, on_result=on_result)
+
+
+def frame_report(result: FrameResult, comparison: SourceComparison | None = None) -> FrameReport:
+    """A frame check's result (and its source comparison) as the report's frame, with its final status."""
+    status, reason, detail = result.status, result.reason, result.detail
+    if comparison is not None and comparison.relation in MISMATCH_RELATIONS and status is not Status.MISMATCH:
+        status, reason = Status.MISMATCH, Reason.DIFFERS_FROM_SOURCE
+        why = (
+            f"{comparison.relation}: the original file's pixels give IFRC {comparison.ifrc}, "
+            f"the stored checksum is {result.expected}"
+        )
+        detail = f"{why}; {detail}" if detail else why
+    frame = result.frame
+    return FrameReport(
+        index=frame.index,
+        image_frame_id=frame.image_frame_id,
+        series_instance_uid=frame.series_instance_uid,
+        sop_instance_uid=frame.sop_instance_uid,
+        frame_number=frame.frame_number,
+        status=status,
+        expected=result.expected,
+        actual=result.actual,
+        rule=result.rule,
+        reason=reason,
+        detail=detail,
+        source=comparison,
+    )
+
+
+def _compare_sources(
+    sources: SourceInputs, results: list[FrameResult], listed: tuple[FrameRef, ...], *, listing_failed: bool
+) -> tuple[dict[int, SourceComparison], tuple[SourceFileProblem, ...], tuple[str, ...]]:
+    """Read the source files and relate each checked frame to its original.
+
+    Returns the comparison per frame index, the files that could not be used, and the source frames that no
+    frame of the image set (the whole listing, not only this item's range) corresponds to.
+    """
+    input_bucket = S3Location.parse(sources.input_s3_uri).bucket
+    problems: list[SourceFileProblem] = []
+    by_frame: dict[tuple[str, int], tuple[int, str]] = {}
+    for input_file in sources.input_files:
+        if sources.readable_bucket is not None and input_bucket != sources.readable_bucket:
+            why = "the input bucket is not the source bucket this deployment reads"
+            problems.append(SourceFileProblem(input_file, why))
+            continue
+        try:
+            # inputFile is the key relative to the input bucket (it already carries the input prefix).
+            parsed = read_source_file(sources.store.read_object(S3Location(input_bucket, input_file)), input_file)
+        except JobOutputError as exc:
+            # The store's message carries the object's URI; the report keeps the key in inputFile only.
+            why = f"cannot be read from the input bucket ({exc.code or type(exc).__name__})"
+            problems.append(SourceFileProblem(input_file, why))
+            continue
+        except SourceError as exc:
+            problems.append(SourceFileProblem(input_file, str(exc)))
+            continue
+        for frame in parsed.frames:
+            by_frame[(parsed.sop_instance_uid, frame.frame_number)] = (frame.crc, input_file)
+    comparisons = {}
+    for r in results:
+        found = by_frame.get((r.frame.sop_instance_uid, r.frame.frame_number))
+        decoded = r.actual if r.status in (Status.MATCH, Status.MISMATCH) else None
+        relation = (
+            ThreeWay.SOURCE_UNREADABLE
+            if found is None and problems
+            else three_way(found[0] if found else None, r.expected, decoded)
+        )
+        comparisons[r.frame.index] = SourceComparison(
+            found[0] if found else None, relation, found[1] if found else None
+        )
+    if listing_failed:
+        return comparisons, tuple(problems), ()
+    stored = {(f.sop_instance_uid, f.frame_number) for f in listed}
+    orphans = tuple(
+        f"{file}: frame {number}"
+        for (sop, number), (_, file) in sorted(by_frame.items())
+        if (sop, number) not in stored
+    )
+    return comparisons, tuple(problems), orphans
