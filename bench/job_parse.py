@@ -54,8 +54,9 @@ def build(lines: int, image_sets: int) -> tuple[bytes, bytes]:
 
 
 def child(lines: int, image_sets: int) -> None:
-    from ahi_verify.job import job_folder, read_job  # noqa: PLC0415 - measured process
     from ahi_verify.job_output import LineKind  # noqa: PLC0415
+    from ahi_verify.locations import job_folder  # noqa: PLC0415 - measured process
+    from ahi_verify.plan import read_job  # noqa: PLC0415 - measured process
     from ahi_verify.s3_output import JobOutputReader  # noqa: PLC0415
     from tests.fakes.s3 import FakeS3  # noqa: PLC0415
 

@@ -13,8 +13,10 @@ import zlib
 import imagecodecs
 import numpy as np
 
-from ahi_verify.frame_check import FetchedFrame, Status, check_frame
+from ahi_verify.frame_check import check_frame
 from ahi_verify.metadata import FrameRef, ResolutionChecksum
+from ahi_verify.outcomes import Status
+from ahi_verify.ports import FetchedFrame
 from ahi_verify.syntax import HTJ2K_LOSSLESS_RPCL
 from bench.common import best_of, ct_like_frame
 

@@ -12,8 +12,7 @@ from typing import Any
 import imagecodecs
 import numpy as np
 
-from ahi_verify.frame_check import FetchedFrame
-from ahi_verify.image_set import FrameFetchError, ImageSetError
+from ahi_verify.ports import FetchedFrame, FrameFetchError, ImageSetError
 
 
 def make_frames(count: int, size: int = 16, seed: int = 0) -> dict[str, tuple[bytes, int]]:

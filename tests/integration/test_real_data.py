@@ -12,12 +12,12 @@ import pydicom
 import pytest
 
 from ahi_emulator import Emulator
-from ahi_verify.frame_check import Status
 from ahi_verify.healthimaging import HealthImagingSource, make_client
-from ahi_verify.job import JobResult, job_folder, verify_job
-from ahi_verify.report import job_report
+from ahi_verify.job import verify_job
+from ahi_verify.locations import job_folder
+from ahi_verify.outcomes import Status, ThreeWay
+from ahi_verify.report import JobReport, Verdict
 from ahi_verify.s3_output import JobOutputReader
-from ahi_verify.source_check import ThreeWay
 from tests.support import SHARED_FIXTURES
 
 pytestmark = pytest.mark.integration
@@ -27,20 +27,20 @@ FILES = [*PYDICOM_FILES, SHARED_FIXTURES / "CT1_UNC"]
 OUTCOMES: dict[str, str] = {}
 
 
-def outcome_of(result: JobResult) -> str:
+def outcome_of(report: JobReport) -> str:
     """One line that says what happened to the file."""
-    if result.findings.failures:
-        (failure,) = result.findings.failures
+    if report.findings.failures:
+        (failure,) = report.findings.failures
         return f"not applicable: rejected by the import ({failure.exception_type}: {failure.message})"
-    counts = result.frame_counts()
-    warnings = sorted({w.code for line in result.findings.warnings for w in line.warnings if w.code is not None})
+    counts = report.summary.frames
+    warnings = sorted({w.code for line in report.findings.warnings for w in line.warnings if w.code is not None})
     if warnings:
-        return f"not applicable: imported as a blob with warning {warnings} ({counts['error']} unverifiable frame(s))"
-    if counts["total"] == 0:
+        return f"not applicable: imported as a blob with warning {warnings} ({counts.error} unverifiable frame(s))"
+    if counts.total == 0:
         return "not applicable: no pixel data (metadata only)"
-    relations = sorted({c.relation.value for o in result.image_sets for c in (o.sources or {}).values()})
-    rules = sorted({str(r.rule) for r in result.frames()})
-    return f"verified: {counts['match']}/{counts['total']} frames MATCH, source {relations}, rule {rules}"
+    relations = sorted({f.source.relation.value for _, f in report.frames() if f.source})
+    rules = sorted({str(f.rule) for _, f in report.frames()})
+    return f"verified: {counts.match}/{counts.total} frames MATCH, source {relations}, rule {rules}"
 
 
 @pytest.fixture(scope="module")
@@ -63,16 +63,15 @@ def test_real_file_imports_and_verifies_without_false_mismatch(
     # WHEN the job is verified with the three-way check
     reader, source = verifier
     folder = job_folder(f"s3://real-out/jobs/{datastore}-DicomImport-{job}/")
-    result = verify_job(reader, source, folder, manifest_wait_s=5, with_sources=True)
-    OUTCOMES[path.name] = outcome_of(result)
+    report = verify_job(reader, source, folder, manifest_wait_s=5, with_sources=True)
+    OUTCOMES[path.name] = outcome_of(report)
     # THEN nothing mismatches, and a file that imported cleanly verifies completely and agrees with its source
-    verdict = job_report(result)["verdict"]
-    assert verdict != "MISMATCH", OUTCOMES[path.name]
-    assert all(r.status is not Status.MISMATCH for r in result.frames())
+    assert report.verdict is not Verdict.MISMATCH, OUTCOMES[path.name]
+    assert all(f.status is not Status.MISMATCH for _, f in report.frames())
     if OUTCOMES[path.name].startswith("verified"):
-        assert verdict == "CLEAN"
-        assert all(o.error is None and not o.source_errors and not o.orphan_source_frames for o in result.image_sets)
-        relations = {c.relation for o in result.image_sets for c in (o.sources or {}).values()}
+        assert report.verdict is Verdict.CLEAN
+        assert all(s.error is None and not s.source_errors and not s.orphan_source_frames for s in report.image_sets)
+        relations = {f.source.relation for _, f in report.frames() if f.source}
         assert relations == {ThreeWay.CONSISTENT}
 
 

@@ -2,8 +2,9 @@
 
 GIVEN template.yaml and the Makefiles it names WHEN `sam build` runs here (makefile builds: no Docker, no local
 Python 3.12 needed by SAM) THEN every function and layer is built, each function with its layers fits Lambda's
-250 MB, and in a clean Python 3.12 (the runtime's version, no site packages) with only the function, its two
-layers and the runtime's own SDK on the path, each handler module imports with the template's environment.
+250 MB, and in a clean Python 3.12 (the runtime's version, no site packages) with only the function, the layers
+the template gives it and the runtime's own SDK on the path, each handler module imports with the template's
+environment. The trigger has no codecs layer: its handler imports without numpy or imagecodecs on the path.
 
 The build downloads the layers' wheels (marker ``layer``); it runs once per session.
 """
@@ -29,6 +30,8 @@ pytestmark = pytest.mark.layer
 LAMBDA_UNZIPPED_LIMIT = 262_144_000
 HANDLERS = {"JobTriggerFunction": "job_trigger", "ImageSetWorkerFunction": "image_set_worker"}
 LAYERS = ("CoreLayer", "CodecsLayer")
+#: The layers each function lists in template.yaml (checked against the template below).
+FUNCTION_LAYERS = {"JobTriggerFunction": ("CoreLayer",), "ImageSetWorkerFunction": ("CoreLayer", "CodecsLayer")}
 #: What the python3.12 runtime itself provides (/var/lang/lib/python3.12/site-packages): boto3 and its closure.
 RUNTIME_SDK = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
 #: The template's environment (Globals) with the values a deployed stack would give it.
@@ -45,6 +48,7 @@ LAMBDA_ENVIRONMENT = {
     "FRAMES_PER_WORK_ITEM": "2000",
     "FETCH_CONCURRENCY": "16",
     "WORK_MAX_RECEIVE_COUNT": "3",
+    "SOURCE_BUCKET": "",
     "POWERTOOLS_SERVICE_NAME": "ahi-verify",
     "POWERTOOLS_METRICS_NAMESPACE": "AhiVerify",
     "LOG_LEVEL": "INFO",
@@ -55,13 +59,18 @@ IMPORT_SCRIPT = r"""
 import importlib, importlib.metadata, json, sys
 
 module = importlib.import_module(sys.argv[1])
-import aws_lambda_powertools, aws_xray_sdk, botocore, imagecodecs, numpy, ahi_verify
+loaded_by_handler = sorted(name for name in ("numpy", "imagecodecs", "pydicom") if name in sys.modules)
+import aws_lambda_powertools, aws_xray_sdk, botocore, ahi_verify
 
+modules = [module, ahi_verify, aws_lambda_powertools, aws_xray_sdk, botocore]
+if sys.argv[2] == "codecs":
+    import imagecodecs, numpy
+    modules += [imagecodecs, numpy]
 print(json.dumps({
     "python": "%d.%d" % sys.version_info[:2],
     "handler_callable": callable(getattr(module, "handler", None)),
-    "files": {m.__name__: m.__file__ for m in (module, ahi_verify, aws_lambda_powertools, aws_xray_sdk, botocore,
-                                               imagecodecs, numpy)},
+    "files": {m.__name__: m.__file__ for m in modules},
+    "loaded_by_handler": loaded_by_handler,
     "powertools": importlib.metadata.version("aws-lambda-powertools"),
 }))
 """
@@ -118,10 +127,16 @@ def test_sam_build_builds_every_function_and_layer(built: Path) -> None:
     assert (built / "CodecsLayer" / "python" / "imagecodecs").is_dir()
 
 
+def test_each_function_lists_the_layers_it_needs(cfn: dict[str, Any]) -> None:
+    for function, layers in FUNCTION_LAYERS.items():
+        listed = [next(iter(ref.values())) for ref in cfn["Resources"][function]["Properties"]["Layers"]]
+        assert [name for name in listed for layer in layers if name.startswith(layer)] == listed
+        assert len(listed) == len(layers), f"{function}: {listed}"
+
+
 def test_each_function_with_its_layers_fits_lambda_s_size_limit(built: Path) -> None:
-    layers = sum(_tree_bytes(built / layer) for layer in LAYERS)
-    for function in HANDLERS:
-        total = _tree_bytes(built / function) + layers
+    for function, layers in FUNCTION_LAYERS.items():
+        total = _tree_bytes(built / function) + sum(_tree_bytes(built / layer) for layer in layers)
         assert total < LAMBDA_UNZIPPED_LIMIT, f"{function} with its layers is {total / 1e6:.1f} MB unzipped"
     # The core layer is pure Python: ahi_verify and Powertools[tracer] without botocore, about 5 MB.
     assert _tree_bytes(built / "CoreLayer") < 8 * 1024 * 1024
@@ -135,7 +150,8 @@ def test_the_built_function_imports_in_a_clean_python312_like_lambda(
     template_env = cfn["Resources"][function]["Properties"]["Environment"]["Variables"]
     assert set(LAMBDA_ENVIRONMENT) == set(template_env), "the template's environment changed: update this test"
     # Lambda's order: the function (/var/task), its layers (/opt/python), then the runtime's site-packages.
-    path = [built / function, built / "CoreLayer" / "python", built / "CodecsLayer" / "python", runtime_sdk]
+    layers = FUNCTION_LAYERS[function]
+    path = [built / function, *(built / layer / "python" for layer in layers), runtime_sdk]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "AWS_", "POWERTOOLS_"))}
     env.update(LAMBDA_ENVIRONMENT)
     env.update(
@@ -153,7 +169,7 @@ def test_the_built_function_imports_in_a_clean_python312_like_lambda(
     report = run_json_script(
         clean_python312,
         IMPORT_SCRIPT,
-        [module],
+        [module, "codecs" if "CodecsLayer" in layers else "none"],
         env=env,
         cwd=tmp_path,
         what=f"importing {module} from the built artifacts",
@@ -166,6 +182,10 @@ def test_the_built_function_imports_in_a_clean_python312_like_lambda(
     assert files[module].startswith(str(built / function))
     for name in ("ahi_verify", "aws_lambda_powertools", "aws_xray_sdk"):
         assert files[name].startswith(str(built / "CoreLayer")), files[name]
-    for name in ("imagecodecs", "numpy"):
-        assert files[name].startswith(str(built / "CodecsLayer")), files[name]
+    if "CodecsLayer" in layers:
+        for name in ("imagecodecs", "numpy"):
+            assert files[name].startswith(str(built / "CodecsLayer")), files[name]
+    else:
+        # THEN the trigger's handler imported with no codecs anywhere on the path, and loaded none
+        assert report["loaded_by_handler"] == []
     assert files["botocore"].startswith(str(runtime_sdk)), "a layer shadows the runtime's botocore"

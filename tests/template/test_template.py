@@ -43,6 +43,7 @@ ENVIRONMENT = {
     "FRAMES_PER_WORK_ITEM",
     "FETCH_CONCURRENCY",
     "WORK_MAX_RECEIVE_COUNT",
+    "SOURCE_BUCKET",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
     "LOG_LEVEL",
@@ -77,9 +78,23 @@ def role_of(cfn: Template, function: str) -> str:
     return name
 
 
+def either_branch(statements: list[Any]) -> list[Statement]:
+    """Statements with each ``Fn::If [condition, statement, AWS::NoValue]`` replaced by what it may grant: a
+    least-privilege check must hold whichever way the condition goes."""
+    out = []
+    for s in statements:
+        if isinstance(s, dict) and set(s) == {"Fn::If"}:
+            out += [b for b in s["Fn::If"][1:] if b != {"Ref": "AWS::NoValue"}]
+        else:
+            out.append(s)
+    return out
+
+
 def role_statements(cfn: Template, role: str) -> list[Statement]:
     props = cfn["Resources"][role]["Properties"]
-    return [s for policy in props.get("Policies", []) for s in listed(policy["PolicyDocument"]["Statement"])]
+    return [
+        s for policy in props.get("Policies", []) for s in either_branch(listed(policy["PolicyDocument"]["Statement"]))
+    ]
 
 
 def function_statements(cfn: Template, function: str) -> list[Statement]:
@@ -183,10 +198,16 @@ def test_medical_imaging_is_scoped_to_the_datastore(cfn: Template) -> None:
     assert [sub_text(r) for r in listed(worker[0]["Resource"])] == [DATASTORE_ARN, DATASTORE_ARN + "/imageset/*"]
 
 
+SOURCE_FILES = "arn:${AWS::Partition}:s3:::${SourceBucketName}/*"
+
+
 def _s3_object_grants(cfn: Template, function: str) -> dict[str, set[str]]:
-    """action -> key patterns (after the bucket) for s3 object actions."""
+    """action -> key patterns (after the output bucket) for s3 object actions; the source bucket grant of the
+    three-way check is checked on its own (test_source_files_are_readable_only_when_the_check_is_on)."""
     found: dict[str, set[str]] = {}
     for s in function_statements(cfn, function):
+        if s.get("Sid") == "ReadSourceFiles":
+            continue
         for action in (a for a in s["Action"] if a.startswith("s3:") and a != "s3:ListBucket"):
             for resource in listed(s["Resource"]):
                 text = sub_text(resource)
@@ -206,6 +227,24 @@ def test_s3_object_access_is_limited_to_the_output_and_reports_prefixes(cfn: Tem
         "s3:GetObject": {"${ReportsPrefix}*"},
         "s3:PutObject": {"${ReportsPrefix}*"},
     }
+
+
+def test_source_files_are_readable_only_when_the_check_is_on(cfn: Template) -> None:
+    # GIVEN the worker's policy: the one statement that reads outside the output bucket
+    policy = cfn["Resources"]["ImageSetWorkerRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    (conditional,) = [s for s in policy if set(s) == {"Fn::If"}]
+    condition, grant, otherwise = conditional["Fn::If"]
+    # THEN it exists only under CheckAgainstSource (SourceBucketName set), reads objects of that bucket only
+    assert condition == "CheckAgainstSource"
+    assert cfn["Conditions"]["CheckAgainstSource"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "SourceBucketName"}, ""]}]}
+    assert otherwise == {"Ref": "AWS::NoValue"}
+    assert (grant["Sid"], grant["Effect"], grant["Action"]) == ("ReadSourceFiles", "Allow", ["s3:GetObject"])
+    assert sub_text(grant["Resource"]) == SOURCE_FILES
+    # AND the trigger never reads source files (it only lists them from the ndjson lines)
+    assert all(s.get("Sid") != "ReadSourceFiles" for s in function_statements(cfn, "JobTriggerFunction"))
+    for function in FUNCTIONS:
+        env = cfn["Resources"][function]["Properties"]["Environment"]["Variables"]
+        assert env["SOURCE_BUCKET"] == {"Ref": "SourceBucketName"}
 
 
 def test_list_bucket_carries_a_prefix_condition(cfn: Template) -> None:
@@ -231,7 +270,7 @@ def test_every_reference_to_the_bucket_uses_the_bucket_s_own_name(cfn: Template)
         env = cfn["Resources"][function]["Properties"]["Environment"]["Variables"]
         assert env["OUTPUT_BUCKET"] == expected_choice
         for s in function_statements(cfn, function):
-            if any(a.startswith("s3:") for a in s["Action"]):
+            if any(a.startswith("s3:") for a in s["Action"]) and s.get("Sid") != "ReadSourceFiles":
                 for resource in listed(s["Resource"]):
                     assert resource["Fn::Sub"][1] == {"Bucket": expected_choice}, resource
     permission = cfn["Resources"]["JobTriggerS3Permission"]["Properties"]
@@ -579,8 +618,11 @@ def test_every_function_gets_the_environment_contract(cfn: Template) -> None:
         assert env["FRAMES_PER_WORK_ITEM"] == {"Ref": "FramesPerWorkItem"}
         assert props["Runtime"] == "python3.12"
         assert props["TracingConfig"] == {"Mode": "Active"}
+        # The trigger decodes nothing and carries only the core layer (tests/template/test_sam_build.py imports
+        # its handler without numpy or imagecodecs); the worker needs both.
+        prefixes = ("CoreLayer", "CodecsLayer") if function == "ImageSetWorkerFunction" else ("CoreLayer",)
         assert [next(iter(layer.values())) for layer in props["Layers"]] == [
-            name for prefix in ("CoreLayer", "CodecsLayer") for name in cfn["Resources"] if name.startswith(prefix)
+            name for prefix in prefixes for name in cfn["Resources"] if name.startswith(prefix)
         ]
 
 
@@ -596,6 +638,7 @@ def test_the_parameters_keep_their_contract(cfn: Template) -> None:
         "ReportsPrefix": "ahi-verify-reports/",
         "AlertEmail": "",
         "NotifyOnCleanJobs": "false",
+        "SourceBucketName": "",
         "WorkerMaximumConcurrency": 5,
         "FramesPerWorkItem": 2000,
         "FetchConcurrency": 16,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
 
 import pytest
 
 from ahi_verify.alert import MAX_LISTED_FRAMES, MESSAGE_LIMIT, SUBJECT_LIMIT, Alert, compose_alert
-from ahi_verify.frame_check import Reason, Status
-from ahi_verify.report import Verdict
+from ahi_verify.outcomes import Reason, Status
+from ahi_verify.report import JobReport, UnreadableLine, Verdict
 from tests.unit.test_report import (
     DS,
     ISET_A,
@@ -22,6 +22,7 @@ from tests.unit.test_report import (
     manifest,
     matching,
     report,
+    source_of,
     warned,
 )
 
@@ -29,7 +30,7 @@ HTML_URI = REPORT_URI.removesuffix(".json") + ".html"
 SNS_MESSAGE_BYTES = 262_144
 
 
-def alert_for(doc: dict[str, Any], *, notify_clean: bool = False) -> Alert:
+def alert_for(doc: JobReport, *, notify_clean: bool = False) -> Alert:
     alert = compose_alert(doc, REPORT_URI, notify_clean=notify_clean)
     assert alert is not None
     return alert
@@ -42,7 +43,7 @@ def assert_valid_subject(subject: str) -> None:
 
 def test_clean_job_sends_no_alert_by_default() -> None:
     doc = report(header(), image_set(ISET_A, matching(5)))
-    assert doc["verdict"] == "CLEAN"
+    assert doc.verdict is Verdict.CLEAN
     assert compose_alert(doc, REPORT_URI, notify_clean=False) is None
 
 
@@ -75,7 +76,7 @@ def test_one_mismatch() -> None:
     assert f"Import job: {JOB}" in lines
     assert "Frames: 5 total, 4 match, 1 mismatch, 0 could not be verified" in lines
     assert "Image sets: 2 (0 could not be read)" in lines
-    assert f"  MISMATCH {ISET_A} {bad['imageFrameId']} #1 checksum-differs" in lines
+    assert f"  MISMATCH {ISET_A} {bad.image_frame_id} #1 checksum-differs" in lines
     assert lines[-2:] == [f"Full report: {REPORT_URI}", f"Readable report: {HTML_URI}"]
     # AND the attributes allow subscription filter policies
     assert alert.attributes == {"severity": "MISMATCH", "jobId": JOB, "datastoreId": DS}
@@ -86,7 +87,7 @@ def test_errors_only_is_unverified() -> None:
     alert = alert_for(report(header(), image_set(ISET_A, [frame(1), error])))
     assert alert.subject == f"[ahi-verify] UNVERIFIED: import job {JOB} is not fully verified"
     assert alert.attributes["severity"] == "UNVERIFIED"
-    assert f"  ERROR {ISET_A} {error['imageFrameId']} #1 fetch-failed" in alert.message.splitlines()
+    assert f"  ERROR {ISET_A} {error.image_frame_id} #1 fetch-failed" in alert.message.splitlines()
     # the free-text detail stays in the report
     assert "ThrottlingException" not in alert.message
 
@@ -148,7 +149,7 @@ def test_mismatches_are_listed_before_errors() -> None:
     error = frame(1, Status.ERROR, reason=Reason.NO_CHECKSUM)
     bad = frame(2, Status.MISMATCH)
     alert = alert_for(report(header(), image_set(ISET_A, [error, bad])))
-    assert alert.message.index(bad["imageFrameId"]) < alert.message.index(error["imageFrameId"])
+    assert alert.message.index(bad.image_frame_id) < alert.message.index(error.image_frame_id)
 
 
 def test_ten_thousand_problem_frames_fit_in_one_sns_message() -> None:
@@ -184,9 +185,12 @@ def test_no_patient_data_reaches_the_alert() -> None:
         notes=["SENTINEL-NOTE: dicom/DOE^JOHN/3.dcm"],
         job_manifest=manifest(customer_errors=1),
     )
-    head["job"]["inputS3Uri"] = "s3://in/DOE^JOHN/"
-    head["unreadableLines"] = [{"file": "DOE^JOHN.ndjson", "line": 1, "problem": "SENTINEL-MESSAGE"}]
-    source = {"ifrc": 1, "relation": "storage-corrupted", "inputFile": "dicom/DOE^JOHN/SENTINEL-SOURCE.dcm"}
+    head = replace(
+        head,
+        job=replace(head.job, input_s3_uri="s3://in/DOE^JOHN/"),
+        findings=replace(head.findings, unreadable_lines=(UnreadableLine("DOE^JOHN.ndjson", 1, "SENTINEL-MESSAGE"),)),
+    )
+    source = source_of("storage-corrupted", 1, "dicom/DOE^JOHN/SENTINEL-SOURCE.dcm")
     frames = [
         frame(1, Status.MISMATCH, detail="SENTINEL-DETAIL", source=source),
         frame(2, Status.ERROR, reason=Reason.DECODE_FAILED, detail="SENTINEL-DETAIL DOE^JOHN"),
@@ -213,7 +217,7 @@ def test_no_patient_data_reaches_the_alert() -> None:
 def test_subject_is_one_printable_line_within_the_sns_limit(job_id: str, subject: str) -> None:
     # GIVEN a job ID the subject must not trust (import-job events do not validate it)
     head = header(failure_message="failed")
-    head["job"]["jobId"] = job_id
+    head = replace(head, job=replace(head.job, job_id=job_id))
     # WHEN the alert is composed
     alert = alert_for(report(head))
     # THEN control characters became spaces and the subject was cut to SNS's limit
@@ -233,7 +237,7 @@ def test_every_verdict_has_a_valid_subject(verdict: Verdict) -> None:
         Verdict.CLEAN: lambda: report(header(), image_set(ISET_A, matching(1))),
     }
     doc = docs[verdict]()
-    assert doc["verdict"] == verdict.value
+    assert doc.verdict is verdict
     alert = alert_for(doc, notify_clean=True)
     assert_valid_subject(alert.subject)
     assert JOB in alert.subject
@@ -241,11 +245,11 @@ def test_every_verdict_has_a_valid_subject(verdict: Verdict) -> None:
 
 
 def test_source_relation_mismatch_names_the_frame() -> None:
-    # GIVEN a frame whose stored checksum matched but whose storage was found corrupted against the source
-    source = {"ifrc": 1, "relation": "storage-corrupted", "inputFile": "dicom_input/1.dcm"}
-    corrupted = frame(2, source=source)
-    alert = alert_for(report(header(), image_set(ISET_A, [frame(1), corrupted])))
+    # GIVEN a frame whose stored checksum matched but whose original file's pixels differ
+    changed = frame(2, source=source_of("import-changed-pixels"))
+    alert = alert_for(report(header(), image_set(ISET_A, [frame(1), changed])))
     assert alert.attributes["severity"] == "MISMATCH"
-    # THEN the alert does not claim that zero frames differ, and it names the frame
-    assert "MISMATCH: 0 frame(s)" not in alert.subject
-    assert corrupted["imageFrameId"] in alert.message
+    # THEN the subject, the counts and the frame list all say one frame differs
+    assert alert.subject == f"[ahi-verify] MISMATCH: 1 frame(s) differ in import job {JOB}"
+    assert "Frames: 2 total, 1 match, 1 mismatch, 0 could not be verified" in alert.message.splitlines()
+    assert f"  MISMATCH {ISET_A} {changed.image_frame_id} #1 differs-from-source" in alert.message.splitlines()

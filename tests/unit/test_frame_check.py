@@ -9,8 +9,10 @@ import imagecodecs
 import numpy as np
 import pytest
 
-from ahi_verify.frame_check import FetchedFrame, Reason, Status, check_frame, precheck_frame
+from ahi_verify.frame_check import check_frame, precheck_frame
 from ahi_verify.metadata import FrameRef, ResolutionChecksum
+from ahi_verify.outcomes import Reason, Status
+from ahi_verify.ports import FetchedFrame
 from ahi_verify.syntax import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     HTJ2K_LOSSLESS_RPCL,
@@ -19,6 +21,7 @@ from ahi_verify.syntax import (
     JPEG_BASELINE,
     Rule,
 )
+from ahi_verify.work import frame_report
 
 PIXELS = (np.arange(32 * 32, dtype=np.int32).reshape(32, 32) * 37 % 4096 - 2048).astype(np.int16)
 HT = bytes(imagecodecs.htj2k_encode(PIXELS, reversible=True))
@@ -145,7 +148,7 @@ def test_dimension_disagreement_is_noted_without_changing_the_verdict() -> None:
 
 
 def test_json_shape_is_the_cli_contract() -> None:
-    doc = check_frame(frame(), FetchedFrame(HT, "image/jph")).to_json()
+    doc = frame_report(check_frame(frame(), FetchedFrame(HT, "image/jph"))).to_json()
     assert set(doc) >= {"imageFrameId", "seriesInstanceUID", "sopInstanceUID", "frameNumber", "status", "expected",
                         "actual", "rule", "reason"}  # fmt: skip
     assert doc["status"] == "MATCH"

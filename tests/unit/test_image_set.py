@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from ahi_verify.frame_check import Reason, Status
 from ahi_verify.image_set import (
     IN_FLIGHT_FACTOR,
-    FrameFetchError,
-    ImageSetError,
     VerifyOptions,
     iter_frame_results,
     load_image_set_frames,
     verify_image_set,
 )
+from ahi_verify.outcomes import Reason, Status
+from ahi_verify.ports import FrameFetchError, ImageSetError
 from tests.fakes.frames import FakeSource, make_frames, metadata_for
 
 DS, ISET = "d" * 32, "e" * 32

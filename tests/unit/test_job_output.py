@@ -7,15 +7,8 @@ from typing import Any
 
 import pytest
 
-from ahi_verify.job_output import (
-    ImportLine,
-    LineKind,
-    LineProblem,
-    ManifestError,
-    parse_job_folder,
-    parse_line,
-    parse_manifest,
-)
+from ahi_verify.ids import parse_job_folder
+from ahi_verify.job_output import ImportLine, LineKind, LineProblem, ManifestError, parse_line, parse_manifest
 
 DS, JOB = "12345678901234567890123456789012", "09876543210987654321098765432109"
 FOLDER = f"s3://medical-imaging-output/job_output/{DS}-DicomImport-{JOB}/"

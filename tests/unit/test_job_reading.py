@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
-from ahi_verify.job import job_folder, read_job
 from ahi_verify.job_output import LineKind
-from ahi_verify.s3_output import JobOutputError, JobOutputReader, S3Location, split_lines
+from ahi_verify.locations import LocationError, S3Location, job_folder
+from ahi_verify.plan import read_job
+from ahi_verify.ports import JobOutputError
+from ahi_verify.s3_output import JobOutputReader, split_lines
 from tests.fakes.s3 import FakeS3
 
 DS, JOB = "a" * 32, "b" * 32
@@ -148,7 +150,7 @@ def test_job_folder_from_uri(uri: str, key: str) -> None:
 
 
 def test_bad_uri_is_named() -> None:
-    with pytest.raises(JobOutputError, match="not an s3://bucket/key URI"):
+    with pytest.raises(LocationError, match="not an s3://bucket/key URI"):
         job_folder("https://example.com/x")
 
 

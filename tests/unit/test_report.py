@@ -5,30 +5,39 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
 
-from ahi_verify.frame_check import FrameResult, Reason, Status
-from ahi_verify.job import ImportFindings
+from ahi_verify.frame_check import FrameResult
 from ahi_verify.job_output import ImportLine, ImportWarning, JobManifest, LineKind, LineProblem
+from ahi_verify.locations import S3Location
 from ahi_verify.metadata import FrameRef, ResolutionChecksum
+from ahi_verify.outcomes import MISMATCH_RELATIONS, Reason, Status, ThreeWay
+from ahi_verify.plan import LineTally, failed_job_plan
 from ahi_verify.report import (
+    FrameReport,
+    ImageSetReport,
+    ImportFindings,
+    JobHeader,
+    JobReport,
+    ReportFormatError,
+    SourceComparison,
+    SourceFileProblem,
+    Timings,
     Verdict,
-    image_set_document,
-    job_header,
-    problem_frames,
-    render_html,
-    report_document,
-    verdict,
 )
+from ahi_verify.report_html import render_html
 from ahi_verify.syntax import HTJ2K_LOSSLESS_RPCL, Rule
+from ahi_verify.work import frame_report
 
 DS, JOB = "12345678901234567890123456789012", "09876543210987654321098765432109"
 ISET_A, ISET_B = "12345612345612345678907890789012", "12345612345612345678917891789012"
 FOLDER = f"s3://medical-imaging-output/job_output/{DS}-DicomImport-{JOB}/"
 REPORT_URI = f"s3://medical-imaging-output/ahi-verify/reports/{JOB}/report.json"
 CRC = 3014344982  # >= 2**31: checksums are unsigned
+STARTED = "2026-12-01T00:00:00+00:00"
 
 
 # --- builders (also used by test_alert.py) -----------------------------------------------------------------
@@ -62,6 +71,15 @@ def warned(code: int | None, input_file: str = "dicom_input/w.dcm") -> ImportLin
     )
 
 
+@dataclass(frozen=True)
+class Head:
+    """Everything of a report but its image sets."""
+
+    job: JobHeader
+    findings: ImportFindings
+    notes: tuple[str, ...]
+
+
 def header(
     *,
     failures: Sequence[ImportLine] = (),
@@ -70,17 +88,26 @@ def header(
     job_manifest: JobManifest | None = None,
     failure_message: str | None = None,
     notes: Sequence[str] = (),
-) -> dict[str, Any]:
-    findings = ImportFindings(failures=list(failures), warnings=list(warnings), problems=list(problems))
-    return job_header(
-        job_id=JOB,
-        datastore_id=DS,
-        folder=FOLDER,
-        manifest=job_manifest if job_manifest is not None or failure_message else manifest(),
-        findings=findings,
-        notes=notes,
-        failure_message=failure_message,
-    )
+) -> Head:
+    """The header the trigger plans: from the manifest (or a failed job) and the ndjson lines."""
+    tally = LineTally(failures=list(failures), warnings=list(warnings), problems=list(problems))
+    folder = S3Location.parse(FOLDER)
+    if failure_message is not None:
+        plan = failed_job_plan(DS, JOB, folder, failure_message, STARTED)
+        job = plan.job
+    else:
+        job = JobHeader(
+            job_id=JOB,
+            datastore_id=DS,
+            folder=FOLDER,
+            input_s3_uri=(job_manifest or manifest()).input_s3_uri,
+            scanned_files=(job_manifest or manifest()).scanned_files,
+            imported_files=(job_manifest or manifest()).imported_files,
+            files_with_customer_error=(job_manifest or manifest()).customer_error_files,
+            files_with_server_error=(job_manifest or manifest()).server_error_files,
+            generated_image_sets=(job_manifest or manifest()).generated_image_sets,
+        )
+    return Head(job, tally.findings(), tuple(notes))
 
 
 def frame(
@@ -90,9 +117,10 @@ def frame(
     reason: Reason | None = None,
     detail: str | None = None,
     frame_id: str | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    """A frame entry exactly as ``FrameResult.to_json()`` writes it, plus any ``extra`` fields."""
+    source: SourceComparison | None = None,
+    expected: int | None = CRC,
+) -> FrameReport:
+    """A frame as a worker reports it: the frame check's result, and its source comparison if any."""
     ref = FrameRef(
         index=number - 1,
         image_frame_id=frame_id or f"{number:032x}",
@@ -109,25 +137,39 @@ def frame(
     result = FrameResult(
         ref,
         status,
-        expected=CRC,
+        expected=expected,
         actual=actual,
         rule=Rule.DECODED_HTJ2K if actual is not None else None,
         reason=reason,
         detail=detail,
     )
-    return {**result.to_json(), **extra}
+    return frame_report(result, source)
 
 
-def image_set(image_set_id: str, frames: list[dict[str, Any]], *, error: str | None = None) -> dict[str, Any]:
-    return image_set_document(image_set_id, 1, True, frames, error=error)
+def source_of(
+    relation: str, ifrc: int | None = CRC ^ 7, input_file: str | None = "dicom_input/1.dcm"
+) -> SourceComparison:
+    return SourceComparison(ifrc, ThreeWay(relation), input_file)
 
 
-def matching(count: int, start: int = 1) -> list[dict[str, Any]]:
+def image_set(
+    image_set_id: str,
+    frames: Sequence[FrameReport],
+    *,
+    error: str | None = None,
+    source_errors: Sequence[SourceFileProblem] = (),
+    orphans: Sequence[str] = (),
+) -> ImageSetReport:
+    return ImageSetReport(image_set_id, 1, True, error, tuple(frames), tuple(source_errors), tuple(orphans))
+
+
+def matching(count: int, start: int = 1) -> list[FrameReport]:
     return [frame(n) for n in range(start, start + count)]
 
 
-def report(head: dict[str, Any] | None = None, *sets: dict[str, Any]) -> dict[str, Any]:
-    return report_document(head if head is not None else header(), list(sets))
+def report(head: Head | None = None, *sets: ImageSetReport) -> JobReport:
+    head = head if head is not None else header()
+    return JobReport(job=head.job, findings=head.findings, notes=head.notes, image_sets=sets)
 
 
 # --- the document ------------------------------------------------------------------------------------------
@@ -135,7 +177,8 @@ def report(head: dict[str, Any] | None = None, *sets: dict[str, Any]) -> dict[st
 
 def test_clean_job_document() -> None:
     # GIVEN two image sets whose every frame matched, and an import with no problem
-    doc = report(header(), image_set(ISET_A, matching(3)), image_set(ISET_B, matching(2, start=4)))
+    rep = report(header(), image_set(ISET_A, matching(3)), image_set(ISET_B, matching(2, start=4)))
+    doc = rep.to_json()
     # THEN the totals add up and the verdict is CLEAN
     assert doc["verdict"] == "CLEAN"
     assert doc["summary"] == {
@@ -148,12 +191,60 @@ def test_clean_job_document() -> None:
     }
     assert doc["imageSets"][1]["summary"] == {"total": 2, "match": 2, "mismatch": 0, "error": 0}
     assert doc["job"]["status"] == "COMPLETED"
-    assert problem_frames(doc) == []
+    assert rep.problem_frames() == []
 
 
-def test_document_is_json_serialisable_and_round_trips() -> None:
-    doc = report(header(failures=[failure()], warnings=[warned(45330)]), image_set(ISET_A, matching(2)))
-    assert json.loads(json.dumps(doc)) == doc
+def test_document_is_json_serialisable_and_round_trips_exactly() -> None:
+    # GIVEN a report with every kind of entry, the three-way check included
+    rep = report(
+        header(failures=[failure()], warnings=[warned(45330)], notes=["a note"]),
+        image_set(ISET_A, [*matching(2), frame(3, Status.MISMATCH), frame(4, source=source_of("consistent", CRC))]),
+        image_set(ISET_B, [], error="GetImageSetMetadata failed", source_errors=[SourceFileProblem("in/1.dcm", "x")]),
+    )
+    rep = replace(rep, timings=Timings(STARTED, STARTED, 2, 1.5))
+    doc = rep.to_json()
+    # WHEN it goes through JSON text and back into the model
+    again = JobReport.from_json(json.loads(json.dumps(doc)))
+    # THEN nothing is lost or changed
+    assert again == rep
+    assert again.to_json() == doc
+
+
+def test_from_json_rejects_a_report_whose_verdict_was_edited() -> None:
+    # GIVEN a MISMATCH report whose verdict was changed to CLEAN after it was written
+    doc = report(header(), image_set(ISET_A, [frame(1, Status.MISMATCH)])).to_json()
+    doc["verdict"] = "CLEAN"
+    # THEN reading it fails and says why
+    with pytest.raises(
+        ReportFormatError, match=r"report.verdict is 'CLEAN', but the document's own values give 'MISMATCH'"
+    ):
+        JobReport.from_json(doc)
+
+
+def test_from_json_rejects_counts_that_do_not_add_up() -> None:
+    doc = report(header(), image_set(ISET_A, matching(2))).to_json()
+    doc["imageSets"][0]["summary"]["match"] = 3
+    with pytest.raises(ReportFormatError, match=r"report.imageSets\[0\].summary"):
+        JobReport.from_json(doc)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        pytest.param(lambda d: d.pop("job"), "job is not an object", id="no-job"),
+        pytest.param(
+            lambda d: d["imageSets"][0]["frames"][0].update(status="FINE"), "status is not one of", id="status"
+        ),
+        pytest.param(lambda d: d["imageSets"][0]["frames"][0].update(index="1"), "index is not an integer", id="index"),
+        pytest.param(lambda d: d.update(schemaVersion=2), "schemaVersion is not 1", id="schema-version"),
+        pytest.param(lambda d: d.update(notes="x"), "notes is not a list of strings", id="notes"),
+    ],
+)
+def test_from_json_names_the_malformed_field(edit: Any, message: str) -> None:
+    doc = report(header(), image_set(ISET_A, matching(1))).to_json()
+    edit(doc)
+    with pytest.raises(ReportFormatError, match=message):
+        JobReport.from_json(doc)
 
 
 def test_header_carries_manifest_totals_and_import_findings() -> None:
@@ -165,7 +256,8 @@ def test_header_carries_manifest_totals_and_import_findings() -> None:
         job_manifest=manifest(customer_errors=1),
         notes=["manifest counts disagree"],
     )
-    assert head["job"] == {
+    doc = report(head).to_json()
+    assert doc["job"] == {
         "jobId": JOB,
         "datastoreId": DS,
         "folder": FOLDER,
@@ -178,24 +270,24 @@ def test_header_carries_manifest_totals_and_import_findings() -> None:
         "filesWithServerError": 0,
         "generatedImageSets": 1,
     }
-    assert head["failures"] == [
+    assert doc["failures"] == [
         {
             "inputFile": "dicom_input/bad.dcm",
             "exceptionType": "ValidationException",
             "message": "DICOM attribute missing",
         }
     ]
-    assert head["warnings"] == [
+    assert doc["warnings"] == [
         {
             "inputFile": "dicom_input/w.dcm",
             "imageSetId": ISET_A,
             "warnings": [{"code": 45330, "type": "InvalidOffsetTable", "affectsFrames": True}],
         }
     ]
-    assert head["unreadableLines"] == [
+    assert doc["unreadableLines"] == [
         {"file": "job_output/x/SUCCESS/success.ndjson", "line": 7, "problem": "not valid JSON"}
     ]
-    assert head["notes"] == ["manifest counts disagree"]
+    assert doc["notes"] == ["manifest counts disagree"]
 
 
 # --- the verdict -------------------------------------------------------------------------------------------
@@ -258,10 +350,10 @@ def test_header_carries_manifest_totals_and_import_findings() -> None:
 )
 def test_verdict(head: Any, frames: Any, expected: Verdict) -> None:
     # GIVEN a job header and one image set's frames
-    doc = report(head(), image_set(ISET_A, frames()))
-    # THEN the verdict is decided worst-first
-    assert doc["verdict"] == expected.value
-    assert verdict(doc) is expected
+    rep = report(head(), image_set(ISET_A, frames()))
+    # THEN the verdict is decided worst-first, the same in the model and in the document
+    assert rep.verdict is expected
+    assert rep.to_json()["verdict"] == expected.value
 
 
 @pytest.mark.parametrize(
@@ -279,26 +371,25 @@ def test_verdict(head: Any, frames: Any, expected: Verdict) -> None:
 )
 def test_only_frame_affecting_warning_codes_make_a_matching_job_unverified(code: int | None, expected: Verdict) -> None:
     # GIVEN every frame matched, but a file was imported with a warning
-    doc = report(header(warnings=[warned(code)]), image_set(ISET_A, matching(2)))
+    rep = report(header(warnings=[warned(code)]), image_set(ISET_A, matching(2)))
     # THEN the verdict depends on the numeric code alone
-    assert doc["verdict"] == expected.value
-    assert doc["summary"]["importWarnings"] == 1
+    assert rep.verdict is expected
+    assert rep.summary.import_warnings == 1
 
 
 def test_image_set_that_could_not_be_read_is_unverified() -> None:
-    doc = report(
+    rep = report(
         header(),
         image_set(ISET_A, matching(2)),
         image_set(ISET_B, [], error="GetImageSetMetadata failed: AccessDeniedException"),
     )
-    assert doc["verdict"] == "UNVERIFIED"
-    assert doc["summary"]["imageSetErrors"] == 1
+    assert rep.verdict is Verdict.UNVERIFIED
+    assert rep.summary.image_set_errors == 1
 
 
 def test_failed_import_job_is_import_failed() -> None:
     # GIVEN a job whose GetDICOMImportJob status is FAILED, with no manifest and no frames
-    head = header(failure_message="Unable to access input S3 location")
-    doc = report(head)
+    doc = report(header(failure_message="Unable to access input S3 location")).to_json()
     # THEN the verdict says the import failed, not that verification was incomplete
     assert doc["verdict"] == "IMPORT_FAILED"
     assert (doc["job"]["status"], doc["job"]["message"]) == ("FAILED", "Unable to access input S3 location")
@@ -306,59 +397,64 @@ def test_failed_import_job_is_import_failed() -> None:
 
 
 def test_mismatch_outranks_a_failed_import() -> None:
-    doc = report(header(failure_message="failed"), image_set(ISET_A, [frame(1, Status.MISMATCH)]))
-    assert doc["verdict"] == "MISMATCH"
+    rep = report(header(failure_message="failed"), image_set(ISET_A, [frame(1, Status.MISMATCH)]))
+    assert rep.verdict is Verdict.MISMATCH
 
 
-@pytest.mark.parametrize(
-    "relation",
-    [
-        "import-changed-pixels",
-        "storage-corrupted",
-        "stored-checksum-wrong",
-        "all-differ",
-        "source-differs-from-stored",
-    ],
-)
-def test_source_relation_that_means_changed_pixels_is_a_mismatch_even_when_the_frame_matched(relation: str) -> None:
-    # GIVEN a frame whose stored checksum matched, but whose source file disagrees
-    source = {"ifrc": CRC ^ 7, "relation": relation, "inputFile": "dicom_input/1.dcm"}
-    doc = report(header(), image_set(ISET_A, [frame(1), frame(2, source=source)]))
-    # THEN the job is a MISMATCH
+@pytest.mark.parametrize("relation", sorted(MISMATCH_RELATIONS))
+@pytest.mark.parametrize("checked", [Status.MATCH, Status.ERROR], ids=["check-matched", "check-could-not-decode"])
+def test_source_relation_that_means_changed_pixels_is_a_mismatch_everywhere(relation: str, checked: Status) -> None:
+    # GIVEN a frame whose stored-checksum check matched (or could not decode), but whose source file disagrees
+    bad = frame(
+        2, checked, reason=Reason.DECODE_FAILED if checked is Status.ERROR else None, source=source_of(relation)
+    )
+    rep = report(header(), image_set(ISET_A, [frame(1), bad]))
+    doc = rep.to_json()
+    # THEN the frame itself is a MISMATCH, with a reason, and every count says so
+    assert (bad.status, bad.reason) == (Status.MISMATCH, Reason.DIFFERS_FROM_SOURCE)
+    assert relation in (bad.detail or "")
     assert doc["verdict"] == "MISMATCH"
-    assert doc["summary"]["frames"]["mismatch"] == 0
+    assert doc["summary"]["frames"] == {"total": 2, "match": 1, "mismatch": 1, "error": 0}
+    assert doc["imageSets"][0]["summary"]["mismatch"] == 1
+    assert doc["imageSets"][0]["frames"][1]["status"] == "MISMATCH"
+
+
+def test_a_frame_cannot_be_built_that_matches_while_its_source_says_mismatch() -> None:
+    # GIVEN the one invariant the model keeps: no MATCH frame with a mismatch relation
+    good = frame(1)
+    with pytest.raises(ValueError, match="is a mismatch"):
+        replace(good, source=source_of("import-changed-pixels"))
 
 
 def test_a_frame_consistent_with_its_source_leaves_the_job_clean() -> None:
-    source = {"ifrc": CRC, "relation": "consistent", "inputFile": "dicom_input/1.dcm"}
-    doc = report(header(), image_set(ISET_A, [frame(1, source=source)]))
-    assert doc["verdict"] == "CLEAN"
+    rep = report(header(), image_set(ISET_A, [frame(1, source=source_of("consistent", CRC))]))
+    assert rep.verdict is Verdict.CLEAN
 
 
 @pytest.mark.parametrize("relation", ["no-source-frame", "source-unreadable", "source-agrees-with-stored"])
 def test_a_frame_the_three_way_check_could_not_compare_leaves_the_job_unverified(relation: str) -> None:
     # GIVEN a frame that matched its published checksum but could not be compared with its source
-    source = {"ifrc": None, "relation": relation, "inputFile": None}
-    doc = report(header(), image_set(ISET_A, [frame(1, source=source)]))
+    rep = report(header(), image_set(ISET_A, [frame(1, source=source_of(relation, None, None))]))
     # THEN the job is not clean (nor a mismatch): the source check is incomplete
-    assert doc["verdict"] == "UNVERIFIED"
+    assert rep.verdict is Verdict.UNVERIFIED
+    assert rep.summary.frames.match == 1
 
 
 @pytest.mark.parametrize(
-    ("field", "value"),
+    ("problems", "orphans"),
     [
-        ("sourceErrors", [{"inputFile": "dicom_input/1.dcm", "error": "not a DICOM file"}]),
-        ("orphanSourceFrames", ["dicom_input/1.dcm frame 2"]),
+        ([SourceFileProblem("dicom_input/1.dcm", "not a DICOM file")], []),
+        ([], ["dicom_input/1.dcm: frame 2"]),
     ],
     ids=["source-file-unreadable", "source-frame-lost"],
 )
-def test_source_files_that_were_unreadable_or_lost_frames_leave_the_job_unverified(field: str, value: object) -> None:
+def test_source_files_that_were_unreadable_or_lost_frames_leave_the_job_unverified(
+    problems: list[SourceFileProblem], orphans: list[str]
+) -> None:
     # GIVEN every stored frame matched and agreed with its source, but the image set lists a source problem
-    source = {"ifrc": CRC, "relation": "consistent", "inputFile": "dicom_input/1.dcm"}
-    entry = {**image_set(ISET_A, [frame(1, source=source)]), "sourceErrors": [], "orphanSourceFrames": []}
-    entry[field] = value
+    entry = image_set(ISET_A, [frame(1, source=source_of("consistent", CRC))], source_errors=problems, orphans=orphans)
     # WHEN the report is built THEN it is UNVERIFIED, never CLEAN
-    assert report(header(), entry)["verdict"] == "UNVERIFIED"
+    assert report(header(), entry).verdict is Verdict.UNVERIFIED
 
 
 # --- the problem list --------------------------------------------------------------------------------------
@@ -370,26 +466,25 @@ def test_problem_frames_lists_non_matching_frames_mismatches_first() -> None:
     a_mismatch = frame(2, Status.MISMATCH)
     b_error = frame(3, Status.ERROR, reason=Reason.TRUNCATED)
     b_mismatch = frame(4, Status.MISMATCH)
-    doc = report(header(), image_set(ISET_A, [a_error, frame(5), a_mismatch]), image_set(ISET_B, [b_error, b_mismatch]))
+    rep = report(header(), image_set(ISET_A, [a_error, frame(5), a_mismatch]), image_set(ISET_B, [b_error, b_mismatch]))
     # WHEN the problems are listed
-    listed = [(iset, f["imageFrameId"]) for iset, f in problem_frames(doc)]
+    listed = [(iset, f.image_frame_id) for iset, f in rep.problem_frames()]
     # THEN mismatches come first, each group in report order, and matches are absent
     assert listed == [
-        (ISET_A, a_mismatch["imageFrameId"]),
-        (ISET_B, b_mismatch["imageFrameId"]),
-        (ISET_A, a_error["imageFrameId"]),
-        (ISET_B, b_error["imageFrameId"]),
+        (ISET_A, a_mismatch.image_frame_id),
+        (ISET_B, b_mismatch.image_frame_id),
+        (ISET_A, a_error.image_frame_id),
+        (ISET_B, b_error.image_frame_id),
     ]
 
 
 def test_frame_that_is_a_mismatch_by_its_source_relation_is_listed() -> None:
     # GIVEN the only reason for a MISMATCH verdict is a source relation
-    source = {"ifrc": CRC ^ 7, "relation": "storage-corrupted", "inputFile": "dicom_input/1.dcm"}
-    corrupted = frame(2, source=source)
-    doc = report(header(), image_set(ISET_A, [frame(1), corrupted]))
-    assert doc["verdict"] == "MISMATCH"
+    corrupted = frame(2, source=source_of("storage-corrupted"))
+    rep = report(header(), image_set(ISET_A, [frame(1), corrupted]))
+    assert rep.verdict is Verdict.MISMATCH
     # THEN that frame appears among the problems
-    assert [f["imageFrameId"] for _, f in problem_frames(doc)] == [corrupted["imageFrameId"]]
+    assert [f.image_frame_id for _, f in rep.problem_frames()] == [corrupted.image_frame_id]
 
 
 # --- HTML --------------------------------------------------------------------------------------------------
@@ -397,14 +492,14 @@ def test_frame_that_is_a_mismatch_by_its_source_relation_is_listed() -> None:
 SCRIPT = "<script>alert(1)</script>"
 
 
-def hostile_report() -> dict[str, Any]:
+def hostile_report() -> JobReport:
     """A report whose every free-text field carries markup."""
     head = header(
         failures=[failure(input_file=f"dicom_input/{SCRIPT}.dcm", message=SCRIPT)],
         warnings=[warned(45330, input_file=f"dicom_input/{SCRIPT}w.dcm")],
         notes=[SCRIPT],
     )
-    head["job"]["message"] = SCRIPT
+    head = replace(head, job=replace(head.job, message=SCRIPT))
     return report(
         head,
         image_set(ISET_A, [frame(1), frame(2, Status.ERROR, reason=Reason.DECODE_FAILED, detail=SCRIPT)]),
@@ -448,10 +543,20 @@ def test_html_lists_problems_before_the_image_set_table() -> None:
     rejected = page.index("<h2>Files the import rejected</h2>")
     table = page.index("<h2>Image sets</h2>")
     assert problems < rejected < table
-    row = page.index(mismatch["imageFrameId"])
+    row = page.index(mismatch.image_frame_id)
     assert problems < row < table
-    # AND the row carries the expected and the actual checksum
-    assert f"<td>{CRC}</td><td>{CRC ^ 1}</td><td>checksum-differs</td>" in page
+    # AND the row carries the expected and the actual checksum (no source: the three-way check did not run)
+    assert f"<td>{CRC}</td><td>{CRC ^ 1}</td><td>-</td><td>checksum-differs</td>" in page
+
+
+def test_html_row_of_a_source_mismatch_says_why() -> None:
+    # GIVEN a frame whose stored checksum matched but whose original file's pixels differ
+    rep = report(header(), image_set(ISET_A, [frame(1, source=source_of("import-changed-pixels"))]))
+    page = render_html(rep)
+    # THEN it sits as a MISMATCH row with the source checksum and the reason
+    assert "<tr class='mismatch'><td>MISMATCH</td>" in page
+    assert f"<td>{CRC ^ 7} (import-changed-pixels)</td><td>differs-from-source import-changed-pixels:" in page
+    assert "1 mismatch" in " ".join(page.split())
 
 
 def test_html_of_a_clean_job_has_no_problem_sections() -> None:
@@ -469,7 +574,6 @@ def test_html_of_a_failed_job_shows_its_escaped_message() -> None:
 
 
 def test_html_error_frame_without_checksums_shows_dashes() -> None:
-    entry = frame(1, Status.ERROR, reason=Reason.NO_CHECKSUM, detail="no checksum in metadata")
-    entry["expected"] = None
+    entry = frame(1, Status.ERROR, reason=Reason.NO_CHECKSUM, detail="no checksum in metadata", expected=None)
     page = render_html(report(header(), image_set(ISET_A, [entry])))
-    assert "<td>-</td><td>-</td><td>no-checksum-in-metadata no checksum in metadata</td>" in page
+    assert "<td>-</td><td>-</td><td>-</td><td>no-checksum-in-metadata no checksum in metadata</td>" in page

@@ -13,7 +13,8 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from ahi_verify.source_check import SourceError, ThreeWay, read_source_file, three_way
+from ahi_verify.outcomes import ThreeWay, three_way
+from ahi_verify.source_check import SourceError, read_source_file
 from tests.support import CT1_UNC_CRC
 
 

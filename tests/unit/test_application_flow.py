@@ -1,5 +1,6 @@
-"""The application flow against moto's DynamoDB, S3, SQS and SNS (in process): a job is queued once,
-every work item counted once, the job finalised once, with one report and at most one alert."""
+"""The application flow (trigger -> workers -> finaliser) against moto's DynamoDB, S3, SQS and SNS (in
+process): a job is queued once, every work item counted once, the job finalised once, with one report and
+at most one alert."""
 
 from __future__ import annotations
 
@@ -14,12 +15,17 @@ import pytest
 from moto import mock_aws
 
 from ahi_verify.app.events import JobRef
+from ahi_verify.app.finaliser import finalise_job
 from ahi_verify.app.messaging import AlertPublisher, WorkQueue
-from ahi_verify.app.pipeline import Services, finalise_job, process_work_item, reconcile, record_failed_item, start_job
-from ahi_verify.app.progress import JobProgress
+from ahi_verify.app.progress import STALE_CLAIM_S, JobProgress, JobState
 from ahi_verify.app.settings import Settings
 from ahi_verify.app.storage import ReportStore
+from ahi_verify.app.trigger import reconcile, start_job
+from ahi_verify.app.wiring import Services
+from ahi_verify.app.worker import process_work_item, record_failed_item
+from ahi_verify.healthimaging import HealthImagingJobs
 from ahi_verify.image_set import VerifyOptions
+from ahi_verify.report import FrameCounts
 from ahi_verify.s3_output import JobOutputReader
 from ahi_verify.work_items import WorkItem, WorkItemError
 from tests.fakes.frames import FakeSource, make_frames
@@ -37,8 +43,12 @@ def image_set_id(n: int) -> str:
     return f"{n:031x}a"
 
 
+OPTIONS = VerifyOptions(fetch_concurrency=4, decode_workers=2)
+
+
 class FakeMedicalImaging:
-    """GetDICOMImportJob / ListDICOMImportJobs for jobs the test declares."""
+    """A ``medical-imaging`` client answering GetDICOMImportJob / ListDICOMImportJobs for jobs the test declares
+    (behind the real HealthImagingJobs adapter)."""
 
     def __init__(self) -> None:
         self.jobs: dict[str, dict[str, Any]] = {}
@@ -97,7 +107,9 @@ class Serialised:
         return call
 
 
-def services(aws: dict[str, Any], source: FakeSource, **overrides: Any) -> Services:
+def services(
+    aws: dict[str, Any], source: FakeSource, plane: FakeMedicalImaging | None = None, **overrides: Any
+) -> Services:
     settings = Settings(
         datastore_id=DS,
         output_bucket=BUCKET,
@@ -118,11 +130,14 @@ def services(aws: dict[str, Any], source: FakeSource, **overrides: Any) -> Servi
         reports=ReportStore(Serialised(aws["s3"]), BUCKET, "ahi-verify-reports/"),
         reader=JobOutputReader(aws["s3"]),
         frames=source,
-        medical_imaging=FakeMedicalImaging(),
+        jobs=HealthImagingJobs(plane or FakeMedicalImaging()),
         queue=WorkQueue(Serialised(aws["sqs"]), aws["work"]),
         alerts=AlertPublisher(Serialised(boto3.client("sns")), aws["topic"]),
-        options=VerifyOptions(fetch_concurrency=4, decode_workers=2),
     )
+
+
+def process(item: WorkItem, svc: Services) -> dict[str, Any]:
+    return process_work_item(item, svc, OPTIONS)
 
 
 def write_job(aws: dict[str, Any], job: str, image_sets: list[str], failed_files: int = 0) -> str:
@@ -195,7 +210,7 @@ def test_job_is_queued_verified_and_reported_once_with_one_alert(aws: dict[str, 
     items = [WorkItem.from_json(m["Body"]) for m in drain(aws)]
     assert len(items) == 2
     for item in [*items, items[0]]:
-        process_work_item(item, svc)
+        process(item, svc)
     # THEN one report lists all 7 frames once, in order, and exactly one alert names the bad frame
     doc = report(aws, job_id(1))
     assert doc["verdict"] == "MISMATCH"
@@ -224,12 +239,12 @@ def test_large_image_set_is_split_and_merged_into_one_report(aws: dict[str, Any]
     start_job(JobRef(DS, job_id(2), folder, "s3"), svc)
     # WHEN the item is processed, splits itself, and the split items are processed (in reverse order)
     (first,) = [WorkItem.from_json(m["Body"]) for m in drain(aws)]
-    process_work_item(first, svc)
+    process(first, svc)
     rest = [WorkItem.from_json(m["Body"]) for m in drain(aws)]
     assert sorted(i.frames for i in rest if i.frames) == [(3, 6), (6, 7)]
-    process_work_item(first, svc)  # redelivered original: splits again, counted once
+    process(first, svc)  # redelivered original: splits again, counted once
     for item in reversed(rest + [WorkItem.from_json(m["Body"]) for m in drain(aws)]):
-        process_work_item(item, svc)
+        process(item, svc)
     # THEN the report holds each of the 7 frames exactly once, in metadata order
     doc = report(aws, job_id(2))
     assert [f["imageFrameId"] for f in doc["imageSets"][0]["frames"]] == list(frames)
@@ -250,7 +265,7 @@ def test_concurrent_last_items_finalise_once(aws: dict[str, Any]) -> None:
 
     def run(item: WorkItem) -> None:
         try:
-            process_work_item(item, svc)
+            process(item, svc)
         except BaseException as exc:  # surfaced below: a thread's exception must fail the test
             errors.append(exc)
 
@@ -280,8 +295,9 @@ def test_job_without_image_sets_but_with_failed_files_is_finalised_by_the_trigge
 
 
 def test_failed_import_job_event_reports_the_failure(aws: dict[str, Any]) -> None:
-    svc = services(aws, FakeSource())
-    svc.medical_imaging.jobs[job_id(5)] = {
+    plane = FakeMedicalImaging()
+    svc = services(aws, FakeSource(), plane)
+    plane.jobs[job_id(5)] = {
         "jobStatus": "FAILED",
         "message": "input bucket not accessible",
         "outputS3Uri": f"s3://{BUCKET}/{OUTPUT_PREFIX}",
@@ -298,7 +314,7 @@ def test_image_set_that_cannot_be_read_is_reported_not_lost(aws: dict[str, Any])
     svc = services(aws, source)
     start_job(JobRef(DS, job_id(6), write_job(aws, job_id(6), [image_set_id(6)]), "s3"), svc)
     for m in drain(aws):
-        process_work_item(WorkItem.from_json(m["Body"]), svc)
+        process(WorkItem.from_json(m["Body"]), svc)
     doc = report(aws, job_id(6))
     assert "ResourceNotFoundException" in doc["imageSets"][0]["error"]
     assert doc["verdict"] == "UNVERIFIED"
@@ -307,16 +323,17 @@ def test_image_set_that_cannot_be_read_is_reported_not_lost(aws: dict[str, Any])
 def test_poison_items_are_rejected(aws: dict[str, Any]) -> None:
     svc = services(aws, FakeSource())
     with pytest.raises(WorkItemError, match="never queued"):
-        process_work_item(WorkItem(job_id(7), DS, image_set_id(7)), svc)
+        process(WorkItem(job_id(7), DS, image_set_id(7)), svc)
     with pytest.raises(WorkItemError, match="another data store"):
-        process_work_item(WorkItem(job_id(7), "e" * 32, image_set_id(7)), svc)
+        process(WorkItem(job_id(7), "e" * 32, image_set_id(7)), svc)
 
 
 def test_reconcile_starts_only_unknown_jobs(aws: dict[str, Any]) -> None:
-    svc = services(aws, FakeSource())
+    plane = FakeMedicalImaging()
+    svc = services(aws, FakeSource(), plane)
     for n in (8, 9):
         folder = write_job(aws, job_id(n), [])
-        svc.medical_imaging.jobs[job_id(n)] = {"jobStatus": "COMPLETED", "outputS3Uri": folder}
+        plane.jobs[job_id(n)] = {"jobStatus": "COMPLETED", "outputS3Uri": folder}
     start_job(JobRef(DS, job_id(8), None, "s3"), svc)
     started = reconcile(svc, lambda job: start_job(JobRef(**job), svc))
     assert started == [job_id(9)]
@@ -329,39 +346,36 @@ def test_other_data_store_is_skipped(aws: dict[str, Any]) -> None:
 
 
 def test_only_a_stale_finalisation_claim_can_be_taken_over(aws: dict[str, Any]) -> None:
-    # GIVEN a job with nothing pending, claimed by a finaliser
-    progress = JobProgress(aws["ddb"], "progress")
+    # GIVEN a job with nothing pending, claimed by a finaliser, and a clock the test moves
+    now = [1_000_000.0]
+    progress = JobProgress(aws["ddb"], "progress", clock=lambda: now[0])
     progress.create(job_id(11), DS, "s3://b/f/", pending=0)
     assert progress.claim_finalisation(job_id(11), "item-a")
     # WHEN another delivery tries at once THEN it is refused, even as the same claimer
     assert not progress.claim_finalisation(job_id(11), "item-b")
     assert not progress.claim_finalisation(job_id(11), "item-a")
-    # WHEN the claim is older than any function can run THEN the next delivery takes it over
-    aws["ddb"].update_item(
-        TableName="progress",
-        Key={"pk": {"S": f"JOB#{job_id(11)}"}, "sk": {"S": "JOB"}},
-        UpdateExpression="SET claimed_at = :old",
-        ExpressionAttributeValues={":old": {"N": "1"}},
-    )
+    # WHEN the claim is as old as the longest a function can run THEN it is still not stale
+    now[0] += STALE_CLAIM_S
+    assert not progress.claim_finalisation(job_id(11), "item-b")
+    # WHEN it is older THEN the next delivery takes it over
+    now[0] += 1
     assert progress.claim_finalisation(job_id(11), "item-b")
-    # and once finalised, nobody can claim
+    # and once finalised, nobody can claim, however much later
     progress.mark_finalised(job_id(11), "s3://b/r.json", "CLEAN")
-    aws["ddb"].update_item(
-        TableName="progress",
-        Key={"pk": {"S": f"JOB#{job_id(11)}"}, "sk": {"S": "JOB"}},
-        UpdateExpression="SET claimed_at = :old",
-        ExpressionAttributeValues={":old": {"N": "1"}},
-    )
+    now[0] += 10 * STALE_CLAIM_S
     assert not progress.claim_finalisation(job_id(11), "item-c")
+    record = progress.get(job_id(11))
+    assert record is not None
+    assert record["state"] == JobState.DONE
 
 
 def test_pending_items_block_finalisation(aws: dict[str, Any]) -> None:
     progress = JobProgress(aws["ddb"], "progress")
     progress.create(job_id(12), DS, "s3://b/f/", pending=2)
-    assert progress.complete_item(job_id(12), "x", {"match": 3})
-    assert not progress.complete_item(job_id(12), "x", {"match": 3})  # redelivery counted once
+    assert progress.complete_item(job_id(12), "x", FrameCounts(total=3, match=3))
+    assert not progress.complete_item(job_id(12), "x", FrameCounts(total=3, match=3))  # redelivery counted once
     assert not progress.claim_finalisation(job_id(12), "x")
-    assert progress.complete_item(job_id(12), "y", {"error": 1})
+    assert progress.complete_item(job_id(12), "y", FrameCounts(total=1, error=1))
     record = progress.get(job_id(12))
     assert record is not None
     assert (record["pending"], record["frames_match"], record["frames_error"]) == (0, 3, 1)
@@ -376,7 +390,7 @@ def test_an_item_failing_on_its_last_delivery_is_reported_and_the_job_completes(
     svc = services(aws, source)
     start_job(JobRef(DS, job_id(20), write_job(aws, job_id(20), [image_set_id(20), image_set_id(21)]), "s3"), svc)
     good, poison = sorted((WorkItem.from_json(m["Body"]) for m in drain(aws)), key=lambda i: i.image_set_id)
-    process_work_item(good, svc)
+    process(good, svc)
     # WHEN the poison item's last delivery fails and the worker records it before it goes to the DLQ
     record_failed_item(poison, "RuntimeError: boom", 3, svc)
     record_failed_item(poison, "RuntimeError: boom", 3, svc)  # a repeated last delivery counts once
