@@ -1,15 +1,24 @@
-"""Shared test configuration: fake AWS credentials for every test, and the shared fixtures' location."""
+"""Shared test configuration: fake AWS credentials for every test, the shared fixtures' location, and the
+report schema check: every job report any test produces (CLI, application, local stack, in process) is
+validated against ``report.schema.json`` as it is written, and a test whose report breaks the schema fails."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
 
+from ahi_verify.report import JobReport
 from local.python312 import find_python312
-from tests.support import SHARED_FIXTURES
+from tests.support import REPO, SHARED_FIXTURES
+
+REPORT_SCHEMA = json.loads((REPO / "layers/core/ahi_verify/report.schema.json").read_text())
 
 # Set before any boto3 client exists: no test may reach AWS or probe the instance metadata service.
 for _key, _value in {
@@ -44,3 +53,47 @@ def clean_python312(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = tmp_path_factory.mktemp("lambda-py312") / "venv"
     subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     return venv / "bin" / "python"
+
+
+class _SchemaCheck:
+    """Wraps :meth:`JobReport.to_json`, the one writer of report documents, with schema validation."""
+
+    def __init__(self) -> None:
+        self.validator = jsonschema.Draft202012Validator(REPORT_SCHEMA)
+        self.checked = 0
+        self.violations: list[str] = []
+        self._original = JobReport.to_json
+
+    def install(self) -> None:
+        check = self
+
+        def to_json(report: JobReport) -> dict[str, Any]:
+            doc = check._original(report)
+            check.checked += 1
+            check.violations += [
+                f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in check.validator.iter_errors(doc)
+            ]
+            return doc
+
+        JobReport.to_json = to_json  # type: ignore[method-assign]
+
+    def uninstall(self) -> None:
+        JobReport.to_json = self._original  # type: ignore[method-assign]
+
+
+SCHEMA_CHECK = _SchemaCheck()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reports_follow_the_schema() -> Iterator[_SchemaCheck]:
+    SCHEMA_CHECK.install()
+    yield SCHEMA_CHECK
+    SCHEMA_CHECK.uninstall()
+
+
+@pytest.fixture(autouse=True)
+def _no_schema_violation_in_this_test() -> Iterator[None]:
+    before = len(SCHEMA_CHECK.violations)
+    yield
+    new = SCHEMA_CHECK.violations[before:]
+    assert not new, f"a report this test produced breaks report.schema.json: {new[:5]}"

@@ -6,10 +6,13 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
+import ahi_verify
 from ahi_verify.frame_check import FrameResult
 from ahi_verify.job_output import ImportLine, ImportWarning, JobManifest, LineKind, LineProblem
 from ahi_verify.locations import S3Location
@@ -577,3 +580,48 @@ def test_html_error_frame_without_checksums_shows_dashes() -> None:
     entry = frame(1, Status.ERROR, reason=Reason.NO_CHECKSUM, detail="no checksum in metadata", expected=None)
     page = render_html(report(header(), image_set(ISET_A, [entry])))
     assert "<td>-</td><td>-</td><td>-</td><td>no-checksum-in-metadata no checksum in metadata</td>" in page
+
+
+# --- the published schema ----------------------------------------------------------------------------------
+
+SCHEMA_PATH = Path(ahi_verify.__file__).with_name("report.schema.json")
+
+
+def test_the_schema_is_a_valid_json_schema() -> None:
+    jsonschema.Draft202012Validator.check_schema(json.loads(SCHEMA_PATH.read_text()))
+
+
+@pytest.mark.parametrize(
+    ("pointer", "values"),
+    [
+        pytest.param("frame.status", {s.value for s in Status}, id="status"),
+        pytest.param("frame.reason", {r.value for r in Reason} | {None}, id="reason"),
+        pytest.param("frame.rule", {r.value for r in Rule} | {None}, id="rule"),
+        pytest.param("verdict", {v.value for v in Verdict}, id="verdict"),
+    ],
+)
+def test_the_schema_enumerates_exactly_the_model_s_values(pointer: str, values: set[str | None]) -> None:
+    # GIVEN the schema file shipped beside the model
+    schema = json.loads(SCHEMA_PATH.read_text())
+    node = schema["properties"]["verdict"] if pointer == "verdict" else schema["$defs"]["frame"]["properties"]
+    if pointer != "verdict":
+        node = node[pointer.split(".")[1]]
+    # THEN it allows exactly what the model can write: no drift either way
+    assert set(node["enum"]) == values
+
+
+def test_the_schema_s_relations_and_mismatch_rule_follow_the_model() -> None:
+    frame_schema = json.loads(SCHEMA_PATH.read_text())["$defs"]["frame"]
+    source = frame_schema["properties"]["source"]["oneOf"][1]
+    assert set(source["properties"]["relation"]["enum"]) == {t.value for t in ThreeWay}
+    rule = frame_schema["allOf"][0]["if"]["properties"]["source"]["properties"]["relation"]["enum"]
+    assert set(rule) == {t.value for t in MISMATCH_RELATIONS}
+
+
+def test_the_schema_rejects_a_match_frame_with_a_mismatch_relation() -> None:
+    # GIVEN a document edited so that a frame says MATCH although its source comparison says import-changed-pixels
+    doc = report(header(), image_set(ISET_A, [frame(1, source=source_of("import-changed-pixels"))])).to_json()
+    doc["imageSets"][0]["frames"][0]["status"] = "MATCH"
+    # THEN the schema alone already refuses it
+    errors = list(jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text())).iter_errors(doc))
+    assert errors

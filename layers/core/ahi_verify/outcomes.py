@@ -37,8 +37,6 @@ class Reason(enum.StrEnum):
     UNSUPPORTED_CONTENT_TYPE = "unsupported-content-type"
     NO_RULE_MATCHED = "checksum-definition-unknown"
     UNKNOWN_CHECKSUM_TYPE = "unknown-checksum-type"
-    NOT_VERIFIED = "not-verified"
-    """No work item recorded a result for this frame (the report fills the gap, so every frame has one)."""
     INTERNAL = "internal-error"
 
 
