@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from ahi_emulator.codec import box_jph
 from ahi_verify.app.events import EventError, JobRef, Reconcile, parse_trigger_event
-from ahi_verify.frame_check import FrameResult, check_frame
+from ahi_verify.frame_check import check_frame
 from ahi_verify.job_output import (
     ImportLine,
     JobManifest,
@@ -45,6 +45,7 @@ from ahi_verify.metadata import (
 )
 from ahi_verify.outcomes import Status
 from ahi_verify.ports import FetchedFrame
+from ahi_verify.report import FrameResult
 from ahi_verify.syntax import HTJ2K_LOSSLESS_RPCL, HTJ2K_RETAINED, JPEG2000_RETAINED, Rule
 from ahi_verify.work_items import WorkItem, WorkItemError
 from tests.support import REPO, SHARED_FIXTURES

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from ahi_verify.app.events import EventError, parse_trigger_event
-from ahi_verify.frame_check import FrameResult, check_frame
+from ahi_verify.frame_check import check_frame
 from ahi_verify.job_output import LineKind, LineProblem, ManifestError, parse_line, parse_manifest
 from ahi_verify.metadata import MetadataError, decode_metadata_blob
 from ahi_verify.ports import FetchedFrame
+from ahi_verify.report import FrameResult
 from ahi_verify.work_items import WorkItem, WorkItemError
 from tests.fuzz.targets import encode_case
 

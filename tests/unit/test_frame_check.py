@@ -21,7 +21,6 @@ from ahi_verify.syntax import (
     JPEG_BASELINE,
     Rule,
 )
-from ahi_verify.work import frame_report
 
 PIXELS = (np.arange(32 * 32, dtype=np.int32).reshape(32, 32) * 37 % 4096 - 2048).astype(np.int16)
 HT = bytes(imagecodecs.htj2k_encode(PIXELS, reversible=True))
@@ -148,7 +147,7 @@ def test_dimension_disagreement_is_noted_without_changing_the_verdict() -> None:
 
 
 def test_json_shape_is_the_cli_contract() -> None:
-    doc = frame_report(check_frame(frame(), FetchedFrame(HT, "image/jph"))).to_json()
+    doc = check_frame(frame(), FetchedFrame(HT, "image/jph")).to_json()
     assert set(doc) >= {"imageFrameId", "seriesInstanceUID", "sopInstanceUID", "frameNumber", "status", "expected",
                         "actual", "rule", "reason"}  # fmt: skip
     assert doc["status"] == "MATCH"

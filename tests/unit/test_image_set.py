@@ -29,9 +29,9 @@ def test_every_frame_ends_in_exactly_one_result_in_metadata_order() -> None:
     # WHEN the image set is verified
     result = verify_image_set(source, DS, ISET, options=VerifyOptions(fetch_concurrency=8, decode_workers=2))
     # THEN each frame has one result, in metadata order, with the right reasons
-    assert [r.frame.image_frame_id for r in result.results] == ids
+    assert [r.image_frame_id for r in result.results] == ids
     assert (result.count(Status.MATCH), result.count(Status.ERROR)) == (47, 3)
-    reasons = {r.frame.image_frame_id: r.reason for r in result.results if r.status is Status.ERROR}
+    reasons = {r.image_frame_id: r.reason for r in result.results if r.status is Status.ERROR}
     assert reasons == {ids[3]: Reason.FRAME_NOT_FOUND, ids[7]: Reason.FETCH_FAILED, ids[9]: Reason.INTERNAL}
     assert not result.all_match
 
@@ -100,7 +100,7 @@ def test_empty_image_set_is_not_verified() -> None:
 def test_progress_callback_sees_every_result() -> None:
     seen: list[tuple[str, int]] = []
     source = FakeSource(make_frames(10))
-    verify_image_set(source, DS, ISET, on_result=lambda r, total: seen.append((r.frame.image_frame_id, total)))
+    verify_image_set(source, DS, ISET, on_result=lambda r, total: seen.append((r.image_frame_id, total)))
     assert sorted(fid for fid, _ in seen) == sorted(source.frames)
     assert {total for _, total in seen} == {10}
 

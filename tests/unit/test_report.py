@@ -13,14 +13,13 @@ import jsonschema
 import pytest
 
 import ahi_verify
-from ahi_verify.frame_check import FrameResult
 from ahi_verify.job_output import ImportLine, ImportWarning, JobManifest, LineKind, LineProblem
 from ahi_verify.locations import S3Location
 from ahi_verify.metadata import FrameRef, ResolutionChecksum
 from ahi_verify.outcomes import MISMATCH_RELATIONS, Reason, Status, ThreeWay
 from ahi_verify.plan import LineTally, failed_job_plan
 from ahi_verify.report import (
-    FrameReport,
+    FrameResult,
     ImageSetReport,
     ImportFindings,
     JobHeader,
@@ -33,7 +32,7 @@ from ahi_verify.report import (
 )
 from ahi_verify.report_html import render_html
 from ahi_verify.syntax import HTJ2K_LOSSLESS_RPCL, Rule
-from ahi_verify.work import frame_report
+from ahi_verify.work import with_source
 
 DS, JOB = "12345678901234567890123456789012", "09876543210987654321098765432109"
 ISET_A, ISET_B = "12345612345612345678907890789012", "12345612345612345678917891789012"
@@ -122,7 +121,7 @@ def frame(
     frame_id: str | None = None,
     source: SourceComparison | None = None,
     expected: int | None = CRC,
-) -> FrameReport:
+) -> FrameResult:
     """A frame as a worker reports it: the frame check's result, and its source comparison if any."""
     ref = FrameRef(
         index=number - 1,
@@ -137,7 +136,7 @@ def frame(
     actual = {Status.MATCH: CRC, Status.MISMATCH: CRC ^ 1, Status.ERROR: None}[status]
     if status is Status.MISMATCH and reason is None:
         reason = Reason.CHECKSUM_DIFFERS
-    result = FrameResult(
+    result = FrameResult.of(
         ref,
         status,
         expected=expected,
@@ -146,7 +145,7 @@ def frame(
         reason=reason,
         detail=detail,
     )
-    return frame_report(result, source)
+    return with_source(result, source) if source is not None else result
 
 
 def source_of(
@@ -157,16 +156,24 @@ def source_of(
 
 def image_set(
     image_set_id: str,
-    frames: Sequence[FrameReport],
+    frames: Sequence[FrameResult],
     *,
     error: str | None = None,
     source_errors: Sequence[SourceFileProblem] = (),
     orphans: Sequence[str] = (),
 ) -> ImageSetReport:
-    return ImageSetReport(image_set_id, 1, True, error, tuple(frames), tuple(source_errors), tuple(orphans))
+    return ImageSetReport(
+        image_set_id=image_set_id,
+        version=1,
+        is_primary=True,
+        error=error,
+        frames=tuple(frames),
+        source_errors=tuple(source_errors),
+        orphan_source_frames=tuple(orphans),
+    )
 
 
-def matching(count: int, start: int = 1) -> list[FrameReport]:
+def matching(count: int, start: int = 1) -> list[FrameResult]:
     return [frame(n) for n in range(start, start + count)]
 
 

@@ -16,7 +16,6 @@ from typing import TextIO
 
 import boto3
 
-from .frame_check import FrameResult
 from .healthimaging import DEFAULT_MAX_ATTEMPTS, HealthImagingJobs, HealthImagingSource, make_client
 from .ids import is_job_id, is_service_id
 from .image_set import VerifyOptions, prefer_io_threads, verify_image_set
@@ -25,9 +24,8 @@ from .job_output import ManifestError
 from .locations import LocationError, job_folder
 from .outcomes import Status
 from .ports import ImageSetError, ImportJobError, JobOutputError
-from .report import FrameCounts, FrameReport, JobReport, Verdict
+from .report import FrameCounts, FrameResult, JobReport, Verdict
 from .s3_output import JobOutputReader
-from .work import frame_report
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_UNVERIFIED = 0, 1, 2, 3
 
@@ -130,7 +128,7 @@ def _run_image_set(args: argparse.Namespace, client: object, progress: _Progress
         return _unverifiable("image set", exc, document, args)
     finally:
         progress.finish()
-    frames = tuple(frame_report(r) for r in result.results)
+    frames = result.results
     document = image_set_document(result.datastore_id, result.image_set_id, result.version_id, frames)
     _emit(args, document, lambda: print_table(result.datastore_id, result.image_set_id, frames, sys.stdout))
     return exit_code(FrameCounts.of(frames))
@@ -189,7 +187,7 @@ def image_set_document(
     datastore_id: str,
     image_set_id: str,
     version_id: str | None,
-    frames: tuple[FrameReport, ...],
+    frames: tuple[FrameResult, ...],
     *,
     error: str | None = None,
 ) -> dict[str, object]:
@@ -206,7 +204,7 @@ def image_set_document(
     return document
 
 
-def print_table(datastore_id: str, image_set_id: str, frames: Sequence[FrameReport], out: TextIO) -> None:
+def print_table(datastore_id: str, image_set_id: str, frames: Sequence[FrameResult], out: TextIO) -> None:
     """Human-readable image set: the frames that did not match first, then the counts."""
     problems = [f for f in frames if f.status is not Status.MATCH]
     print(f"Image set {image_set_id} (data store {datastore_id})", file=out)
@@ -218,7 +216,7 @@ def print_table(datastore_id: str, image_set_id: str, frames: Sequence[FrameRepo
     print(f"{counts.total} frames: {counts.match} match, {counts.mismatch} mismatch, {counts.error} error", file=out)
 
 
-def _row(f: FrameReport) -> str:
+def _row(f: FrameResult) -> str:
     def num(value: int | None) -> str:
         return "-" if value is None else str(value)
 

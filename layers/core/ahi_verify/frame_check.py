@@ -7,38 +7,24 @@ checksum definition AWS documents; everything else that cannot be confirmed is E
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .ifrc import FrameChecksum, FrameDecodeError, decoded_checksum, raw_checksum
 from .metadata import FrameRef
 from .outcomes import Reason, Status
 from .ports import FetchedFrame
-from .syntax import DECODABLE_CONTENT_TYPES, Rule, RuleSet, content_type_of, stored_syntax
+from .report import FrameResult
+from .syntax import DECODABLE_CONTENT_TYPES, RuleSet, content_type_of, stored_syntax
 
 KNOWN_CHECKSUM_TYPES = frozenset({"DECOMPRESSED"})
-
-
-@dataclass(frozen=True)
-class FrameResult:
-    """The one result every frame listed in metadata ends in."""
-
-    frame: FrameRef
-    status: Status
-    expected: int | None = None
-    actual: int | None = None
-    rule: Rule | None = None
-    reason: Reason | None = None
-    detail: str | None = None
 
 
 def precheck_frame(frame: FrameRef) -> FrameResult | None:
     """Return the result of a frame that needs no fetch because its metadata already decides it."""
     if frame.problem:
-        return FrameResult(frame, Status.ERROR, reason=Reason.METADATA_INVALID, detail=frame.problem)
+        return FrameResult.of(frame, Status.ERROR, reason=Reason.METADATA_INVALID, detail=frame.problem)
     if frame.full_resolution is None:
-        return FrameResult(frame, Status.ERROR, reason=Reason.NO_CHECKSUM, detail="no checksum in metadata")
+        return FrameResult.of(frame, Status.ERROR, reason=Reason.NO_CHECKSUM, detail="no checksum in metadata")
     if stored_syntax(frame.stored_transfer_syntax_uid) is None:
-        return FrameResult(
+        return FrameResult.of(
             frame,
             Status.ERROR,
             expected=frame.full_resolution.checksum,
@@ -75,7 +61,7 @@ def check_frame(frame: FrameRef, fetched: FetchedFrame) -> FrameResult:
     content_type = content_type_of(fetched.content_type)
     decodable = content_type in DECODABLE_CONTENT_TYPES
     if syntax.rules is RuleSet.DECODED and not decodable:
-        return FrameResult(
+        return FrameResult.of(
             frame,
             Status.ERROR,
             expected=expected,
@@ -109,7 +95,9 @@ def _match(frame: FrameRef, expected: int, checksum: FrameChecksum) -> FrameResu
         detail = f"matched although ChecksumType {frame.checksum_type!r} is undocumented"
     else:
         detail = _dimension_note(frame, checksum)
-    return FrameResult(frame, Status.MATCH, expected=expected, actual=checksum.crc, rule=checksum.rule, detail=detail)
+    return FrameResult.of(
+        frame, Status.MATCH, expected=expected, actual=checksum.crc, rule=checksum.rule, detail=detail
+    )
 
 
 def _no_match(
@@ -123,7 +111,7 @@ def _no_match(
     last = computed[-1] if computed else None
     actual, rule = (last.crc, last.rule) if last else (None, None)
     if frame.checksum_type is not None and frame.checksum_type not in KNOWN_CHECKSUM_TYPES:
-        return FrameResult(
+        return FrameResult.of(
             frame,
             Status.ERROR,
             expected=expected,
@@ -134,9 +122,9 @@ def _no_match(
         )
     if failure is not None and (authoritative or not computed):
         reason = Reason.TRUNCATED if failure.truncated else Reason.DECODE_FAILED
-        return FrameResult(frame, Status.ERROR, expected=expected, reason=reason, detail=str(failure))
+        return FrameResult.of(frame, Status.ERROR, expected=expected, reason=reason, detail=str(failure))
     if authoritative and last is not None:
-        return FrameResult(
+        return FrameResult.of(
             frame,
             Status.MISMATCH,
             expected=expected,
@@ -147,7 +135,7 @@ def _no_match(
         )
     tried = ", ".join(c.rule.value for c in computed) or "none"
     note = f"; decoding failed: {failure}" if failure else ""
-    return FrameResult(
+    return FrameResult.of(
         frame,
         Status.ERROR,
         expected=expected,

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
-from .frame_check import FrameResult, check_frame, precheck_frame
+from .frame_check import check_frame, precheck_frame
 from .metadata import FrameRef, ImageSetFrames, MetadataError, decode_metadata_blob, parse_image_set_metadata
 from .outcomes import Reason, Status
 from .ports import FetchedFrame, FrameFetchError, FrameSource, ImageSetError
+from .report import FrameResult
 
 # What one frame costs while in flight, as a multiple of its decoded size: the encoded bytes, twice while
 # the HTTP client joins its reads, the decoded array, and OpenJPH's scratch space. Measured with
@@ -156,7 +157,7 @@ def iter_frame_results(
                 fetched = source.get_image_frame(datastore_id, image_set_id, frame.image_frame_id)
             except FrameFetchError as exc:
                 done.put(
-                    FrameResult(frame, Status.ERROR, expected=_expected(frame), reason=exc.reason, detail=str(exc))
+                    FrameResult.of(frame, Status.ERROR, expected=_expected(frame), reason=exc.reason, detail=str(exc))
                 )
                 return
             except Exception as exc:  # one frame's failure never ends the run
@@ -223,7 +224,7 @@ def verify_image_set(
         collected.append(result)
         if on_result is not None:
             on_result(result, total)
-    collected.sort(key=lambda r: r.frame.index)
+    collected.sort(key=lambda r: r.index)
     return ImageSetResult(datastore_id, image_set_id, version_id, tuple(collected))
 
 
@@ -232,7 +233,7 @@ def _expected(frame: FrameRef) -> int | None:
 
 
 def _internal_error(frame: FrameRef, exc: BaseException) -> FrameResult:
-    return FrameResult(
+    return FrameResult.of(
         frame,
         Status.ERROR,
         expected=_expected(frame),

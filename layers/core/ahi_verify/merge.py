@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .plan import JobPlan, PlannedImageSet
-from .report import FrameReport, ImageSetReport, JobReport, Part, Timings
+from .report import FrameResult, ImageSetReport, JobReport, Part, Timings
 
 
 def merge_parts(plan: JobPlan, parts: Iterable[Part], *, finished_at: str) -> JobReport:
@@ -44,7 +44,7 @@ def merge_parts(plan: JobPlan, parts: Iterable[Part], *, finished_at: str) -> Jo
 
 
 def _image_set(planned: PlannedImageSet, parts: list[Part]) -> ImageSetReport:
-    frames: dict[int, FrameReport] = {}
+    frames: dict[int, FrameResult] = {}
     errors = sorted({p.error for p in parts if p.error})
     total = max((p.total_frames for p in parts), default=0)
     for part in parts:

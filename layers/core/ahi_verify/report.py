@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from .ids import is_int
+from .metadata import FrameRef
 from .outcomes import MISMATCH_RELATIONS, Reason, Status, ThreeWay
 from .syntax import Rule
 
@@ -77,12 +78,12 @@ class SourceComparison:
 
 
 @dataclass(frozen=True)
-class FrameReport:
-    """One frame's result in the report.
+class FrameResult:
+    """The one result every frame listed in metadata ends in: the frame check's, then the report's.
 
     ``status`` and ``reason`` are final: a frame whose source comparison says its stored pixels are not the
     original's (:data:`ahi_verify.outcomes.MISMATCH_RELATIONS`) is a MISMATCH, whatever the stored-checksum
-    check alone said; construction refuses any other combination.
+    check alone said (``work.with_source``); construction refuses any other combination.
     """
 
     index: int
@@ -107,6 +108,33 @@ class FrameReport:
         ):
             raise ValueError(f"frame {self.index}: relation {self.source.relation} is a mismatch, status {self.status}")
 
+    @classmethod
+    def of(
+        cls,
+        frame: FrameRef,
+        status: Status,
+        *,
+        expected: int | None = None,
+        actual: int | None = None,
+        rule: Rule | None = None,
+        reason: Reason | None = None,
+        detail: str | None = None,
+    ) -> FrameResult:
+        """The result of a frame listed in metadata: its identity comes from the metadata entry."""
+        return cls(
+            frame.index,
+            frame.image_frame_id,
+            frame.series_instance_uid,
+            frame.sop_instance_uid,
+            frame.frame_number,
+            status,
+            expected,
+            actual,
+            rule,
+            reason,
+            detail,
+        )
+
     @property
     def source_unchecked(self) -> bool:
         """The three-way check ran but could not compare this frame with its source."""
@@ -130,7 +158,7 @@ class FrameReport:
         }
 
     @classmethod
-    def from_json(cls, doc: Any, where: str) -> FrameReport:
+    def from_json(cls, doc: Any, where: str) -> FrameResult:
         """Parse a frame entry; raise :class:`ReportFormatError` naming ``where``."""
         obj = _object(doc, where)
         rule, reason, source = obj.get("rule"), obj.get("reason"), obj.get("source")
@@ -165,7 +193,7 @@ class FrameCounts:
     error: int = 0
 
     @classmethod
-    def of(cls, frames: Iterable[FrameReport]) -> FrameCounts:
+    def of(cls, frames: Iterable[FrameResult]) -> FrameCounts:
         """Count frames by their (final) status."""
         by_status = dict.fromkeys(Status, 0)
         for frame in frames:
@@ -203,26 +231,51 @@ class SourceFileProblem:
         return cls(_str(obj, "inputFile", where), _str(obj, "error", where))
 
 
-@dataclass(frozen=True)
-class Part:
-    """One work item's results: the frames ``range`` of one image set (or all of them), or why none."""
+@dataclass(frozen=True, kw_only=True)
+class FrameGroup:
+    """Frames of one image set and what the three-way check found about its source files: the body a work
+    item's part and an image set of the report share."""
 
-    item_id: str
     image_set_id: str
-    range: tuple[int, int] | None
-    total_frames: int
-    """Frames the image set's metadata lists (all of them, not only this range)."""
-    error: str | None
-    frames: tuple[FrameReport, ...]
-    seconds: float = 0.0
+    error: str | None = None
+    """Why the image set, or some of its frames, has no result."""
+    frames: tuple[FrameResult, ...] = ()
     source_errors: tuple[SourceFileProblem, ...] = ()
     orphan_source_frames: tuple[str, ...] = ()
-    """Source frames (file: frame number) that no frame of the image set corresponds to."""
+    """Source frames (``<file>: frame <n>``) that no frame of the image set corresponds to."""
 
     @property
     def counts(self) -> FrameCounts:
-        """This part's frames by status."""
+        """These frames by status."""
         return FrameCounts.of(self.frames)
+
+    def _group_json(self) -> dict[str, Any]:
+        return {
+            "frames": [f.to_json() for f in self.frames],
+            "sourceErrors": [p.to_json() for p in self.source_errors],
+            "orphanSourceFrames": list(self.orphan_source_frames),
+        }
+
+    @staticmethod
+    def _parse_group(obj: Mapping[str, Any], where: str) -> dict[str, Any]:
+        return {
+            "image_set_id": _str(obj, "imageSetId", where),
+            "error": _opt_str(obj, "error", where),
+            "frames": _items(obj, "frames", where, FrameResult.from_json),
+            "source_errors": _items(obj, "sourceErrors", where, SourceFileProblem.from_json),
+            "orphan_source_frames": _strings(obj, "orphanSourceFrames", where),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Part(FrameGroup):
+    """One work item's results: the frames ``range`` of one image set (or all of them), or why none."""
+
+    item_id: str
+    range: tuple[int, int] | None = None
+    total_frames: int = 0
+    """Frames the image set's metadata lists (all of them, not only this range)."""
+    seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """The part document (``parts/<itemId>.json`` in the application)."""
@@ -232,10 +285,8 @@ class Part:
             "range": list(self.range) if self.range else None,
             "totalFrames": self.total_frames,
             "error": self.error,
-            "frames": [f.to_json() for f in self.frames],
             "seconds": self.seconds,
-            "sourceErrors": [p.to_json() for p in self.source_errors],
-            "orphanSourceFrames": list(self.orphan_source_frames),
+            **self._group_json(),
         }
 
     @classmethod
@@ -247,38 +298,21 @@ class Part:
             isinstance(raw_range, list) and len(raw_range) == 2 and all(is_int(v) for v in raw_range)
         ):
             raise ReportFormatError(f"{where}.range is not [start, end] or null")
-        seconds = obj.get("seconds")
-        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
-            raise ReportFormatError(f"{where}.seconds is not a number")
         return cls(
             item_id=_str(obj, "itemId", where),
-            image_set_id=_str(obj, "imageSetId", where),
             range=(raw_range[0], raw_range[1]) if raw_range else None,
             total_frames=_int(obj, "totalFrames", where),
-            error=_opt_str(obj, "error", where),
-            frames=_items(obj, "frames", where, FrameReport.from_json),
-            seconds=float(seconds),
-            source_errors=_items(obj, "sourceErrors", where, SourceFileProblem.from_json),
-            orphan_source_frames=_strings(obj, "orphanSourceFrames", where),
+            seconds=_number(obj, "seconds", where),
+            **cls._parse_group(obj, where),
         )
 
 
-@dataclass(frozen=True)
-class ImageSetReport:
+@dataclass(frozen=True, kw_only=True)
+class ImageSetReport(FrameGroup):
     """One image set of the job: every frame its metadata lists, in metadata order, each once."""
 
-    image_set_id: str
-    version: int | None
-    is_primary: bool | None
-    error: str | None
-    frames: tuple[FrameReport, ...]
-    source_errors: tuple[SourceFileProblem, ...] = ()
-    orphan_source_frames: tuple[str, ...] = ()
-
-    @property
-    def counts(self) -> FrameCounts:
-        """This image set's frames by status."""
-        return FrameCounts.of(self.frames)
+    version: int | None = None
+    is_primary: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         """An ``imageSets`` entry."""
@@ -288,9 +322,7 @@ class ImageSetReport:
             "isPrimary": self.is_primary,
             "error": self.error,
             "summary": self.counts.to_json(),
-            "frames": [f.to_json() for f in self.frames],
-            "sourceErrors": [p.to_json() for p in self.source_errors],
-            "orphanSourceFrames": list(self.orphan_source_frames),
+            **self._group_json(),
         }
 
     @classmethod
@@ -298,13 +330,9 @@ class ImageSetReport:
         """Parse an ``imageSets`` entry, checking its stored summary against its frames."""
         obj = _object(doc, where)
         report = cls(
-            image_set_id=_str(obj, "imageSetId", where),
             version=_opt_int(obj, "version", where),
             is_primary=_opt_bool(obj, "isPrimary", where),
-            error=_opt_str(obj, "error", where),
-            frames=_items(obj, "frames", where, FrameReport.from_json),
-            source_errors=_items(obj, "sourceErrors", where, SourceFileProblem.from_json),
-            orphan_source_frames=_strings(obj, "orphanSourceFrames", where),
+            **cls._parse_group(obj, where),
         )
         _same(obj.get("summary"), report.counts.to_json(), f"{where}.summary")
         return report
@@ -511,11 +539,11 @@ class Timings:
     def from_json(cls, doc: Any, where: str = "timings") -> Timings:
         """Parse a ``timings`` object."""
         obj = _object(doc, where)
-        seconds = obj.get("verificationSeconds")
-        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
-            raise ReportFormatError(f"{where}.verificationSeconds is not a number")
         return cls(
-            _opt_str(obj, "startedAt", where), _str(obj, "finishedAt", where), _int(obj, "workItems", where), seconds
+            _opt_str(obj, "startedAt", where),
+            _str(obj, "finishedAt", where),
+            _int(obj, "workItems", where),
+            _number(obj, "verificationSeconds", where),
         )
 
 
@@ -552,7 +580,7 @@ class JobReport:
     image_sets: tuple[ImageSetReport, ...] = ()
     timings: Timings | None = None
 
-    def frames(self) -> Iterable[tuple[str, FrameReport]]:
+    def frames(self) -> Iterable[tuple[str, FrameResult]]:
         """``(image set ID, frame)`` for every frame of the job, in report order."""
         for image_set in self.image_sets:
             for frame in image_set.frames:
@@ -575,7 +603,7 @@ class JobReport:
         """The one decision: MISMATCH, IMPORT_FAILED, UNVERIFIED or CLEAN (see :func:`decide`)."""
         return decide(self)
 
-    def problem_frames(self) -> list[tuple[str, FrameReport]]:
+    def problem_frames(self) -> list[tuple[str, FrameResult]]:
         """``(image set ID, frame)`` for every frame that is not a clean MATCH, mismatches first."""
         found = [(i, f) for i, f in self.frames() if f.status is not Status.MATCH or f.source_unchecked]
         return sorted(found, key=lambda pair: pair[1].status is not Status.MISMATCH)
@@ -679,6 +707,13 @@ def _int(obj: Mapping[str, Any], key: str, where: str) -> int:
 
 def _opt_int(obj: Mapping[str, Any], key: str, where: str) -> int | None:
     return None if obj.get(key) is None else _int(obj, key, where)
+
+
+def _number(obj: Mapping[str, Any], key: str, where: str) -> float:
+    value = obj.get(key)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ReportFormatError(f"{where}.{key} is not a number")
+    return float(value)
 
 
 def _opt_bool(obj: Mapping[str, Any], key: str, where: str) -> bool | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 
-from .report import FrameReport, JobReport
+from .report import FrameResult, JobReport
 
 _COLUMNS = ("status", "image set", "frame", "#", "expected", "actual", "source", "reason")
 
@@ -62,7 +62,7 @@ warnings, {summary.unreadable_lines} unreadable ndjson lines.</p>
 """
 
 
-def _problem_row(image_set_id: str, f: FrameReport) -> str:
+def _problem_row(image_set_id: str, f: FrameResult) -> str:
     e = html.escape
     expected = "-" if f.expected is None else f.expected
     actual = "-" if f.actual is None else f.actual

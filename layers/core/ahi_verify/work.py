@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from .frame_check import FrameResult
 from .image_set import VerifyOptions, iter_frame_results, load_image_set_frames
 from .locations import S3Location
 from .metadata import FrameRef
 from .outcomes import MISMATCH_RELATIONS, Reason, Status, ThreeWay, three_way
 from .plan import JobPlan
 from .ports import FrameSource, ImageSetError, JobOutputError, JobOutputStore
-from .report import FrameReport, Part, SourceComparison, SourceFileProblem
+from .report import FrameResult, Part, SourceComparison, SourceFileProblem
 from .source_check import SourceError, read_source_file
 from .work_items import WorkItem
 
@@ -91,7 +90,7 @@ def verify_frames(
         results.append(result)
         if on_result is not None:
             on_result(result, len(chosen))
-    results.sort(key=lambda r: r.frame.index)
+    results.sort(key=lambda r: r.index)
     comparisons: dict[int, SourceComparison] = {}
     problems: tuple[SourceFileProblem, ...] = ()
     orphans: tuple[str, ...] = ()
@@ -103,7 +102,7 @@ def verify_frames(
         range=item.frames,
         total_frames=len(listed),
         error=error,
-        frames=tuple(frame_report(r, comparisons.get(r.frame.index)) for r in results),
+        frames=tuple(with_source(r, comparisons[r.index]) if r.index in comparisons else r for r in results),
         seconds=round(time.perf_counter() - started, 3),
         source_errors=problems,
         orphan_source_frames=orphans,
@@ -123,31 +122,18 @@ def verify_work_item(
     return verify_frames(source, item, listed, error, options, sources=sources, on_result=on_result)
 
 
-def frame_report(result: FrameResult, comparison: SourceComparison | None = None) -> FrameReport:
-    """A frame check's result (and its source comparison) as the report's frame, with its final status."""
+def with_source(result: FrameResult, comparison: SourceComparison) -> FrameResult:
+    """The frame's result with its source comparison, and its final status: a relation that says the stored
+    pixels are not the original's makes it a MISMATCH with the reason ``differs-from-source``."""
     status, reason, detail = result.status, result.reason, result.detail
-    if comparison is not None and comparison.relation in MISMATCH_RELATIONS and status is not Status.MISMATCH:
+    if comparison.relation in MISMATCH_RELATIONS and status is not Status.MISMATCH:
         status, reason = Status.MISMATCH, Reason.DIFFERS_FROM_SOURCE
         why = (
             f"{comparison.relation}: the original file's pixels give IFRC {comparison.ifrc}, "
             f"the stored checksum is {result.expected}"
         )
         detail = f"{why}; {detail}" if detail else why
-    frame = result.frame
-    return FrameReport(
-        index=frame.index,
-        image_frame_id=frame.image_frame_id,
-        series_instance_uid=frame.series_instance_uid,
-        sop_instance_uid=frame.sop_instance_uid,
-        frame_number=frame.frame_number,
-        status=status,
-        expected=result.expected,
-        actual=result.actual,
-        rule=result.rule,
-        reason=reason,
-        detail=detail,
-        source=comparison,
-    )
+    return replace(result, status=status, reason=reason, detail=detail, source=comparison)
 
 
 def _compare_sources(
@@ -181,16 +167,14 @@ def _compare_sources(
             by_frame[(parsed.sop_instance_uid, frame.frame_number)] = (frame.crc, input_file)
     comparisons = {}
     for r in results:
-        found = by_frame.get((r.frame.sop_instance_uid, r.frame.frame_number))
+        found = by_frame.get((r.sop_instance_uid, r.frame_number))
         decoded = r.actual if r.status in (Status.MATCH, Status.MISMATCH) else None
         relation = (
             ThreeWay.SOURCE_UNREADABLE
             if found is None and problems
             else three_way(found[0] if found else None, r.expected, decoded)
         )
-        comparisons[r.frame.index] = SourceComparison(
-            found[0] if found else None, relation, found[1] if found else None
-        )
+        comparisons[r.index] = SourceComparison(found[0] if found else None, relation, found[1] if found else None)
     if listing_failed:
         return comparisons, tuple(problems), ()
     stored = {(f.sop_instance_uid, f.frame_number) for f in listed}
