@@ -36,7 +36,7 @@ class Emulator(HealthImagingBackend, ImportControlPlane):
     Parameters
     ----------
     s3_client, on_event, region, import_faults
-        The import control plane's settings, each settable later as an attribute of the same name (see
+        Initial values of the import control plane's attributes of the same name, each settable later (see
         :class:`~ahi_emulator.jobs.ImportControlPlane`).
     """
 
@@ -49,9 +49,10 @@ class Emulator(HealthImagingBackend, ImportControlPlane):
         import_faults: ImportFaults | None = None,
     ) -> None:
         HealthImagingBackend.__init__(self)
-        ImportControlPlane.__init__(
-            self, self, s3_client=s3_client, on_event=on_event, region=region, import_faults=import_faults
-        )
+        ImportControlPlane.__init__(self, self, region)
+        self.s3_client = s3_client
+        self.on_event = on_event
+        self.import_faults = import_faults
         self._faults = FaultBook()
 
     # ------------------------------------------------------------------------------------- image sets

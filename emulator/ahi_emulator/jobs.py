@@ -81,12 +81,15 @@ EventSink = Callable[[dict[str, Any]], None]
 S3_ERRORS = (ClientError, BotoCoreError)
 
 
+# Shorthands for the protocol's signatures.
+_Dicom = Mapping[str, Any]
+_Instances = Sequence[PreparedInstance]
+
+
 class ImportBackend(Protocol):
     """What the control plane needs from the state (:class:`~ahi_emulator.models.HealthImagingBackend` has it)."""
 
     # Job records.
-    def check_datastore(self, datastore_id: str) -> None: ...
-
     def register_job(self, job: JobRecord) -> JobRecord: ...
 
     def job_record(self, job_id: str, datastore_id: str | None = None) -> JobRecord: ...
@@ -107,12 +110,7 @@ class ImportBackend(Protocol):
 
     # What a running job writes.
     def publish_image_set(
-        self,
-        datastore_id: str,
-        image_set_id: str,
-        patient_dicom: Mapping[str, Any],
-        study_dicom: Mapping[str, Any],
-        instances: Sequence[PreparedInstance],
+        self, datastore_id: str, image_set_id: str, patient_dicom: _Dicom, study_dicom: _Dicom, instances: _Instances
     ) -> ImageSetInfo: ...
 
     def corrupt_frame(self, datastore_id: str, image_set_id: str, frame_id: str) -> None: ...
@@ -269,35 +267,32 @@ class ImportControlPlane:
     ----------
     backend
         The state the jobs read and write, reached only through :class:`ImportBackend`.
+    region
+        Region named in events; defaults to ``AWS_REGION``, ``AWS_DEFAULT_REGION`` or ``us-east-1``.
+
+    Attributes
+    ----------
     s3_client
         A boto3 ``"s3"`` client for import jobs. ``None`` (the default) makes each job create its own from
         the normal boto3 configuration (``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, credentials, region)
-        when it starts, so environment changes made before :meth:`start_import_job` apply. Settable later
-        as :attr:`s3_client`.
+        when it starts, so environment changes made before :meth:`start_import_job` apply.
     on_event
         Called (on the job's thread) with the EventBridge-shaped event of every job that ends: ``Import Job
-        Completed`` or ``Import Job Failed``. Settable later as :attr:`on_event` (e.g. ``queue.put``); its
-        exceptions are logged and ignored.
+        Completed`` or ``Import Job Failed`` (e.g. ``queue.put``); its exceptions are logged and ignored.
+        ``None`` (the default): no events.
     region
-        Region named in events; defaults to ``AWS_REGION``, ``AWS_DEFAULT_REGION`` or ``us-east-1``.
+        As above; settable later.
     import_faults
-        Faults for jobs started without their own (e.g. over HTTP). Settable later as :attr:`import_faults`.
+        Faults for jobs started without their own (e.g. over HTTP); ``None`` (the default): none.
     """
 
-    def __init__(
-        self,
-        backend: ImportBackend,
-        *,
-        s3_client: Any | None = None,
-        on_event: EventSink | None = None,
-        region: str | None = None,
-        import_faults: ImportFaults | None = None,
-    ) -> None:
+    def __init__(self, backend: ImportBackend, region: str | None = None) -> None:
         self.backend = backend
-        self.s3_client = s3_client
-        self.on_event = on_event
         self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        self.import_faults = import_faults
+        # Read when a job starts (s3_client, import_faults) or ends (on_event), so changes apply to later jobs.
+        self.s3_client: Any | None = None
+        self.on_event: EventSink | None = None
+        self.import_faults: ImportFaults | None = None
 
     def start_import_job(
         self,

@@ -210,6 +210,7 @@ class HealthImagingBackend:
         Returns
         -------
         ImageSetInfo
+            The stored version's frame IDs and full-resolution checksums.
 
         Raises
         ------
