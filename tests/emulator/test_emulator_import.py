@@ -29,7 +29,7 @@ import pytest
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
-from ahi_emulator import Emulator, EmulatorServer, StoredFrameRef, ImportFaults
+from ahi_emulator import Emulator, EmulatorServer, ImportFaults, StoredFrameRef
 from tests.emulator.conftest import ClientFactory
 from tests.emulator.p10_factory import (
     RETAINED,
