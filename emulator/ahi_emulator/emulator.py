@@ -4,7 +4,8 @@ It is the models (:class:`~ahi_emulator.models.HealthImagingBackend`: state and 
 import control plane (:class:`~ahi_emulator.jobs.ImportControlPlane`) in one object, plus the request-time
 faults (:class:`~ahi_emulator.faults.FaultBook`), the two ``add_image_set`` entry points that run the
 metadata builder (:mod:`ahi_emulator.metadata`) and ``save``/``load`` (:mod:`ahi_emulator.persistence`).
-Callers (tests, the HTTP app, the CLI, the local stack) use only this class.
+Callers outside the package (tests, the local stack, the benchmarks) and the HTTP app, the CLI and the seed
+data use this class; the parts stay importable on their own.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The metadata document builder: instance specs become encoded frames and HealthImaging metadata documents.
 
-Everything here is a pure function of its inputs: nothing is stored (that is :mod:`ahi_emulator.models`).
+Nothing here keeps state (that is :mod:`ahi_emulator.models`); only new IDs, UIDs and dates are not inputs.
 The builder plans each instance (checks its frames and transfer syntax), encodes the frames on every core,
 writes the ``ImageFrames`` entries with checksums computed from the source arrays, and assembles the
 ``Patient``/``Study``/``Series``/``Instances`` document an image set publishes as version ``"1"``. It also

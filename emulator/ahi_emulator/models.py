@@ -6,6 +6,9 @@ thread-safe. It knows metadata documents only as far as storing, versioning, ser
 needs; how a document is built is :mod:`ahi_emulator.metadata`. It keeps the record of each import job and
 its status transitions; running a job, validating its request and sending its event is
 :mod:`ahi_emulator.jobs`. Saving and loading the state is :mod:`ahi_emulator.persistence`.
+
+The frames it keeps are :class:`~ahi_emulator.metadata.StoredFrame` objects, the builder's output type, so
+that the imports run one way: the models import the builder, and the builder never imports the models.
 """
 
 from __future__ import annotations
