@@ -4,21 +4,21 @@ The full-resolution checksums it lists are computed from the source arrays, inde
 a verifier tested against it cannot pass by sharing a decoder's mistakes.
 """
 
-from .faults import Fault
-from .jobs import FrameRef, ImportFaults, InjectedFaults
+from .emulator import Emulator
+from .faults import Fault, ImportFaults, InjectedFaults, StoredFrameRef
+from .models import NotFoundError
 from .server import EmulatorServer
 from .specs import ImageSetInfo, InstanceSpec, PatientSpec
-from .store import Emulator, NotFoundError
 
 __all__ = [
     "Emulator",
     "EmulatorServer",
     "Fault",
-    "FrameRef",
     "ImageSetInfo",
     "ImportFaults",
     "InjectedFaults",
     "InstanceSpec",
     "NotFoundError",
     "PatientSpec",
+    "StoredFrameRef",
 ]

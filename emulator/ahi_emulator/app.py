@@ -23,9 +23,11 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from .faults import ERROR_RESPONSES, METADATA_BODY_FAULTS, Fault
-from .jobs import JOB_ID_PATTERN, ImportFaults, validate_start_request
-from .store import ID_PATTERN, VERSION_PATTERN, Emulator, NotFoundError
+from .emulator import Emulator
+from .faults import ERROR_RESPONSES, METADATA_BODY_FAULTS, Fault, ImportFaults
+from .ids import ID_PATTERN, JOB_ID_PATTERN, VERSION_PATTERN
+from .jobs import validate_start_request
+from .models import NotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +94,7 @@ def _truncated(response: Response) -> Response:
 
 
 class EmulatorApp:
-    """The WSGI application serving one :class:`~ahi_emulator.store.Emulator`.
+    """The WSGI application serving one :class:`~ahi_emulator.emulator.Emulator`.
 
     Parameters
     ----------

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from .emulator import Emulator
 from .seed import seed_emulator
 from .server import EmulatorServer
-from .store import Emulator
 
 
 def _parser() -> argparse.ArgumentParser:

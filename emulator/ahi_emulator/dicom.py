@@ -21,7 +21,9 @@ DicomSource = str | os.PathLike[str] | Dataset
 
 _SUPPORTED_SYNTAXES = frozenset({str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)})
 
-_STUDY_KEYWORDS = (
+# The attributes copied into each level of the metadata document; public because the import job's P10
+# reader (p10.py) fills the same levels from the same keywords.
+STUDY_KEYWORDS = (
     "StudyInstanceUID",
     "StudyDescription",
     "StudyDate",
@@ -30,8 +32,8 @@ _STUDY_KEYWORDS = (
     "AccessionNumber",
     "ReferringPhysicianName",
 )
-_SERIES_KEYWORDS = ("Modality", "SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "SeriesDate")
-_INSTANCE_KEYWORDS = (
+SERIES_KEYWORDS = ("Modality", "SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "SeriesDate")
+INSTANCE_KEYWORDS = (
     "SOPInstanceUID",
     "SOPClassUID",
     "InstanceNumber",
@@ -73,7 +75,21 @@ def _json_value(value: Any, vr: str) -> Any:
     return str(value)
 
 
-def _attributes(ds: Dataset, keywords: Iterable[str]) -> dict[str, Any]:
+def dicom_attributes(ds: Dataset, keywords: Iterable[str]) -> dict[str, Any]:
+    """Return the JSON values of the keywords present in ``ds`` (absent keywords are left out).
+
+    Parameters
+    ----------
+    ds
+        The dataset to read.
+    keywords
+        DICOM keywords, e.g. :data:`STUDY_KEYWORDS`.
+
+    Returns
+    -------
+    dict
+        Keyword to JSON value, as HealthImaging metadata lists it.
+    """
     out: dict[str, Any] = {}
     for keyword in keywords:
         if keyword in ds:
@@ -142,19 +158,19 @@ def read_dicom(
         ds, label = _load(source)
         frames = _frames(ds, label)
         if patient is None:
-            person = _attributes(ds, ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"))
+            person = dicom_attributes(ds, ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"))
             patient = PatientSpec(
                 name=person.get("PatientName"),
                 id=person.get("PatientID"),
                 birth_date=person.get("PatientBirthDate"),
                 sex=person.get("PatientSex"),
             )
-            study = _attributes(ds, _STUDY_KEYWORDS)
+            study = dicom_attributes(ds, STUDY_KEYWORDS)
         elif str(ds.get("StudyInstanceUID", "")) != str(study.get("StudyInstanceUID") or ""):
             raise ValueError(f"{label}: belongs to another study than the first file")
-        instance_dicom = _attributes(ds, _INSTANCE_KEYWORDS)
+        instance_dicom = dicom_attributes(ds, INSTANCE_KEYWORDS)
         instance_dicom["TransferSyntaxUID"] = str(ds.file_meta.TransferSyntaxUID)
-        series_dicom = _attributes(ds, _SERIES_KEYWORDS)
+        series_dicom = dicom_attributes(ds, SERIES_KEYWORDS)
         instances.append(
             InstanceSpec(
                 frames=frames,

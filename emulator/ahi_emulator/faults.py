@@ -1,11 +1,21 @@
-"""Request-time fault injection and request counters, shared by all server threads."""
+"""What the emulator can be told to get wrong: request-time faults (with request counters) and import job faults.
+
+Request-time faults (:class:`Fault`, kept in a :class:`FaultBook` shared by all server threads) change how the
+HTTP app answers. Import faults (:class:`ImportFaults`) change what a DICOM import job stores and writes, and
+:class:`InjectedFaults` records what they changed. Stored-data faults on existing frames (corrupt, truncate,
+wrong checksum, remove) are operations on the state, in :mod:`ahi_emulator.models`.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar, get_args
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 FaultKind = Literal[
     "latency",
@@ -26,6 +36,8 @@ Operation = Literal[
     "GetDICOMImportJob",
     "ListDICOMImportJobs",
 ]
+
+_Wire = TypeVar("_Wire", bound="DataclassInstance")
 
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 OPERATIONS: tuple[str, ...] = get_args(Operation)
@@ -112,15 +124,7 @@ class Fault:
         ValueError
             When ``obj`` is not an object, has unknown keys or invalid values.
         """
-        if not isinstance(obj, dict):
-            raise ValueError("a fault must be a JSON object")
-        unknown = set(obj) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown fault fields: {sorted(unknown)}")
-        try:
-            return cls(**obj)
-        except TypeError as exc:
-            raise ValueError(str(exc)) from exc
+        return _from_wire(cls, obj, "a fault", "fault")
 
 
 @dataclass(frozen=True)
@@ -228,3 +232,136 @@ class FaultBook:
                     for a in self._active
                 ],
             }
+
+
+# ------------------------------------------------------------------------------------------ import faults
+
+
+@dataclass(frozen=True)
+class ImportFaults:
+    """Faults an import job injects into what it produces.
+
+    Parameters
+    ----------
+    corrupt_frames
+        After the checksums are taken, corrupt this many stored frames (the first ones, in image set and
+        metadata order) with :meth:`Emulator.corrupt_frame`: HTJ2K frames decode to one changed sample,
+        retained frames get one byte flipped.
+    wrong_checksums
+        List a wrong full-resolution checksum (the correct one XOR ``0xFFFFFFFF``) for this many frames (the
+        last ones, in image set and metadata order).
+    fail_files
+        Object keys or basenames to reject with a FAILURE line (``ValidationException``), counted in
+        ``numberOfFilesWithCustomerError``. The object is not read.
+    server_error_files
+        Object keys or basenames to reject with a FAILURE line (``InternalServerException``), counted in
+        ``numberOfFilesWithServerError``.
+    manifest_delay_s
+        Write the ndjson files, mark the job COMPLETED (and send its event), wait this long, then write the
+        manifest: the "manifest lags COMPLETED" case.
+    write_manifest
+        False: the job ends COMPLETED without a manifest.
+    """
+
+    corrupt_frames: int = 0
+    wrong_checksums: int = 0
+    fail_files: Sequence[str] = ()
+    server_error_files: Sequence[str] = ()
+    manifest_delay_s: float = 0.0
+    write_manifest: bool = True
+
+    def __post_init__(self) -> None:
+        if self.corrupt_frames < 0 or self.wrong_checksums < 0:
+            raise ValueError("corrupt_frames and wrong_checksums must be >= 0")
+        if self.manifest_delay_s < 0:
+            raise ValueError("manifest_delay_s must be >= 0")
+        for name in ("fail_files", "server_error_files"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise ValueError(f"{name} must be a sequence of keys, not a string")
+            object.__setattr__(self, name, tuple(value))
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the admin API's wire form."""
+        return {
+            "corrupt_frames": self.corrupt_frames,
+            "wrong_checksums": self.wrong_checksums,
+            "fail_files": list(self.fail_files),
+            "server_error_files": list(self.server_error_files),
+            "manifest_delay_s": self.manifest_delay_s,
+            "write_manifest": self.write_manifest,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> ImportFaults:
+        """Build from the admin API's wire form.
+
+        Raises
+        ------
+        ValueError
+            For unknown keys or invalid values.
+        """
+        return _from_wire(cls, obj, "import faults", "import fault")
+
+    def rejects(self, key: str) -> Literal["customer", "server"] | None:
+        """Return which injected failure applies to an object key, if any."""
+        basename = key.rsplit("/", 1)[-1]
+        if key in self.server_error_files or basename in self.server_error_files:
+            return "server"
+        if key in self.fail_files or basename in self.fail_files:
+            return "customer"
+        return None
+
+
+class StoredFrameRef(NamedTuple):
+    """One stored frame, named by its image set and frame IDs."""
+
+    image_set_id: str
+    frame_id: str
+
+
+@dataclass
+class InjectedFaults:
+    """What a job's :class:`ImportFaults` actually changed.
+
+    Attributes
+    ----------
+    corrupted_frames
+        Frames whose stored bytes were corrupted.
+    wrong_checksums
+        Frames whose listed full-resolution checksum is wrong, with ``(listed, correct)`` values.
+    failed_files
+        Object keys rejected by ``fail_files`` / ``server_error_files``.
+    """
+
+    corrupted_frames: list[StoredFrameRef] = field(default_factory=list)
+    wrong_checksums: dict[StoredFrameRef, tuple[int, int]] = field(default_factory=dict)
+    failed_files: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-serialisable form (the admin API's)."""
+        return {
+            "corruptedFrames": [ref._asdict() for ref in self.corrupted_frames],
+            "wrongChecksums": [
+                {**ref._asdict(), "listed": listed, "correct": correct}
+                for ref, (listed, correct) in self.wrong_checksums.items()
+            ],
+            "failedFiles": list(self.failed_files),
+        }
+
+
+def _from_wire(cls: type[_Wire], obj: Any, what: str, field_label: str) -> _Wire:
+    """Build a fault dataclass from the admin API's JSON object, every mistake a ``ValueError``.
+
+    ``what`` names the object in "must be a JSON object" and ``field_label`` the fields in "unknown ...
+    fields", so each fault type keeps its own messages.
+    """
+    if not isinstance(obj, dict):
+        raise ValueError(f"{what} must be a JSON object")
+    unknown = set(obj) - set(cls.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown {field_label} fields: {sorted(unknown)}")
+    try:
+        return cls(**obj)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from exc

@@ -23,34 +23,44 @@ A file imported with a warning is listed in ``WARNING/`` only.
 A job whose input cannot be listed (missing bucket, access, no connection), or whose output cannot be
 written, ends FAILED with a ``message`` and no manifest. Otherwise it ends COMPLETED, even when every file
 failed or the prefix is empty. Image sets are published when the scan ends. A job's event (``Import Job
-Completed`` / ``Import Job Failed``) goes to ``Emulator.on_event`` once the job is terminal; Submitted and In
-Progress events are not emitted. ``StartDICOMImportJob`` answers ``jobStatus`` SUBMITTED; a ``clientToken``
-already used for the data store returns that job (whatever the other parameters). Without ``jobName`` the job
-is named ``DicomImport-<first 8 characters of the job ID>`` (the service's default is undocumented).
+Completed`` / ``Import Job Failed``) goes to :attr:`ImportControlPlane.on_event` (the ``Emulator``'s) once the
+job is terminal; Submitted and In Progress events are not emitted. ``StartDICOMImportJob`` answers
+``jobStatus`` SUBMITTED; a ``clientToken`` already used for the data store returns that job (whatever the
+other parameters). Without ``jobName`` the job is named ``DicomImport-<first 8 characters of the job ID>``
+(the service's default is undocumented).
 ``ListDICOMImportJobs`` lists in submission order; its ``nextToken`` is an opaque offset.
+
+The control plane keeps no state of its own beyond its settings: job records, their status and the image
+sets a job publishes live in :mod:`ahi_emulator.models`, reached only through the :class:`ImportBackend`
+protocol, so this module imports the models and never the reverse.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
+import os
 import re
-import secrets
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import IO, Any, Protocol
 
+import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .faults import ImportFaults, InjectedFaults, StoredFrameRef
+from .ids import new_id
+from .metadata import PreparedInstance, prepare_import_instance
+from .models import JOB_STATUSES, TERMINAL, JobRecord, safe_message
 from .p10 import TRANSCODING_EXCEPTION, P10Error, P10Instance, read_p10
-
-if TYPE_CHECKING:
-    from .store import Emulator, _PreparedInstance
+from .specs import ImageSetInfo
 
 logger = logging.getLogger(__name__)
 
@@ -58,18 +68,12 @@ ACCOUNT_ID = "123456789012"
 DEFAULT_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/ahi-import"
 MANIFEST_NAME = "job-output-manifest.json"
 
-JobStatus = Literal["SUBMITTED", "IN_PROGRESS", "COMPLETED", "FAILED"]
-JOB_STATUSES: tuple[str, ...] = ("SUBMITTED", "IN_PROGRESS", "COMPLETED", "FAILED")
-TERMINAL: frozenset[str] = frozenset({"COMPLETED", "FAILED"})
-
 # Patterns of botocore's medical-imaging model.
 S3_URI_PATTERN = re.compile(r"s3://[a-z0-9][\.\-a-z0-9]{1,61}[a-z0-9](/.*)?")
 ROLE_ARN_PATTERN = re.compile(r"arn:aws(-[^:]+)?:iam::[0-9]{12}:role/.+")
 CLIENT_TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
 JOB_NAME_PATTERN = re.compile(r"[A-Za-z0-9._/#-]+")
-JOB_ID_PATTERN = re.compile(r"[0-9a-z]{1,32}")
 ACCOUNT_PATTERN = re.compile(r"\d{12}")
-_MESSAGE_DISALLOWED = re.compile(r"[^\w -:`]")
 
 EventSink = Callable[[dict[str, Any]], None]
 
@@ -77,214 +81,41 @@ EventSink = Callable[[dict[str, Any]], None]
 S3_ERRORS = (ClientError, BotoCoreError)
 
 
-@dataclass(frozen=True)
-class ImportFaults:
-    """Faults an import job injects into what it produces.
-
-    Parameters
-    ----------
-    corrupt_frames
-        After the checksums are taken, corrupt this many stored frames (the first ones, in image set and
-        metadata order) with :meth:`Emulator.corrupt_frame`: HTJ2K frames decode to one changed sample,
-        retained frames get one byte flipped.
-    wrong_checksums
-        List a wrong full-resolution checksum (the correct one XOR ``0xFFFFFFFF``) for this many frames (the
-        last ones, in image set and metadata order).
-    fail_files
-        Object keys or basenames to reject with a FAILURE line (``ValidationException``), counted in
-        ``numberOfFilesWithCustomerError``. The object is not read.
-    server_error_files
-        Object keys or basenames to reject with a FAILURE line (``InternalServerException``), counted in
-        ``numberOfFilesWithServerError``.
-    manifest_delay_s
-        Write the ndjson files, mark the job COMPLETED (and send its event), wait this long, then write the
-        manifest: the "manifest lags COMPLETED" case.
-    write_manifest
-        False: the job ends COMPLETED without a manifest.
-    """
-
-    corrupt_frames: int = 0
-    wrong_checksums: int = 0
-    fail_files: Sequence[str] = ()
-    server_error_files: Sequence[str] = ()
-    manifest_delay_s: float = 0.0
-    write_manifest: bool = True
-
-    def __post_init__(self) -> None:
-        if self.corrupt_frames < 0 or self.wrong_checksums < 0:
-            raise ValueError("corrupt_frames and wrong_checksums must be >= 0")
-        if self.manifest_delay_s < 0:
-            raise ValueError("manifest_delay_s must be >= 0")
-        for name in ("fail_files", "server_error_files"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                raise ValueError(f"{name} must be a sequence of keys, not a string")
-            object.__setattr__(self, name, tuple(value))
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the admin API's wire form."""
-        return {
-            "corrupt_frames": self.corrupt_frames,
-            "wrong_checksums": self.wrong_checksums,
-            "fail_files": list(self.fail_files),
-            "server_error_files": list(self.server_error_files),
-            "manifest_delay_s": self.manifest_delay_s,
-            "write_manifest": self.write_manifest,
-        }
-
-    @classmethod
-    def from_json(cls, obj: Any) -> ImportFaults:
-        """Build from the admin API's wire form.
-
-        Raises
-        ------
-        ValueError
-            For unknown keys or invalid values.
-        """
-        if not isinstance(obj, dict):
-            raise ValueError("import faults must be a JSON object")
-        unknown = set(obj) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown import fault fields: {sorted(unknown)}")
-        try:
-            return cls(**obj)
-        except TypeError as exc:
-            raise ValueError(str(exc)) from exc
-
-    def rejects(self, key: str) -> Literal["customer", "server"] | None:
-        """Return which injected failure applies to an object key, if any."""
-        basename = key.rsplit("/", 1)[-1]
-        if key in self.server_error_files or basename in self.server_error_files:
-            return "server"
-        if key in self.fail_files or basename in self.fail_files:
-            return "customer"
-        return None
+# Shorthands for the protocol's signatures.
+_Dicom = Mapping[str, Any]
+_Instances = Sequence[PreparedInstance]
 
 
-class FrameRef(NamedTuple):
-    """One stored frame."""
+class ImportBackend(Protocol):
+    """What the control plane needs from the state (:class:`~ahi_emulator.models.HealthImagingBackend` has it)."""
 
-    image_set_id: str
-    frame_id: str
+    # Job records.
+    def register_job(self, job: JobRecord) -> JobRecord: ...
 
+    def job_record(self, job_id: str, datastore_id: str | None = None) -> JobRecord: ...
 
-@dataclass
-class InjectedFaults:
-    """What a job's :class:`ImportFaults` actually changed.
+    def job_properties(self, datastore_id: str, job_id: str) -> dict[str, Any]: ...
 
-    Attributes
-    ----------
-    corrupted_frames
-        Frames whose stored bytes were corrupted.
-    wrong_checksums
-        Frames whose listed full-resolution checksum is wrong, with ``(listed, correct)`` values.
-    failed_files
-        Object keys rejected by ``fail_files`` / ``server_error_files``.
-    """
+    def job_listing(
+        self,
+        datastore_id: str,
+        *,
+        job_status: str | None = None,
+        view: Callable[[JobRecord], dict[str, Any]] = ...,
+    ) -> list[dict[str, Any]]: ...
 
-    corrupted_frames: list[FrameRef] = field(default_factory=list)
-    wrong_checksums: dict[FrameRef, tuple[int, int]] = field(default_factory=dict)
-    failed_files: list[str] = field(default_factory=list)
+    def record_job_status(self, job_id: str, status: str, message: str | None = None) -> bool: ...
 
-    def to_json(self) -> dict[str, Any]:
-        """Return a JSON-serialisable form (the admin API's)."""
-        return {
-            "corruptedFrames": [ref._asdict() for ref in self.corrupted_frames],
-            "wrongChecksums": [
-                {**ref._asdict(), "listed": listed, "correct": correct}
-                for ref, (listed, correct) in self.wrong_checksums.items()
-            ],
-            "failedFiles": list(self.failed_files),
-        }
+    def wait_until_ended(self, job: JobRecord, deadline: float) -> bool: ...
 
+    # What a running job writes.
+    def publish_image_set(
+        self, datastore_id: str, image_set_id: str, patient_dicom: _Dicom, study_dicom: _Dicom, instances: _Instances
+    ) -> ImageSetInfo: ...
 
-@dataclass
-class ImportJob:
-    """The record of one import job (internal; the API view is :meth:`properties`)."""
+    def corrupt_frame(self, datastore_id: str, image_set_id: str, frame_id: str) -> None: ...
 
-    job_id: str
-    datastore_id: str
-    job_name: str
-    client_token: str
-    data_access_role_arn: str
-    input_s3_uri: str
-    output_s3_uri: str
-    submitted_at: float
-    status: str = "SUBMITTED"
-    ended_at: float | None = None
-    message: str | None = None
-    input_owner_account_id: str | None = None
-    import_configuration: dict[str, Any] | None = None
-    faults: ImportFaults = field(default_factory=ImportFaults)
-    injected: InjectedFaults = field(default_factory=InjectedFaults)
-    done: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def job_folder_uri(self) -> str:
-        """``outputS3Uri`` with the job folder appended, as ``GetDICOMImportJob`` reports it."""
-        return job_folder_uri(self.output_s3_uri, self.datastore_id, self.job_id)
-
-    def properties(self) -> dict[str, Any]:
-        """The ``GetDICOMImportJob`` ``jobProperties`` (timestamps as epoch seconds)."""
-        props = {**self.summary(), "inputS3Uri": self.input_s3_uri, "outputS3Uri": self.job_folder_uri}
-        if self.import_configuration is not None:
-            props["importConfiguration"] = self.import_configuration
-        return props
-
-    def summary(self) -> dict[str, Any]:
-        """One ``ListDICOMImportJobs`` ``jobSummaries`` entry: the properties both operations share."""
-        item: dict[str, Any] = {
-            "jobId": self.job_id,
-            "jobName": self.job_name,
-            "jobStatus": self.status,
-            "datastoreId": self.datastore_id,
-            "dataAccessRoleArn": self.data_access_role_arn,
-            "submittedAt": self.submitted_at,
-        }
-        if self.ended_at is not None:
-            item["endedAt"] = self.ended_at
-        if self.message is not None:
-            item["message"] = self.message
-        return item
-
-    def to_json(self) -> dict[str, Any]:
-        """Persistent form (faults and their record are not kept)."""
-        return {
-            **self.properties(),
-            "outputS3Uri": self.output_s3_uri,
-            "clientToken": self.client_token,
-            "inputOwnerAccountId": self.input_owner_account_id,
-        }
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> ImportJob:
-        """Rebuild a saved job; one that was still running becomes FAILED."""
-        job = cls(
-            job_id=_checked(obj["jobId"], JOB_ID_PATTERN, "jobId"),
-            datastore_id=str(obj["datastoreId"]),
-            job_name=str(obj["jobName"]),
-            client_token=str(obj["clientToken"]),
-            data_access_role_arn=str(obj["dataAccessRoleArn"]),
-            input_s3_uri=str(obj["inputS3Uri"]),
-            output_s3_uri=str(obj["outputS3Uri"]),
-            submitted_at=float(obj["submittedAt"]),
-            status=str(obj["jobStatus"]),
-            ended_at=float(obj["endedAt"]) if obj.get("endedAt") is not None else None,
-            message=obj.get("message"),
-            input_owner_account_id=obj.get("inputOwnerAccountId"),
-            import_configuration=obj.get("importConfiguration"),
-        )
-        if job.status not in TERMINAL:
-            job.status, job.ended_at = "FAILED", job.ended_at or time.time()
-            job.message = "The emulator was restarted before the job finished"
-        job.done.set()
-        return job
-
-
-def _checked(value: Any, pattern: re.Pattern[str], name: str) -> str:
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise ValueError(f"{name} must match {pattern.pattern}")
-    return value
+    def set_checksum(self, datastore_id: str, image_set_id: str, frame_id: str, checksum: int) -> None: ...
 
 
 def validate_start_request(
@@ -345,20 +176,25 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def job_folder_uri(output_s3_uri: str, datastore_id: str, job_id: str) -> str:
-    """Join the caller's output prefix and ``<datastoreId>-DicomImport-<jobId>/``, with or without a trailing ``/``."""
-    base = output_s3_uri if output_s3_uri.endswith("/") else output_s3_uri + "/"
-    return f"{base}{datastore_id}-DicomImport-{job_id}/"
+def import_event(job: JobRecord, region: str, status: str | None = None) -> dict[str, Any]:
+    """The EventBridge event for a terminal job (doc §2.2 shape; ``detail.outputS3Uri`` is the bare prefix).
 
+    Parameters
+    ----------
+    job
+        The job.
+    region
+        Named in ``region`` and the data store ARN.
+    status
+        The terminal status announced; the job's own when ``None``.
 
-def safe_message(text: str) -> str:
-    """Fit a job ``message`` to the model's pattern ``[\\w -:`]+`` and 2048 characters."""
-    return _MESSAGE_DISALLOWED.sub(" ", text)[:2048] or "error"
-
-
-def import_event(job: ImportJob, region: str) -> dict[str, Any]:
-    """The EventBridge event for a terminal job (doc §2.2 shape; ``detail.outputS3Uri`` is the bare prefix)."""
-    detail_type = "Import Job Completed" if job.status == "COMPLETED" else "Import Job Failed"
+    Returns
+    -------
+    dict
+        The event, as EventBridge delivers it to a rule's target.
+    """
+    status = status or job.status
+    detail_type = "Import Job Completed" if status == "COMPLETED" else "Import Job Failed"
     return {
         "version": "0",
         "id": str(uuid.uuid4()),
@@ -373,7 +209,7 @@ def import_event(job: ImportJob, region: str) -> dict[str, Any]:
             "datastoreId": job.datastore_id,
             "jobId": job.job_id,
             "jobName": job.job_name,
-            "jobStatus": job.status,
+            "jobStatus": status,
             "inputS3Uri": job.input_s3_uri,
             "outputS3Uri": job.output_s3_uri,
         },
@@ -397,7 +233,7 @@ class _Group:
     image_set_id: str
     patient: dict[str, Any]
     study: dict[str, Any]
-    instances: list[_PreparedInstance] = field(default_factory=list)
+    instances: list[PreparedInstance] = field(default_factory=list)
     sop_uids: set[str] = field(default_factory=set)
 
 
@@ -421,11 +257,231 @@ class _Lines:
         self._file.close()
 
 
+class ImportControlPlane:
+    """The DICOM import job API: start, describe, list and wait for jobs, and run each on its own thread.
+
+    Job records and their status live in the backend; this class validates requests, starts the job
+    threads and sends each job's event when it ends.
+
+    Parameters
+    ----------
+    backend
+        The state the jobs read and write, reached only through :class:`ImportBackend`.
+    region
+        Region named in events; defaults to ``AWS_REGION``, ``AWS_DEFAULT_REGION`` or ``us-east-1``.
+
+    Attributes
+    ----------
+    s3_client
+        A boto3 ``"s3"`` client for import jobs. ``None`` (the default) makes each job create its own from
+        the normal boto3 configuration (``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, credentials, region)
+        when it starts, so environment changes made before :meth:`start_import_job` apply.
+    on_event
+        Called (on the job's thread) with the EventBridge-shaped event of every job that ends: ``Import Job
+        Completed`` or ``Import Job Failed`` (e.g. ``queue.put``); its exceptions are logged and ignored.
+        ``None`` (the default): no events.
+    region
+        As above; settable later.
+    import_faults
+        Faults for jobs started without their own (e.g. over HTTP); ``None`` (the default): none.
+    """
+
+    def __init__(self, backend: ImportBackend, region: str | None = None) -> None:
+        self.backend = backend
+        self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        # Read when a job starts (s3_client, import_faults) or ends (on_event), so changes apply to later jobs.
+        self.s3_client: Any | None = None
+        self.on_event: EventSink | None = None
+        self.import_faults: ImportFaults | None = None
+
+    def start_import_job(
+        self,
+        datastore_id: str,
+        input_s3_uri: str,
+        output_s3_uri: str,
+        *,
+        job_name: str | None = None,
+        data_access_role_arn: str = DEFAULT_ROLE_ARN,
+        client_token: str | None = None,
+        faults: ImportFaults | None = None,
+        input_owner_account_id: str | None = None,
+        import_configuration: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Start a DICOM import job (``StartDICOMImportJob``) on a background thread.
+
+        The job goes SUBMITTED -> IN_PROGRESS -> COMPLETED or FAILED; see :mod:`ahi_emulator.jobs` for what it
+        reads and writes and :mod:`ahi_emulator.p10` for how files become image sets.
+
+        Parameters
+        ----------
+        datastore_id
+            An existing data store.
+        input_s3_uri, output_s3_uri
+            ``s3://bucket/prefix``; the output folder is ``<output>/<datastoreId>-DicomImport-<jobId>/``.
+        job_name
+            Defaults to ``DicomImport-<first 8 characters of the job ID>``.
+        data_access_role_arn
+            Recorded and reported only; nothing assumes the role.
+        client_token
+            Idempotency: a token already used for this data store returns that job's ID (whatever the other
+            parameters); random when ``None``.
+        faults
+            Injected faults (default: :attr:`import_faults`, else none).
+        input_owner_account_id, import_configuration
+            Recorded and reported only.
+
+        Returns
+        -------
+        str
+            The job ID (32 characters ``[0-9a-f]``).
+
+        Raises
+        ------
+        NotFoundError
+            Unknown data store.
+        ValueError
+            Parameters that break the API's constraints (the ValidationException cases).
+        """
+        token = client_token if client_token is not None else uuid.uuid4().hex
+        validate_start_request(
+            input_s3_uri=input_s3_uri,
+            output_s3_uri=output_s3_uri,
+            data_access_role_arn=data_access_role_arn,
+            client_token=token,
+            job_name=job_name,
+            input_owner_account_id=input_owner_account_id,
+            import_configuration=import_configuration,
+        )
+        job_id = new_id()
+        job = JobRecord(
+            job_id=job_id,
+            datastore_id=datastore_id,
+            job_name=job_name or f"DicomImport-{job_id[:8]}",
+            client_token=token,
+            data_access_role_arn=data_access_role_arn,
+            input_s3_uri=input_s3_uri,
+            output_s3_uri=output_s3_uri,
+            submitted_at=time.time(),
+            input_owner_account_id=input_owner_account_id,
+            import_configuration=dict(import_configuration) if import_configuration is not None else None,
+            faults=faults or self.import_faults or ImportFaults(),
+        )
+        registered = self.backend.register_job(job)
+        if registered is not job:  # a client token already used for this data store: that job, not a new one
+            return registered.job_id
+        s3_client = self.s3_client
+        threading.Thread(
+            target=self._run_job, args=(job, s3_client), name=f"ahi-import-{job_id[:8]}", daemon=True
+        ).start()
+        return job_id
+
+    def _run_job(self, job: JobRecord, s3_client: Any | None) -> None:
+        try:
+            if s3_client is None:
+                # A session per job: boto3's default session is not safe to share across threads.
+                s3_client = boto3.session.Session().client("s3")
+            runner = ImportRunner(self, job, s3_client)
+        except Exception as exc:
+            logger.exception("import job %s could not start", job.job_id)
+            self.set_job_status(job, "FAILED", f"The import job could not start: {type(exc).__name__}")
+            job.done.set()
+            return
+        runner.run()  # ends the job and sets job.done whatever happens
+
+    def set_job_status(self, job: JobRecord, status: str, message: str | None = None) -> None:
+        """Move a job to ``status``; when that ends the job, send its event to :attr:`on_event`.
+
+        Parameters
+        ----------
+        job
+            A started job.
+        status
+            ``IN_PROGRESS``, ``COMPLETED`` or ``FAILED``; a job already terminal is left as it is.
+        message
+            The job's ``message`` (for FAILED).
+        """
+        # The event is built before the transition wakes the job's waiters, so that nothing between the
+        # wake-up and the sink releases the GIL (uuid4 reads os.urandom): a wait_for_job that returns has, in
+        # practice, seen the event sent, and the sink still runs outside the models' lock.
+        event = import_event(job, self.region, status) if status in TERMINAL else None
+        ended = self.backend.record_job_status(job.job_id, status, message)
+        sink = self.on_event
+        if not ended or event is None or sink is None:
+            return
+        try:
+            sink(event)
+        except Exception:
+            logger.exception("import job %s: the event sink failed", job.job_id)
+
+    def get_import_job(self, datastore_id: str, job_id: str) -> dict[str, Any]:
+        """Return ``GetDICOMImportJob``'s ``jobProperties`` (``outputS3Uri`` includes the job folder)."""
+        return self.backend.job_properties(datastore_id, job_id)
+
+    def import_jobs(self, datastore_id: str) -> list[dict[str, Any]]:
+        """Return the ``jobProperties`` of every job of a data store, in submission order."""
+        return self.backend.job_listing(datastore_id)
+
+    def list_import_jobs(
+        self,
+        datastore_id: str,
+        *,
+        job_status: str | None = None,
+        max_results: int | None = None,
+        next_token: str | None = None,
+    ) -> dict[str, Any]:
+        """Return a ``ListDICOMImportJobs`` page: ``{"jobSummaries": [...], "nextToken"?}``, submission order.
+
+        Raises
+        ------
+        ValueError
+            For an unknown status, ``max_results`` outside 1..50 or a token this emulator did not issue.
+        """
+        if job_status is not None and job_status not in JOB_STATUSES:
+            raise ValueError(f"jobStatus must be one of {', '.join(JOB_STATUSES)}")
+        limit = 50 if max_results is None else max_results
+        if not 1 <= limit <= 50:
+            raise ValueError("maxResults must be between 1 and 50")
+        start = _decode_token(next_token) if next_token is not None else 0
+        matching = self.backend.job_listing(datastore_id, job_status=job_status, view=JobRecord.summary)
+        page: dict[str, Any] = {"jobSummaries": matching[start : start + limit]}
+        if start + limit < len(matching):
+            page["nextToken"] = base64.urlsafe_b64encode(json.dumps({"offset": start + limit}).encode()).decode()
+        return page
+
+    def wait_for_job(
+        self, datastore_id: str, job_id: str, timeout: float = 60, *, wait_for_outputs: bool = False
+    ) -> dict[str, Any]:
+        """Block until a job is COMPLETED or FAILED and return its ``jobProperties``.
+
+        Parameters
+        ----------
+        wait_for_outputs
+            Also wait until the job's thread has finished writing (a delayed manifest included).
+
+        Raises
+        ------
+        TimeoutError
+            When the job is still running after ``timeout`` seconds.
+        """
+        job = self.backend.job_record(job_id, datastore_id)
+        deadline = time.monotonic() + timeout
+        if not self.backend.wait_until_ended(job, deadline):
+            raise TimeoutError(f"import job {job_id} is still {job.status} after {timeout} s")
+        if wait_for_outputs and not job.done.wait(max(0.0, deadline - time.monotonic())):
+            raise TimeoutError(f"import job {job_id} is still writing its output after {timeout} s")
+        return self.get_import_job(datastore_id, job_id)
+
+    def job_faults(self, job_id: str) -> InjectedFaults:
+        """Return what a job's :class:`ImportFaults` changed (corrupted frames, wrong checksums, failed files)."""
+        return self.backend.job_record(job_id).injected
+
+
 class ImportRunner:
     """Runs one job on a background thread (see the module docstring)."""
 
-    def __init__(self, emulator: Emulator, job: ImportJob, s3: Any) -> None:
-        self.emulator = emulator
+    def __init__(self, plane: ImportControlPlane, job: JobRecord, s3: Any) -> None:
+        self.plane = plane
+        self.backend = plane.backend
         self.job = job
         self.s3 = s3
         self.faults = job.faults
@@ -440,18 +496,18 @@ class ImportRunner:
 
     def run(self) -> None:
         """Do the job and leave it COMPLETED or FAILED."""
-        emulator, job = self.emulator, self.job
-        emulator._set_job_status(job.job_id, "IN_PROGRESS")
+        plane, job = self.plane, self.job
+        plane.set_job_status(job, "IN_PROGRESS")
         try:
             self._scan()
             infos = self._publish()
             self._inject(infos)
             self._write_outputs(infos)
         except JobFailedError as exc:
-            emulator._set_job_status(job.job_id, "FAILED", str(exc))
+            plane.set_job_status(job, "FAILED", str(exc))
         except Exception:
             logger.exception("import job %s failed", job.job_id)
-            emulator._set_job_status(job.job_id, "FAILED", "Internal error while running the import job")
+            plane.set_job_status(job, "FAILED", "Internal error while running the import job")
         finally:
             for lines in (self.success, self.failure, self.warning):
                 lines.close()
@@ -508,12 +564,12 @@ class ImportRunner:
             self._fail(key, "SOPInstanceUID repeats an instance already imported into this series by this job")
             return
         try:
-            prepared = self.emulator._prepare_import_instance(instance)
+            prepared = prepare_import_instance(instance)
         except Exception:
             # The HTJ2K encoder refused the frames: keep the pixel data as a blob, like TRANSCODING_EXCEPTION.
             try:
                 instance = read_p10(data, blob_code=TRANSCODING_EXCEPTION)
-                prepared = self.emulator._prepare_import_instance(instance)
+                prepared = prepare_import_instance(instance)
             except Exception:
                 logger.exception("import job %s: %s could not be stored", self.job.job_id, key)
                 self._fail(key, "Internal error while storing the file", server=True)
@@ -534,7 +590,7 @@ class ImportRunner:
         key = (instance.study_uid, instance.series_uid)
         group = self.groups.get(key)
         if group is None:
-            group = _Group(secrets.token_hex(16), instance.patient, instance.study)
+            group = _Group(new_id(), instance.patient, instance.study)
             self.groups[key] = group
         return group
 
@@ -545,7 +601,7 @@ class ImportRunner:
         for group in self.groups.values():
             if not group.instances:
                 continue
-            info = self.emulator._publish_image_set(
+            info = self.backend.publish_image_set(
                 self.job.datastore_id, group.image_set_id, group.patient, group.study, group.instances
             )
             published.append((group, info.frame_ids, info.checksums))
@@ -553,20 +609,20 @@ class ImportRunner:
 
     def _inject(self, infos: list[tuple[_Group, list[str], list[int | None]]]) -> None:
         frames = [
-            (FrameRef(group.image_set_id, frame_id), checksum)
+            (StoredFrameRef(group.image_set_id, frame_id), checksum)
             for group, frame_ids, checksums in infos
             for frame_id, checksum in zip(frame_ids, checksums, strict=True)
         ]
         datastore_id = self.job.datastore_id
         for ref, _ in frames[: self.faults.corrupt_frames]:
-            self.emulator.corrupt_frame(datastore_id, ref.image_set_id, ref.frame_id)
+            self.backend.corrupt_frame(datastore_id, ref.image_set_id, ref.frame_id)
             self.job.injected.corrupted_frames.append(ref)
         wrong = frames[len(frames) - min(self.faults.wrong_checksums, len(frames)) :]
         for ref, checksum in wrong:
             if checksum is None:
                 continue
             listed = checksum ^ 0xFFFFFFFF
-            self.emulator.set_checksum(datastore_id, ref.image_set_id, ref.frame_id, listed)
+            self.backend.set_checksum(datastore_id, ref.image_set_id, ref.frame_id, listed)
             self.job.injected.wrong_checksums[ref] = (listed, checksum)
 
     def _manifest(self, infos: list[tuple[_Group, list[str], list[int | None]]]) -> dict[str, Any]:
@@ -614,10 +670,10 @@ class ImportRunner:
             self._put(bucket, folder + "WARNING/warning.ndjson", self.warning.rewound(), ndjson)
         manifest = json.dumps(self._manifest(infos), separators=(",", ":")).encode()
         if not self.faults.write_manifest:
-            self.emulator._set_job_status(self.job.job_id, "COMPLETED")
+            self.plane.set_job_status(self.job, "COMPLETED")
             return
         if self.faults.manifest_delay_s > 0:
-            self.emulator._set_job_status(self.job.job_id, "COMPLETED")
+            self.plane.set_job_status(self.job, "COMPLETED")
             time.sleep(self.faults.manifest_delay_s)
             try:
                 self._put(bucket, folder + MANIFEST_NAME, manifest, "application/json")
@@ -625,4 +681,14 @@ class ImportRunner:
                 logger.warning("import job %s: delayed manifest not written: %s", self.job.job_id, exc)
             return
         self._put(bucket, folder + MANIFEST_NAME, manifest, "application/json")
-        self.emulator._set_job_status(self.job.job_id, "COMPLETED")
+        self.plane.set_job_status(self.job, "COMPLETED")
+
+
+def _decode_token(token: str) -> int:
+    try:
+        offset = json.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise ValueError("nextToken is invalid") from exc
+    if not isinstance(offset, int) or offset < 0:
+        raise ValueError("nextToken is invalid")
+    return offset

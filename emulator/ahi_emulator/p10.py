@@ -101,7 +101,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels.utils import iter_pixels
 
 from .codec import EXPLICIT_VR_LITTLE_ENDIAN, normalize_frame
-from .dicom import _INSTANCE_KEYWORDS, _SERIES_KEYWORDS, _STUDY_KEYWORDS, _attributes
+from .dicom import INSTANCE_KEYWORDS, SERIES_KEYWORDS, STUDY_KEYWORDS, dicom_attributes
 from .specs import InstanceSpec
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -154,7 +154,7 @@ class P10Error(ValueError):
 
 
 @dataclass(frozen=True)
-class ImportWarning:
+class P10Warning:
     """One entry of a WARNING line's ``importResponse.warnings``."""
 
     code: int
@@ -191,7 +191,7 @@ class P10Instance:
     series: dict[str, Any]
     instance: dict[str, Any]
     spec: InstanceSpec | None
-    warning: ImportWarning | None = None
+    warning: P10Warning | None = None
 
 
 def normalise_pixels(
@@ -281,20 +281,20 @@ def _instance(ds: Dataset, blob_code: int | None) -> P10Instance:
     for keyword in ("FloatPixelData", "DoubleFloatPixelData"):
         if keyword in ds:
             raise P10Error(f"{keyword} (floating point pixel data) is not supported")
-    instance = _attributes(ds, _INSTANCE_KEYWORDS)
+    instance = dicom_attributes(ds, INSTANCE_KEYWORDS)
     instance["TransferSyntaxUID"] = syntax
-    series = _attributes(ds, _SERIES_KEYWORDS)
+    series = dicom_attributes(ds, SERIES_KEYWORDS)
     spec: InstanceSpec | None = None
-    warning: ImportWarning | None = None
+    warning: P10Warning | None = None
     if "PixelData" in ds:
         spec, warning = _pixel_spec(ds, syntax, instance, series, blob_code)
-    patient = _attributes(ds, _PATIENT_KEYWORDS)
+    patient = dicom_attributes(ds, _PATIENT_KEYWORDS)
     return P10Instance(
         study_uid=str(ds.StudyInstanceUID),
         series_uid=str(ds.SeriesInstanceUID),
         sop_uid=str(ds.SOPInstanceUID),
         patient={keyword: patient.get(keyword) for keyword in _PATIENT_KEYWORDS},
-        study=_attributes(ds, _STUDY_KEYWORDS),
+        study=dicom_attributes(ds, STUDY_KEYWORDS),
         series=series,
         instance=instance,
         spec=spec,
@@ -320,7 +320,7 @@ def _number_of_frames(ds: Dataset) -> int:
 
 def _pixel_spec(
     ds: Dataset, syntax: str, instance: dict[str, Any], series: dict[str, Any], blob_code: int | None
-) -> tuple[InstanceSpec, ImportWarning | None]:
+) -> tuple[InstanceSpec, P10Warning | None]:
     _required(ds, _PIXEL_KEYWORDS)
     samples = int(ds.SamplesPerPixel)
     if samples not in (1, 3):
@@ -361,7 +361,7 @@ def _pixel_spec(
     return _transcoded(ds, syntax, common, frames)
 
 
-def _binary_segmentation(ds: Dataset, syntax: str, common: dict[str, Any]) -> tuple[InstanceSpec, ImportWarning | None]:
+def _binary_segmentation(ds: Dataset, syntax: str, common: dict[str, Any]) -> tuple[InstanceSpec, P10Warning | None]:
     try:
         packed = [np.packbits(f.reshape(-1) & 1, bitorder="little").tobytes() for f in _decode(ds)]
     except Exception:
@@ -377,7 +377,7 @@ def _binary_segmentation(ds: Dataset, syntax: str, common: dict[str, Any]) -> tu
 
 def _transcoded(
     ds: Dataset, syntax: str, common: dict[str, Any], frames: int
-) -> tuple[InstanceSpec, ImportWarning | None]:
+) -> tuple[InstanceSpec, P10Warning | None]:
     bits_stored = int(ds.BitsStored)
     try:
         arrays = [
@@ -419,7 +419,7 @@ def _encapsulated_frames(ds: Dataset, count: int) -> list[bytes]:
     return frames
 
 
-def _blob(ds: Dataset, syntax: str, common: dict[str, Any], code: int) -> tuple[InstanceSpec, ImportWarning]:
+def _blob(ds: Dataset, syntax: str, common: dict[str, Any], code: int) -> tuple[InstanceSpec, P10Warning]:
     value: bytes = ds.PixelData
     blob = value
     if ds.file_meta.TransferSyntaxUID.is_encapsulated:
@@ -430,14 +430,14 @@ def _blob(ds: Dataset, syntax: str, common: dict[str, Any], code: int) -> tuple[
         except Exception:
             blob = value
     if code == UNSUPPORTED_TRANSFER_SYNTAX:
-        warning = ImportWarning(
+        warning = P10Warning(
             code,
             "UnsupportedTransferSyntax",
             f"The file was imported but transfer syntax {syntax} is not supported for transcoding; "
             "the pixel data is stored as a blob.",
         )
     else:
-        warning = ImportWarning(
+        warning = P10Warning(
             code,
             "TranscodingException",
             f"The file was imported but its pixel data ({syntax}) could not be transcoded; "

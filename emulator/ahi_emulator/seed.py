@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .emulator import Emulator
 from .specs import ImageSetInfo, InstanceSpec, PatientSpec
-from .store import Emulator
 
 
 def synthetic_frame(

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from .app import EmulatorApp, WSGIEnvironment
-from .store import Emulator
+from .emulator import Emulator
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class EmulatorServer:
-    """Serve an :class:`~ahi_emulator.store.Emulator` over HTTP/1.1 on a background thread.
+    """Serve an :class:`~ahi_emulator.emulator.Emulator` over HTTP/1.1 on a background thread.
 
     Parameters
     ----------

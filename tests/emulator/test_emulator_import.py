@@ -29,7 +29,7 @@ import pytest
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
-from ahi_emulator import Emulator, EmulatorServer, FrameRef, ImportFaults
+from ahi_emulator import Emulator, EmulatorServer, ImportFaults, StoredFrameRef
 from tests.emulator.conftest import ClientFactory
 from tests.emulator.p10_factory import (
     RETAINED,
@@ -840,13 +840,13 @@ def _fault_job(aws: Aws, faults: ImportFaults, emulator: Emulator | None = None)
 
 def _frames_in_manifest_order(
     emulator: Emulator, datastore_id: str, manifest: dict[str, Any]
-) -> list[tuple[FrameRef, dict[str, Any]]]:
+) -> list[tuple[StoredFrameRef, dict[str, Any]]]:
     result = []
     for item in manifest["jobSummary"]["imageSetsSummary"]:
         doc = emulator.metadata(datastore_id, item["imageSetId"])
         for instance in instances_by_sop(doc).values():
             for entry in instance.get("ImageFrames", []):
-                result.append((FrameRef(item["imageSetId"], entry["ID"]), entry))
+                result.append((StoredFrameRef(item["imageSetId"], entry["ID"]), entry))
     return result
 
 
