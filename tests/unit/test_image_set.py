@@ -30,7 +30,7 @@ def test_every_frame_ends_in_exactly_one_result_in_metadata_order() -> None:
     result = verify_image_set(source, DS, ISET, options=VerifyOptions(fetch_concurrency=8, decode_workers=2))
     # THEN each frame has one result, in metadata order, with the right reasons
     assert [r.image_frame_id for r in result.results] == ids
-    assert (result.count(Status.MATCH), result.count(Status.ERROR)) == (47, 3)
+    assert (result.counts.match, result.counts.error) == (47, 3)
     reasons = {r.image_frame_id: r.reason for r in result.results if r.status is Status.ERROR}
     assert reasons == {ids[3]: Reason.FRAME_NOT_FOUND, ids[7]: Reason.FETCH_FAILED, ids[9]: Reason.INTERNAL}
     assert not result.all_match

@@ -180,7 +180,7 @@ def exit_code(counts: FrameCounts) -> int:
     """``image-set``: 0 all MATCH, 1 any MISMATCH, 3 otherwise (errors, or no frames at all)."""
     if counts.mismatch:
         return EXIT_MISMATCH
-    return EXIT_OK if counts.total and counts.match == counts.total else EXIT_UNVERIFIED
+    return EXIT_OK if counts.all_match else EXIT_UNVERIFIED
 
 
 def image_set_document(

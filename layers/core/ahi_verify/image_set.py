@@ -22,7 +22,7 @@ from .frame_check import check_frame, precheck_frame
 from .metadata import FrameRef, ImageSetFrames, MetadataError, decode_metadata_blob, parse_image_set_metadata
 from .outcomes import Reason, Status
 from .ports import FetchedFrame, FrameFetchError, FrameSource, ImageSetError
-from .report import FrameResult
+from .report import FrameCounts, FrameResult
 
 # What one frame costs while in flight, as a multiple of its decoded size: the encoded bytes, twice while
 # the HTTP client joins its reads, the decoded array, and OpenJPH's scratch space. Measured with
@@ -72,14 +72,15 @@ class ImageSetResult:
     version_id: str | None
     results: tuple[FrameResult, ...]
 
-    def count(self, status: Status) -> int:
-        """Number of frames with the given status."""
-        return sum(1 for r in self.results if r.status is status)
+    @property
+    def counts(self) -> FrameCounts:
+        """The frames by status."""
+        return FrameCounts.of(self.results)
 
     @property
     def all_match(self) -> bool:
         """True when every frame matched (an image set with no frames never counts as verified)."""
-        return bool(self.results) and all(r.status is Status.MATCH for r in self.results)
+        return self.counts.all_match
 
 
 class _ByteBudget:

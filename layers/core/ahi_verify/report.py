@@ -205,6 +205,11 @@ class FrameCounts:
             error=by_status[Status.ERROR],
         )
 
+    @property
+    def all_match(self) -> bool:
+        """Every frame matched (no frames at all never counts as verified)."""
+        return self.total > 0 and self.match == self.total
+
     def to_json(self) -> dict[str, int]:
         """``{"total", "match", "mismatch", "error"}``."""
         return {"total": self.total, "match": self.match, "mismatch": self.mismatch, "error": self.error}

@@ -4,12 +4,11 @@ set is too large to verify well inside one function timeout."""
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
-_ID = re.compile(r"[0-9a-z]{32}")
-_JOB_ID = re.compile(r"[0-9a-z]{1,32}")
+from .ids import is_int, is_job_id, is_service_id
+
 SCHEMA_VERSION = 1
 
 
@@ -66,19 +65,19 @@ class WorkItem:
         if type(schema) is not int or schema != SCHEMA_VERSION:
             raise WorkItemError(f"work item is not a version-{SCHEMA_VERSION} object")
         job_id, datastore_id, image_set_id = doc.get("jobId"), doc.get("datastoreId"), doc.get("imageSetId")
-        if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+        if not is_job_id(job_id):
             raise WorkItemError("work item jobId is missing or malformed")
         for name, value in (("datastoreId", datastore_id), ("imageSetId", image_set_id)):
-            if not isinstance(value, str) or not _ID.fullmatch(value):
+            if not is_service_id(value):
                 raise WorkItemError(f"work item {name} is missing or malformed")
         version = doc.get("version")
-        if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
+        if version is not None and (not is_int(version) or version < 1):
             raise WorkItemError("work item version must be a positive integer or null")
         frames = doc.get("frames")
         if frames is not None and not (
             isinstance(frames, list)
             and len(frames) == 2
-            and all(isinstance(f, int) and not isinstance(f, bool) for f in frames)
+            and all(is_int(f) for f in frames)
             and 0 <= frames[0] < frames[1]
         ):
             raise WorkItemError("work item frames must be [start, end) with 0 <= start < end, or null")
