@@ -109,44 +109,27 @@ def _no_match(
     authoritative: bool,
 ) -> FrameResult:
     last = computed[-1] if computed else None
-    actual, rule = (last.crc, last.rule) if last else (None, None)
+
+    def with_last(status: Status, reason: Reason, detail: str | None) -> FrameResult:
+        """The result, carrying the last checksum computed (the one the report shows as actual)."""
+        actual, rule = (last.crc, last.rule) if last else (None, None)
+        return FrameResult.of(frame, status, expected=expected, actual=actual, rule=rule, reason=reason, detail=detail)
+
     if frame.checksum_type is not None and frame.checksum_type not in KNOWN_CHECKSUM_TYPES:
-        return FrameResult.of(
-            frame,
-            Status.ERROR,
-            expected=expected,
-            actual=actual,
-            rule=rule,
-            reason=Reason.UNKNOWN_CHECKSUM_TYPE,
-            detail=f"ChecksumType {frame.checksum_type!r} is undocumented and no known rule reproduced the checksum",
-        )
+        why = f"ChecksumType {frame.checksum_type!r} is undocumented and no known rule reproduced the checksum"
+        return with_last(Status.ERROR, Reason.UNKNOWN_CHECKSUM_TYPE, why)
     if failure is not None and (authoritative or not computed):
         reason = Reason.TRUNCATED if failure.truncated else Reason.DECODE_FAILED
         return FrameResult.of(frame, Status.ERROR, expected=expected, reason=reason, detail=str(failure))
     if authoritative and last is not None:
-        return FrameResult.of(
-            frame,
-            Status.MISMATCH,
-            expected=expected,
-            actual=last.crc,
-            rule=last.rule,
-            reason=Reason.CHECKSUM_DIFFERS,
-            detail=_dimension_note(frame, last),
-        )
+        return with_last(Status.MISMATCH, Reason.CHECKSUM_DIFFERS, _dimension_note(frame, last))
     tried = ", ".join(c.rule.value for c in computed) or "none"
     note = f"; decoding failed: {failure}" if failure else ""
-    return FrameResult.of(
-        frame,
-        Status.ERROR,
-        expected=expected,
-        actual=actual,
-        rule=rule,
-        reason=Reason.NO_RULE_MATCHED,
-        detail=(
-            f"stored syntax {frame.stored_transfer_syntax_uid} keeps the original; AWS does not document its "
-            f"checksum definition and no rule reproduced it (tried: {tried}){note}"
-        ),
+    why = (
+        f"stored syntax {frame.stored_transfer_syntax_uid} keeps the original; AWS does not document its "
+        f"checksum definition and no rule reproduced it (tried: {tried}){note}"
     )
+    return with_last(Status.ERROR, Reason.NO_RULE_MATCHED, why)
 
 
 def _dimension_note(frame: FrameRef, checksum: FrameChecksum) -> str | None:

@@ -40,6 +40,18 @@ def _conditional_failed(exc: ClientError) -> bool:
     return False
 
 
+def _when_condition_holds(request: Callable[[], object]) -> bool:
+    """Run a conditional write: True when it was applied, False when its condition did not hold (the race
+    the condition exists to settle); any other failure is raised."""
+    try:
+        request()
+    except ClientError as exc:
+        if _conditional_failed(exc):
+            return False
+        raise
+    return True
+
+
 class JobState(enum.StrEnum):
     """Where a job is: planned and queueing, verifying, being finalised, finished (report and alert done)."""
 
@@ -63,8 +75,8 @@ class JobProgress:
     def create(self, job_id: str, datastore_id: str, folder_uri: str, pending: int) -> bool:
         """Record a new job in state ``planning``; False when the job is already known."""
         now = int(self._clock())
-        try:
-            self._db.put_item(
+        return _when_condition_holds(
+            lambda: self._db.put_item(
                 TableName=self._table,
                 Item={
                     "pk": _pk(job_id),
@@ -81,11 +93,7 @@ class JobProgress:
                 },
                 ConditionExpression="attribute_not_exists(pk)",
             )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        )
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         """The job record as plain values, or None."""
@@ -97,8 +105,8 @@ class JobProgress:
     def advance(self, job_id: str, from_state: JobState, to_state: JobState) -> bool:
         """Move the job from one state to the next; False when it is no longer in ``from_state``
         (the workers may already have finalised a small job before the trigger marks it running)."""
-        try:
-            self._db.update_item(
+        return _when_condition_holds(
+            lambda: self._db.update_item(
                 TableName=self._table,
                 Key={"pk": _pk(job_id), "sk": {"S": "JOB"}},
                 UpdateExpression="SET #s = :to",
@@ -106,11 +114,7 @@ class JobProgress:
                 ExpressionAttributeNames={"#s": "state"},
                 ExpressionAttributeValues={":to": {"S": to_state.value}, ":from": {"S": from_state.value}},
             )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        )
 
     def record_split(self, job_id: str, image_set_id: str, extra_items: int) -> bool:
         """Count the extra work items of a split image set, once; False if it was already counted."""
@@ -137,8 +141,8 @@ class JobProgress:
 
     def _transact(self, job_id: str, marker: str, update: str, values: dict[str, Any]) -> bool:
         now = int(self._clock())
-        try:
-            self._db.transact_write_items(
+        return _when_condition_holds(
+            lambda: self._db.transact_write_items(
                 TransactItems=[
                     {
                         "Put": {
@@ -158,11 +162,7 @@ class JobProgress:
                     },
                 ]
             )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        )
 
     def claim_finalisation(self, job_id: str, claimer: str) -> bool:
         """Claim the right to write the report and send the alert: only when nothing is pending, only once.
@@ -172,8 +172,8 @@ class JobProgress:
         arriving together cannot both finalise.
         """
         now = int(self._clock())
-        try:
-            self._db.update_item(
+        return _when_condition_holds(
+            lambda: self._db.update_item(
                 TableName=self._table,
                 Key={"pk": _pk(job_id), "sk": {"S": "JOB"}},
                 UpdateExpression="SET finalised_by = :c, claimed_at = :now, #s = :finalising",
@@ -190,11 +190,7 @@ class JobProgress:
                     ":stale": _n(now - STALE_CLAIM_S),
                 },
             )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        )
 
     def mark_alert_sent(self, job_id: str, message_id: str) -> None:
         """Remember the alert, so a retried finalisation does not send it again."""
