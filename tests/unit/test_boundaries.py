@@ -15,13 +15,15 @@ import pytest
 from tests.support import REPO
 
 DOMAIN = [
-    "ids", "locations", "outcomes", "ports", "job_output", "work_items", "metadata", "syntax", "codestream", "ifrc",
-    "frame_check", "image_set", "source_check", "report", "report_html", "alert", "plan", "merge", "work", "job",
+    "ids", "locations", "outcomes", "ports", "documents", "job_output", "work_items", "metadata", "syntax",
+    "codestream", "ifrc", "frame_check", "image_set", "source_check", "report", "report_html", "alert", "plan",
+    "merge", "work", "job",
 ]  # fmt: skip
 AWS = ("boto3", "botocore", "aws_lambda_powertools")
 CODECS = ("numpy", "imagecodecs", "pydicom")
 WITHOUT_CODECS = [
-    *("ids", "locations", "outcomes", "ports", "job_output", "work_items", "report", "report_html", "alert"),
+    *("ids", "locations", "outcomes", "ports", "documents", "job_output", "work_items", "report", "report_html"),
+    "alert",
     *("plan", "merge", "healthimaging", "s3_output", "app.wiring", "app.trigger", "app.finaliser", "app.events"),
 ]
 

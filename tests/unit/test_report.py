@@ -13,18 +13,18 @@ import jsonschema
 import pytest
 
 import ahi_verify
+from ahi_verify.documents import ReportFormatError
 from ahi_verify.job_output import ImportLine, ImportWarning, JobManifest, LineKind, LineProblem
 from ahi_verify.locations import S3Location
 from ahi_verify.metadata import FrameRef, ResolutionChecksum
 from ahi_verify.outcomes import MISMATCH_RELATIONS, Reason, Status, ThreeWay
-from ahi_verify.plan import LineTally, failed_job_plan
+from ahi_verify.plan import JobPlan, LineTally, PlannedImageSet, failed_job_plan
 from ahi_verify.report import (
     FrameResult,
     ImageSetReport,
     ImportFindings,
     JobHeader,
     JobReport,
-    ReportFormatError,
     SourceComparison,
     SourceFileProblem,
     Timings,
@@ -632,3 +632,22 @@ def test_the_schema_rejects_a_match_frame_with_a_mismatch_relation() -> None:
     # THEN the schema alone already refuses it
     errors = list(jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text())).iter_errors(doc))
     assert errors
+
+
+def test_a_plan_round_trips_exactly_and_names_a_malformed_field() -> None:
+    # GIVEN a plan as the trigger stores it (job.json), with the three-way check's source files
+    head = header(failures=[failure()], warnings=[warned(45330)], notes=["n"])
+    plan = JobPlan(
+        head.job,
+        head.findings,
+        head.notes,
+        (PlannedImageSet(ISET_A, 2, True, ("dicom_input/1.dcm",)), PlannedImageSet(ISET_B, None, None)),
+        STARTED,
+        with_sources=True,
+    )
+    doc = json.loads(json.dumps(plan.to_json()))
+    # THEN it reads back equal, and a broken member is named
+    assert JobPlan.from_json(doc) == plan
+    doc["imageSets"][1]["inputFiles"] = "dicom_input/1.dcm"
+    with pytest.raises(ReportFormatError, match=r"plan.imageSets\[1\].inputFiles is not a list of strings"):
+        JobPlan.from_json(doc)

@@ -12,7 +12,8 @@ import collections
 from dataclasses import dataclass, field
 from typing import Any
 
-from .ids import is_int, parse_job_folder
+from .documents import ReportFormatError, items, mapping, optional_bool, optional_integer, text, texts
+from .ids import parse_job_folder
 from .job_output import ImportLine, JobManifest, LineKind, LineProblem, parse_line, parse_manifest
 from .locations import MANIFEST_NAME, S3Location
 from .ports import JobOutputStore
@@ -22,7 +23,6 @@ from .report import (
     ImportFindings,
     JobHeader,
     JobStatus,
-    ReportFormatError,
     UnreadableLine,
     WarnedFile,
     WarningCode,
@@ -128,6 +128,17 @@ class PlannedImageSet:
     input_files: tuple[str, ...] = ()
     """Its source P10 files (SUCCESS/WARNING lines), when the three-way check runs."""
 
+    @classmethod
+    def from_json(cls, doc: Any, where: str) -> PlannedImageSet:
+        """Parse a plan's ``imageSets`` entry."""
+        obj = mapping(doc, where)
+        return cls(
+            text(obj, "imageSetId", where),
+            optional_integer(obj, "version", where),
+            optional_bool(obj, "isPrimary", where),
+            texts(obj, "inputFiles", where),
+        )
+
     def to_json(self) -> dict[str, Any]:
         """A plan's ``imageSets`` entry."""
         return {
@@ -178,36 +189,19 @@ class JobPlan:
         ReportFormatError
             Naming the field that is missing or malformed.
         """
-        if not isinstance(doc, dict) or doc.get("schemaVersion") != SCHEMA_VERSION:
-            raise ReportFormatError(f"plan is not a version-{SCHEMA_VERSION} object")
-        sets = doc.get("imageSets")
-        if not isinstance(sets, list):
-            raise ReportFormatError("plan.imageSets is not a list")
-        image_sets = []
-        for i, entry in enumerate(sets):
-            where = f"plan.imageSets[{i}]"
-            if not (isinstance(entry, dict) and isinstance(entry.get("imageSetId"), str)):
-                raise ReportFormatError(f"{where}.imageSetId is not a string")
-            version, primary, inputs = entry.get("version"), entry.get("isPrimary"), entry.get("inputFiles")
-            if version is not None and not is_int(version):
-                raise ReportFormatError(f"{where}.version is not an integer")
-            if primary is not None and not isinstance(primary, bool):
-                raise ReportFormatError(f"{where}.isPrimary is not a boolean")
-            if not isinstance(inputs, list) or not all(isinstance(x, str) for x in inputs):
-                raise ReportFormatError(f"{where}.inputFiles is not a list of strings")
-            image_sets.append(PlannedImageSet(entry["imageSetId"], version, primary, tuple(inputs)))
-        notes, started = doc.get("notes"), doc.get("startedAt")
-        if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
-            raise ReportFormatError("plan.notes is not a list of strings")
-        if not isinstance(started, str):
-            raise ReportFormatError("plan.startedAt is not a string")
+        obj = mapping(doc, "plan")
+        if obj.get("schemaVersion") != SCHEMA_VERSION:
+            raise ReportFormatError(f"plan.schemaVersion is not {SCHEMA_VERSION}")
+        with_sources = obj.get("withSources")
+        if not isinstance(with_sources, bool):
+            raise ReportFormatError("plan.withSources is not a boolean")
         return cls(
-            job=JobHeader.from_json(doc.get("job")),
-            findings=ImportFindings.from_json(doc, "plan"),
-            notes=tuple(notes),
-            image_sets=tuple(image_sets),
-            started_at=started,
-            with_sources=doc.get("withSources") is True,
+            job=JobHeader.from_json(obj.get("job")),
+            findings=ImportFindings.from_json(obj, "plan"),
+            notes=texts(obj, "notes", "plan"),
+            image_sets=items(obj, "imageSets", "plan", PlannedImageSet.from_json),
+            started_at=text(obj, "startedAt", "plan"),
+            with_sources=with_sources,
         )
 
 

@@ -13,23 +13,31 @@ import's own file keys and messages; never patient or study attributes (the veri
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
+from .documents import (
+    ReportFormatError,
+    integer,
+    items,
+    mapping,
+    member,
+    number,
+    optional_bool,
+    optional_integer,
+    optional_text,
+    same,
+    text,
+    texts,
+)
 from .ids import is_int
 from .metadata import FrameRef
 from .outcomes import MISMATCH_RELATIONS, Reason, Status, ThreeWay
 from .syntax import Rule
 
 SCHEMA_VERSION = 1
-_E = TypeVar("_E", bound=enum.Enum)
-_T = TypeVar("_T")
-
-
-class ReportFormatError(ValueError):
-    """A report (or part, or plan) document that does not follow the schema; names the field."""
 
 
 class Verdict(enum.StrEnum):
@@ -69,11 +77,11 @@ class SourceComparison:
     @classmethod
     def from_json(cls, doc: Any, where: str) -> SourceComparison:
         """Parse a ``source`` object; raise :class:`ReportFormatError` naming ``where``."""
-        obj = _object(doc, where)
+        obj = mapping(doc, where)
         return cls(
-            ifrc=_opt_int(obj, "ifrc", where),
-            relation=_enum(ThreeWay, obj, "relation", where),
-            input_file=_opt_str(obj, "inputFile", where),
+            ifrc=optional_integer(obj, "ifrc", where),
+            relation=member(ThreeWay, obj, "relation", where),
+            input_file=optional_text(obj, "inputFile", where),
         )
 
 
@@ -160,21 +168,21 @@ class FrameResult:
     @classmethod
     def from_json(cls, doc: Any, where: str) -> FrameResult:
         """Parse a frame entry; raise :class:`ReportFormatError` naming ``where``."""
-        obj = _object(doc, where)
+        obj = mapping(doc, where)
         rule, reason, source = obj.get("rule"), obj.get("reason"), obj.get("source")
         try:
             return cls(
-                index=_int(obj, "index", where),
-                image_frame_id=_str(obj, "imageFrameId", where),
-                series_instance_uid=_str(obj, "seriesInstanceUID", where),
-                sop_instance_uid=_str(obj, "sopInstanceUID", where),
-                frame_number=_int(obj, "frameNumber", where),
-                status=_enum(Status, obj, "status", where),
-                expected=_opt_int(obj, "expected", where),
-                actual=_opt_int(obj, "actual", where),
-                rule=None if rule is None else _enum(Rule, obj, "rule", where),
-                reason=None if reason is None else _enum(Reason, obj, "reason", where),
-                detail=_opt_str(obj, "detail", where),
+                index=integer(obj, "index", where),
+                image_frame_id=text(obj, "imageFrameId", where),
+                series_instance_uid=text(obj, "seriesInstanceUID", where),
+                sop_instance_uid=text(obj, "sopInstanceUID", where),
+                frame_number=integer(obj, "frameNumber", where),
+                status=member(Status, obj, "status", where),
+                expected=optional_integer(obj, "expected", where),
+                actual=optional_integer(obj, "actual", where),
+                rule=None if rule is None else member(Rule, obj, "rule", where),
+                reason=None if reason is None else member(Reason, obj, "reason", where),
+                detail=optional_text(obj, "detail", where),
                 source=None if source is None else SourceComparison.from_json(source, f"{where}.source"),
             )
         except ValueError as exc:
@@ -232,8 +240,8 @@ class SourceFileProblem:
     @classmethod
     def from_json(cls, doc: Any, where: str) -> SourceFileProblem:
         """Parse a ``sourceErrors`` entry."""
-        obj = _object(doc, where)
-        return cls(_str(obj, "inputFile", where), _str(obj, "error", where))
+        obj = mapping(doc, where)
+        return cls(text(obj, "inputFile", where), text(obj, "error", where))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -264,11 +272,11 @@ class FrameGroup:
     @staticmethod
     def _parse_group(obj: Mapping[str, Any], where: str) -> dict[str, Any]:
         return {
-            "image_set_id": _str(obj, "imageSetId", where),
-            "error": _opt_str(obj, "error", where),
-            "frames": _items(obj, "frames", where, FrameResult.from_json),
-            "source_errors": _items(obj, "sourceErrors", where, SourceFileProblem.from_json),
-            "orphan_source_frames": _strings(obj, "orphanSourceFrames", where),
+            "image_set_id": text(obj, "imageSetId", where),
+            "error": optional_text(obj, "error", where),
+            "frames": items(obj, "frames", where, FrameResult.from_json),
+            "source_errors": items(obj, "sourceErrors", where, SourceFileProblem.from_json),
+            "orphan_source_frames": texts(obj, "orphanSourceFrames", where),
         }
 
 
@@ -297,17 +305,17 @@ class Part(FrameGroup):
     @classmethod
     def from_json(cls, doc: Any, where: str = "part") -> Part:
         """Parse a part document; raise :class:`ReportFormatError` naming the field."""
-        obj = _object(doc, where)
+        obj = mapping(doc, where)
         raw_range = obj.get("range")
         if raw_range is not None and not (
             isinstance(raw_range, list) and len(raw_range) == 2 and all(is_int(v) for v in raw_range)
         ):
             raise ReportFormatError(f"{where}.range is not [start, end] or null")
         return cls(
-            item_id=_str(obj, "itemId", where),
+            item_id=text(obj, "itemId", where),
             range=(raw_range[0], raw_range[1]) if raw_range else None,
-            total_frames=_int(obj, "totalFrames", where),
-            seconds=_number(obj, "seconds", where),
+            total_frames=integer(obj, "totalFrames", where),
+            seconds=number(obj, "seconds", where),
             **cls._parse_group(obj, where),
         )
 
@@ -333,13 +341,13 @@ class ImageSetReport(FrameGroup):
     @classmethod
     def from_json(cls, doc: Any, where: str) -> ImageSetReport:
         """Parse an ``imageSets`` entry, checking its stored summary against its frames."""
-        obj = _object(doc, where)
+        obj = mapping(doc, where)
         report = cls(
-            version=_opt_int(obj, "version", where),
-            is_primary=_opt_bool(obj, "isPrimary", where),
+            version=optional_integer(obj, "version", where),
+            is_primary=optional_bool(obj, "isPrimary", where),
             **cls._parse_group(obj, where),
         )
-        _same(obj.get("summary"), report.counts.to_json(), f"{where}.summary")
+        same(obj.get("summary"), report.counts.to_json(), f"{where}.summary")
         return report
 
 
@@ -381,19 +389,19 @@ class JobHeader:
     @classmethod
     def from_json(cls, doc: Any, where: str = "job") -> JobHeader:
         """Parse a ``job`` object."""
-        obj = _object(doc, where)
+        obj = mapping(doc, where)
         return cls(
-            job_id=_str(obj, "jobId", where),
-            datastore_id=_str(obj, "datastoreId", where),
-            folder=_str(obj, "folder", where),
-            status=_enum(JobStatus, obj, "status", where),
-            message=_opt_str(obj, "message", where),
-            input_s3_uri=_opt_str(obj, "inputS3Uri", where),
-            scanned_files=_opt_int(obj, "scannedFiles", where),
-            imported_files=_opt_int(obj, "importedFiles", where),
-            files_with_customer_error=_opt_int(obj, "filesWithCustomerError", where),
-            files_with_server_error=_opt_int(obj, "filesWithServerError", where),
-            generated_image_sets=_opt_int(obj, "generatedImageSets", where),
+            job_id=text(obj, "jobId", where),
+            datastore_id=text(obj, "datastoreId", where),
+            folder=text(obj, "folder", where),
+            status=member(JobStatus, obj, "status", where),
+            message=optional_text(obj, "message", where),
+            input_s3_uri=optional_text(obj, "inputS3Uri", where),
+            scanned_files=optional_integer(obj, "scannedFiles", where),
+            imported_files=optional_integer(obj, "importedFiles", where),
+            files_with_customer_error=optional_integer(obj, "filesWithCustomerError", where),
+            files_with_server_error=optional_integer(obj, "filesWithServerError", where),
+            generated_image_sets=optional_integer(obj, "generatedImageSets", where),
         )
 
 
@@ -412,9 +420,11 @@ class FailedFile:
     @classmethod
     def from_json(cls, doc: Any, where: str) -> FailedFile:
         """Parse a ``failures`` entry."""
-        obj = _object(doc, where)
+        obj = mapping(doc, where)
         return cls(
-            _str(obj, "inputFile", where), _opt_str(obj, "exceptionType", where), _opt_str(obj, "message", where)
+            text(obj, "inputFile", where),
+            optional_text(obj, "exceptionType", where),
+            optional_text(obj, "message", where),
         )
 
 
@@ -433,11 +443,11 @@ class WarningCode:
     @classmethod
     def from_json(cls, doc: Any, where: str) -> WarningCode:
         """Parse one warning."""
-        obj = _object(doc, where)
+        obj = mapping(doc, where)
         affects = obj.get("affectsFrames")
         if not isinstance(affects, bool):
             raise ReportFormatError(f"{where}.affectsFrames is not a boolean")
-        return cls(_opt_int(obj, "code", where), _opt_str(obj, "type", where), affects)
+        return cls(optional_integer(obj, "code", where), optional_text(obj, "type", where), affects)
 
 
 @dataclass(frozen=True)
@@ -459,11 +469,11 @@ class WarnedFile:
     @classmethod
     def from_json(cls, doc: Any, where: str) -> WarnedFile:
         """Parse a ``warnings`` entry."""
-        obj = _object(doc, where)
+        obj = mapping(doc, where)
         return cls(
-            _str(obj, "inputFile", where),
-            _opt_str(obj, "imageSetId", where),
-            _items(obj, "warnings", where, WarningCode.from_json),
+            text(obj, "inputFile", where),
+            optional_text(obj, "imageSetId", where),
+            items(obj, "warnings", where, WarningCode.from_json),
         )
 
 
@@ -482,8 +492,8 @@ class UnreadableLine:
     @classmethod
     def from_json(cls, doc: Any, where: str) -> UnreadableLine:
         """Parse an ``unreadableLines`` entry."""
-        obj = _object(doc, where)
-        return cls(_str(obj, "file", where), _int(obj, "line", where), _str(obj, "problem", where))
+        obj = mapping(doc, where)
+        return cls(text(obj, "file", where), integer(obj, "line", where), text(obj, "problem", where))
 
 
 @dataclass(frozen=True)
@@ -511,9 +521,9 @@ class ImportFindings:
     def from_json(cls, obj: Mapping[str, Any], where: str) -> ImportFindings:
         """Parse those members of a report or plan document."""
         return cls(
-            failures=_items(obj, "failures", where, FailedFile.from_json),
-            warnings=_items(obj, "warnings", where, WarnedFile.from_json),
-            unreadable_lines=_items(obj, "unreadableLines", where, UnreadableLine.from_json),
+            failures=items(obj, "failures", where, FailedFile.from_json),
+            warnings=items(obj, "warnings", where, WarnedFile.from_json),
+            unreadable_lines=items(obj, "unreadableLines", where, UnreadableLine.from_json),
         )
 
 
@@ -543,12 +553,12 @@ class Timings:
     @classmethod
     def from_json(cls, doc: Any, where: str = "timings") -> Timings:
         """Parse a ``timings`` object."""
-        obj = _object(doc, where)
+        obj = mapping(doc, where)
         return cls(
-            _opt_str(obj, "startedAt", where),
-            _str(obj, "finishedAt", where),
-            _int(obj, "workItems", where),
-            _number(obj, "verificationSeconds", where),
+            optional_text(obj, "startedAt", where),
+            text(obj, "finishedAt", where),
+            integer(obj, "workItems", where),
+            number(obj, "verificationSeconds", where),
         )
 
 
@@ -638,19 +648,19 @@ class JobReport:
             A field is missing or of the wrong type, or the stored summary or verdict is not the one the
             document's own values give (an edited report).
         """
-        obj = _object(doc, "report")
+        obj = mapping(doc, "report")
         if obj.get("schemaVersion") != SCHEMA_VERSION:
             raise ReportFormatError(f"report.schemaVersion is not {SCHEMA_VERSION}")
         timings = obj.get("timings")
         report = cls(
             job=JobHeader.from_json(obj.get("job")),
             findings=ImportFindings.from_json(obj, "report"),
-            notes=_strings(obj, "notes", "report"),
-            image_sets=_items(obj, "imageSets", "report", ImageSetReport.from_json),
+            notes=texts(obj, "notes", "report"),
+            image_sets=items(obj, "imageSets", "report", ImageSetReport.from_json),
             timings=None if timings is None else Timings.from_json(timings),
         )
-        _same(obj.get("summary"), report.summary.to_json(), "report.summary")
-        _same(obj.get("verdict"), report.verdict.value, "report.verdict")
+        same(obj.get("summary"), report.summary.to_json(), "report.summary")
+        same(obj.get("verdict"), report.verdict.value, "report.verdict")
         return report
 
 
@@ -681,74 +691,3 @@ def decide(report: JobReport) -> Verdict:
         or any(s.source_errors or s.orphan_source_frames for s in report.image_sets)
     )
     return Verdict.UNVERIFIED if unclean else Verdict.CLEAN
-
-
-# --- strict JSON readers: every error names the field ---------------------------------------------------
-
-
-def _object(doc: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(doc, Mapping):
-        raise ReportFormatError(f"{where} is not an object")
-    return doc
-
-
-def _str(obj: Mapping[str, Any], key: str, where: str) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str):
-        raise ReportFormatError(f"{where}.{key} is not a string")
-    return value
-
-
-def _opt_str(obj: Mapping[str, Any], key: str, where: str) -> str | None:
-    return None if obj.get(key) is None else _str(obj, key, where)
-
-
-def _int(obj: Mapping[str, Any], key: str, where: str) -> int:
-    value = obj.get(key)
-    if not is_int(value):
-        raise ReportFormatError(f"{where}.{key} is not an integer")
-    return value
-
-
-def _opt_int(obj: Mapping[str, Any], key: str, where: str) -> int | None:
-    return None if obj.get(key) is None else _int(obj, key, where)
-
-
-def _number(obj: Mapping[str, Any], key: str, where: str) -> float:
-    value = obj.get(key)
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise ReportFormatError(f"{where}.{key} is not a number")
-    return float(value)
-
-
-def _opt_bool(obj: Mapping[str, Any], key: str, where: str) -> bool | None:
-    value = obj.get(key)
-    if value is not None and not isinstance(value, bool):
-        raise ReportFormatError(f"{where}.{key} is not a boolean")
-    return value
-
-
-def _enum(kind: type[_E], obj: Mapping[str, Any], key: str, where: str) -> _E:
-    try:
-        return kind(obj.get(key))
-    except ValueError:
-        raise ReportFormatError(f"{where}.{key} is not one of {', '.join(str(m.value) for m in kind)}") from None
-
-
-def _items(obj: Mapping[str, Any], key: str, where: str, parse: Callable[[Any, str], _T]) -> tuple[_T, ...]:
-    values = obj.get(key)
-    if not isinstance(values, list):
-        raise ReportFormatError(f"{where}.{key} is not a list")
-    return tuple(parse(v, f"{where}.{key}[{i}]") for i, v in enumerate(values))
-
-
-def _strings(obj: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
-    values = obj.get(key)
-    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise ReportFormatError(f"{where}.{key} is not a list of strings")
-    return tuple(values)
-
-
-def _same(stored: Any, computed: Any, where: str) -> None:
-    if stored != computed:
-        raise ReportFormatError(f"{where} is {stored!r}, but the document's own values give {computed!r}")
