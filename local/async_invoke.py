@@ -48,10 +48,8 @@ class AsyncInvoker:
 
         Parameters
         ----------
-        function
-            Logical ID.
-        event
-            The event.
+        function, event
+            As :meth:`local.functions.FunctionRunner.invoke` takes them.
         source
             Recorded on the invocations (``"s3"``, ``"eventbridge"``, ``"schedule"``).
 

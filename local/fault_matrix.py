@@ -79,6 +79,7 @@ class Shape:
 
     @property
     def frames(self) -> int:
+        """Frames in the job."""
         return self.image_sets * self.instances * self.frames_per_instance
 
 
@@ -136,9 +137,11 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
+        """No problem was recorded."""
         return not self.problems
 
     def expect(self, condition: bool, message: str) -> None:
+        """Record ``message`` as a problem unless ``condition`` holds."""
         if not condition:
             self.problems.append(message)
 
@@ -178,6 +181,7 @@ class Harness:
         return sys.modules[name]
 
     def shorten_manifest_wait(self) -> None:
+        """Shorten the trigger's manifest wait to ``MANIFEST_WAIT_S`` (see the module docstring)."""
         services = self.handler_module(TRIGGER).SERVICES
         services.settings = dataclasses.replace(services.settings, manifest_wait_s=MANIFEST_WAIT_S)
 
@@ -185,6 +189,7 @@ class Harness:
 
     @property
     def output_uri(self) -> str:
+        """The ``outputS3Uri`` of the harness's import jobs: the trigger's watched prefix."""
         return f"s3://{self.bucket}/{self.prefix}"
 
     def upload(self, shape: Shape, seed: int = 0) -> str:
@@ -201,16 +206,20 @@ class Harness:
         return f"s3://site-dicom/{prefix}"
 
     def import_job(self, shape: Shape = FULL, faults: ImportFaults | None = None, seed: int = 0) -> str:
+        """Upload a job of ``shape`` and start its emulated import; return the job ID."""
         job: str = self.stack.emulator.start_import_job(DS, self.upload(shape, seed), self.output_uri, faults=faults)
         return job
 
     def wait_imported(self, job: str) -> None:
+        """Wait until the emulated import job has written all its output."""
         self.stack.emulator.wait_for_job(DS, job, timeout=300, wait_for_outputs=True)
 
     def folder_key(self, job: str) -> str:
+        """The key prefix of the job's output folder."""
         return f"{self.prefix}{DS}-DicomImport-{job}/"
 
     def manifest_image_sets(self, job: str) -> list[str]:
+        """Image set IDs the job's manifest lists."""
         raw = self.stack.s3.get_object(Bucket=self.bucket, Key=self.folder_key(job) + "job-output-manifest.json")
         summary = json.loads(raw["Body"].read())["jobSummary"]
         return [s["imageSetId"] for s in summary["imageSetsSummary"]]
@@ -221,6 +230,7 @@ class Harness:
         return {isid: list(infos[isid].frame_ids) for isid in image_set_ids}
 
     def report(self, job: str) -> dict[str, Any] | None:
+        """The job's ``report.json``, or None while there is none."""
         try:
             raw = self.stack.s3.get_object(Bucket=self.bucket, Key=f"{self.reports}{job}/report.json")
         except self.stack.s3.exceptions.NoSuchKey:
@@ -229,6 +239,7 @@ class Harness:
         return doc
 
     def parts(self, job: str) -> int:
+        """How many partial reports the job has."""
         listing = self.stack.s3.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.reports}{job}/parts/")
         return int(listing.get("KeyCount", 0))
 
@@ -248,6 +259,7 @@ class Harness:
         return event
 
     def job_completed_event(self, job: str) -> dict[str, Any]:
+        """The "Import Job Completed" EventBridge event HealthImaging sends for the job."""
         props = self.stack.emulator.get_import_job(DS, job)
         return {
             "source": "aws.medical-imaging",
@@ -267,6 +279,7 @@ class Harness:
     # -- checks
 
     def fired(self) -> str:
+        """The faults the emulator injected, by kind (the table's ``injected`` column)."""
         stats = self.stack.emulator.stats()
         kinds = {k: v for k, v in stats["faults_fired_by_kind"].items() if v}
         return ", ".join(f"{v} {k}" for k, v in sorted(kinds.items())) or "0"
@@ -349,6 +362,8 @@ SCENARIOS: dict[str, Scenario] = {}
 
 
 def scenario(name: str) -> Callable[[Scenario], Scenario]:
+    """Register the decorated function in :data:`SCENARIOS` under ``name``."""
+
     def register(fn: Scenario) -> Scenario:
         SCENARIOS[name] = fn
         return fn
@@ -369,7 +384,7 @@ def _request_faults(out: Outcome, faults: Sequence[Fault], shape: Shape = FULL) 
 
 
 @scenario("clean")
-def clean(out: Outcome) -> None:
+def _clean(out: Outcome) -> None:
     with Harness() as h:
         job = h.import_job()
         h.stack.run_until_idle(timeout=300)
@@ -378,24 +393,24 @@ def clean(out: Outcome) -> None:
 
 
 @scenario("throttle-frames")
-def throttle_frames(out: Outcome) -> None:
+def _throttle_frames(out: Outcome) -> None:
     _request_faults(out, [Fault("throttle", operation="GetImageFrame", every=7, count=40)])
 
 
 @scenario("throttle-frames-short")
-def throttle_frames_short(out: Outcome) -> None:
+def _throttle_frames_short(out: Outcome) -> None:
     """A shorter burst (the CI size): botocore's adaptive mode slows the client after every 429, so 40
     throttles cost minutes where 8 cost seconds."""
     _request_faults(out, [Fault("throttle", operation="GetImageFrame", every=7, count=8)])
 
 
 @scenario("throttle-metadata")
-def throttle_metadata(out: Outcome) -> None:
+def _throttle_metadata(out: Outcome) -> None:
     _request_faults(out, [Fault("throttle", operation="GetImageSetMetadata", every=2, count=4)])
 
 
 @scenario("server-error-bursts")
-def server_errors(out: Outcome) -> None:
+def _server_errors(out: Outcome) -> None:
     _request_faults(
         out,
         [
@@ -406,7 +421,7 @@ def server_errors(out: Outcome) -> None:
 
 
 @scenario("latency-spikes")
-def latency(out: Outcome) -> None:
+def _latency(out: Outcome) -> None:
     _request_faults(out, [Fault("latency", operation="GetImageFrame", every=8, count=30, latency_ms=250)])
 
 
@@ -426,17 +441,17 @@ def _stored_faults(out: Outcome, mutate: str, status: str, reasons: set[str], ve
 
 
 @scenario("corrupted-frames")
-def corrupted(out: Outcome) -> None:
+def _corrupted(out: Outcome) -> None:
     _stored_faults(out, "corrupt_frame", "MISMATCH", {"checksum-differs"}, "MISMATCH")
 
 
 @scenario("truncated-frames")
-def truncated(out: Outcome) -> None:
+def _truncated(out: Outcome) -> None:
     _stored_faults(out, "truncate_frame", "ERROR", {"truncated-codestream", "decode-failed"}, "UNVERIFIED")
 
 
 @scenario("missing-frames-404")
-def missing(out: Outcome) -> None:
+def _missing(out: Outcome) -> None:
     _stored_faults(out, "remove_frame", "ERROR", {"frame-not-found"}, "UNVERIFIED")
 
 
@@ -453,22 +468,22 @@ def _metadata_fault(out: Outcome, kind: str, problem: str) -> None:
 
 
 @scenario("metadata-corrupt-gzip")
-def metadata_gzip(out: Outcome) -> None:
+def _metadata_gzip(out: Outcome) -> None:
     _metadata_fault(out, "corrupt_gzip", "not valid gzip")
 
 
 @scenario("metadata-invalid-json")
-def metadata_json(out: Outcome) -> None:
+def _metadata_json(out: Outcome) -> None:
     _metadata_fault(out, "invalid_json", "not valid JSON")
 
 
 @scenario("metadata-missing-fields")
-def metadata_fields(out: Outcome) -> None:
+def _metadata_fields(out: Outcome) -> None:
     _metadata_fault(out, "missing_fields", "no Study.Series")
 
 
 @scenario("manifest-late")
-def manifest_late(out: Outcome) -> None:
+def _manifest_late(out: Outcome) -> None:
     delay = MANIFEST_WAIT_S / 2
     with Harness() as h:
         job = h.import_job(faults=ImportFaults(manifest_delay_s=delay))
@@ -485,7 +500,7 @@ def manifest_late(out: Outcome) -> None:
 
 
 @scenario("manifest-missing")
-def manifest_missing(out: Outcome) -> None:
+def _manifest_missing(out: Outcome) -> None:
     with Harness() as h:
         job = h.import_job(faults=ImportFaults(write_manifest=False))
         h.stack.run_until_idle(timeout=300)
@@ -549,7 +564,7 @@ def _manifest(job: str, folder: str, sets: Sequence[str], imported: int, custome
 
 
 @scenario("ndjson-malformed-split")
-def ndjson_malformed(out: Outcome) -> None:
+def _ndjson_malformed(out: Outcome) -> None:
     """Split SUCCESS files with malformed, blank and huge lines, and a FAILURE file, written straight to the
     output bucket; the manifest is written last, so its S3 notification starts the job."""
     with Harness() as h:
@@ -618,19 +633,27 @@ def _bad_manifest(out: Outcome, body: bytes, label: str) -> None:
 
 
 @scenario("manifest-malformed-json")
-def manifest_bad_json(out: Outcome) -> None:
+def _manifest_bad_json(out: Outcome) -> None:
     _bad_manifest(out, b'{"jobSummary": {"jobId": ', "manifest not JSON")
 
 
 @scenario("manifest-missing-fields")
-def manifest_bad_fields(out: Outcome) -> None:
+def _manifest_bad_fields(out: Outcome) -> None:
     _bad_manifest(
         out, json.dumps({"jobSummary": {"jobId": "x", "numberOfScannedFiles": 1}}).encode(), "manifest lacks fields"
     )
 
 
+def _check_one_corrupt_frame(h: Harness, out: Outcome, job: str, sets: Sequence[str]) -> None:
+    """Check a job imported with one corrupted frame: that frame MISMATCH, the rest MATCH, one alert."""
+    (corrupted,) = h.stack.emulator.job_faults(job).corrupted_frames
+    h.check(
+        out, job, sets, verdict="MISMATCH", alerts=1, expected={corrupted.frame_id: ("MISMATCH", {"checksum-differs"})}
+    )
+
+
 @scenario("duplicate-events-sequential")
-def duplicates_sequential(out: Outcome) -> None:
+def _duplicates_sequential(out: Outcome) -> None:
     with Harness() as h:
         job = h.import_job(faults=ImportFaults(corrupt_frames=1))
         h.stack.run_until_idle(timeout=300)
@@ -643,19 +666,11 @@ def duplicates_sequential(out: Outcome) -> None:
         out.injected = "1 corrupt frame, event x3 (S3 and EventBridge)"
         out.expect(len(h.runs(WORKER)) == workers, "a duplicate event queued work again")
         sets = h.manifest_image_sets(job)
-        (corrupted,) = h.stack.emulator.job_faults(job).corrupted_frames
-        h.check(
-            out,
-            job,
-            sets,
-            verdict="MISMATCH",
-            alerts=1,
-            expected={corrupted.frame_id: ("MISMATCH", {"checksum-differs"})},
-        )
+        _check_one_corrupt_frame(h, out, job, sets)
 
 
 @scenario("duplicate-events-concurrent")
-def duplicates_concurrent(out: Outcome) -> None:
+def _duplicates_concurrent(out: Outcome) -> None:
     """Three S3 notifications and three import-job events for one job, delivered at once from six threads."""
     with Harness() as h:
         job = h.import_job(faults=ImportFaults(corrupt_frames=1))
@@ -697,15 +712,7 @@ def duplicates_concurrent(out: Outcome) -> None:
             len(h.runs(WORKER)) == len(worker_ok) == len(sets),
             f"{len(worker_ok)} worker runs for {len(sets)} image sets",
         )
-        (corrupted,) = h.stack.emulator.job_faults(job).corrupted_frames
-        h.check(
-            out,
-            job,
-            sets,
-            verdict="MISMATCH",
-            alerts=1,
-            expected={corrupted.frame_id: ("MISMATCH", {"checksum-differs"})},
-        )
+        _check_one_corrupt_frame(h, out, job, sets)
 
 
 def _crash(out: Outcome, label: str, arm: Callable[[Harness, str], None]) -> None:
@@ -739,7 +746,7 @@ def _crash(out: Outcome, label: str, arm: Callable[[Harness, str], None]) -> Non
 
 
 @scenario("worker-killed-after-part")
-def crash_after_part(out: Outcome) -> None:
+def _crash_after_part(out: Outcome) -> None:
     def arm(h: Harness, job: str) -> None:
         h.stack.arm_crash(WORKER, when=lambda: h.parts(job) >= 1, after_s=60)
 
@@ -747,7 +754,7 @@ def crash_after_part(out: Outcome) -> None:
 
 
 @scenario("worker-killed-mid-fetch")
-def crash_mid_fetch(out: Outcome) -> None:
+def _crash_mid_fetch(out: Outcome) -> None:
     def arm(h: Harness, job: str) -> None:
         # Fetching starts once the child process has cold-started; kill it a little after that.
         h.stack.arm_crash(WORKER, when=lambda: h.stack.emulator.stats()["requests"]["GetImageFrame"] >= 3, after_s=60)
@@ -772,7 +779,7 @@ class _PoisonSource:
 
 
 @scenario("poison-item-dlq")
-def poison(out: Outcome) -> None:
+def _poison(out: Outcome) -> None:
     with Harness() as h:
         job = h.import_job()
         h.wait_imported(job)

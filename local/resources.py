@@ -183,6 +183,8 @@ class _Builder:
         self._function_by_arn: dict[str, str] = {}
 
     def build(self, existing_buckets: Sequence[str] | None) -> None:
+        """Resolve the functions, then create queues, tables, topics, buckets and rules in that order (each
+        may name the ones before)."""
         t = self.t
         for resource in t.of_type(_FUNCTION_TYPE):
             fn = load_function(t, resource, self.note)

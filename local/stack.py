@@ -24,7 +24,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -416,28 +416,19 @@ class LocalStack:
 
     # ------------------------------------------------------------------------------------- invocation
 
-    def arm_crash(
-        self,
-        function: str,
-        *,
-        after_s: float | None = None,
-        when: Callable[[], bool] | None = None,
-        times: int = 1,
-    ) -> None:
-        """Kill the next ``times`` invocations of ``function`` mid-flight (see :meth:`FunctionRunner.arm_crash`)."""
-        self.runner.arm_crash(function, after_s=after_s, when=when, times=times)
+    def arm_crash(self, function: str, **plan: Any) -> None:
+        """Kill the next invocations of ``function`` mid-flight, like a crashed execution environment.
 
-    def invoke(
-        self,
-        function: str,
-        event: Any,
-        *,
-        source: str = "direct",
-        isolation: Isolation | None = None,
-        attempt: int = 1,
-    ) -> Invocation:
-        """Invoke a function synchronously and record the invocation (see :meth:`FunctionRunner.invoke`)."""
-        return self.runner.invoke(function, event, source=source, isolation=isolation, attempt=attempt)
+        ``after_s``, ``when`` and ``times`` as :meth:`local.functions.FunctionRunner.arm_crash` takes them.
+        """
+        self.runner.arm_crash(function, **plan)
+
+    def invoke(self, function: str, event: Any, **options: Any) -> Invocation:
+        """Invoke a function synchronously (``RequestResponse``) and record the invocation.
+
+        ``source``, ``isolation`` and ``attempt`` as :meth:`local.functions.FunctionRunner.invoke` takes them.
+        """
+        return self.runner.invoke(function, event, **options)
 
     # ---------------------------------------------------------------------------------- event sources
 
