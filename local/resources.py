@@ -352,6 +352,8 @@ class _Builder:
                 )
         for resource in t.of_type("AWS::Events::Rule"):
             props = t.resolve(dict(resource.properties), where=resource.logical_id)
+            if "EventPattern" not in props:
+                raise TemplateError(f"{resource.logical_id}: only SAM Schedule events are run as schedules locally")
             targets = []
             for i, raw in enumerate(props.get("Targets") or []):
                 _no_input(raw, f"{resource.logical_id}.Targets[{i}]")
