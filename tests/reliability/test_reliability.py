@@ -1,4 +1,4 @@
-"""The reliability matrix at CI size: a representative subset of ``bench.reliability``'s faults, each a job of
+"""The reliability matrix at CI size: a representative subset of the faults of ``local.fault_matrix``, each a job of
 240 frames (8 image sets x 30 frames) through the local stack, checked for exact accounting (every listed
 frame in exactly one result, or in an image set reported as an error), verdict, frame statuses and alerts.
 ``python -m bench.reliability`` runs every fault and the soak."""
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.reliability import POISON_XFAIL, Outcome, run_scenario
+from local.fault_matrix import Outcome, run_scenario
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,5 @@ def test_fault_is_survived_and_accounted_for(name: str) -> None:
 def test_poison_item_is_dead_lettered_and_reported() -> None:
     out = run_scenario("poison-item-dlq")
     assert out.extra.get("dlq") == 1, "; ".join(out.problems)
-    if out.xfail:
-        pytest.xfail(POISON_XFAIL)
     assert_passed(out)
     assert (out.accounted, out.duplicates, out.lost, out.verdict, out.alerts) == (out.listed, 0, 0, "UNVERIFIED", 1)

@@ -1,0 +1,814 @@
+"""The fault matrix: every fault scenario of the reliability suite, and the harness they run on.
+
+For every fault a job of at least 200 frames (default 8 image sets x 30 frames of 64x64 int16, three
+multi-frame instances per image set) goes through the whole application on the local stack (real template,
+real handlers, moto, the HealthImaging emulator), and the job's ``report.json`` is checked against what the
+emulator's metadata lists:
+
+- accounting: every listed frame has exactly one result (no duplicated frame ID, none lost, none extra), or
+  belongs to an image set the report marks as an image-set error (metadata faults, a dead-lettered item);
+- the verdict and the per-frame statuses/reasons expected for the fault;
+- the alerts: exactly one for a job that needs attention, none for a clean one.
+
+``tests/reliability`` runs a subset of :data:`SCENARIOS`; ``python -m bench.reliability`` (the front end that
+times, measures and prints the table) runs them all and a soak. Both go through :func:`run_scenario`.
+
+What the harness changes in the running handlers (test-side only, nothing in the application):
+
+- the trigger's manifest wait (30 s by default) is shortened to ``MANIFEST_WAIT_S`` so that a missing manifest
+  fails in seconds, not minutes (three asynchronous attempts);
+- the poison scenario wraps the worker's HealthImaging source so that one image set's work item raises on
+  every delivery (an item that can never succeed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import random
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from contextlib import redirect_stdout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+
+from ahi_emulator import Fault, ImportFaults, InstanceSpec
+
+from .stack import LocalStack
+
+DS = "c0ffee00" * 4
+WORKER = "ImageSetWorkerFunction"
+TRIGGER = "JobTriggerFunction"
+MANIFEST_WAIT_S = 4.0
+SECONDARY_CAPTURE = UID("1.2.840.10008.5.1.4.1.1.7")
+REPO = Path(__file__).resolve().parents[1]
+
+for _key, _value in {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+
+# ------------------------------------------------------------------------------------------- job shapes
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How big a job is: image sets x instances x frames per instance, each frame rows x cols int16."""
+
+    image_sets: int = 8
+    instances: int = 3
+    frames_per_instance: int = 10
+    rows: int = 64
+    cols: int = 64
+
+    @property
+    def frames(self) -> int:
+        """Frames in the job."""
+        return self.image_sets * self.instances * self.frames_per_instance
+
+
+FULL = Shape()  # 240 frames
+SOAK = Shape(image_sets=100, instances=1, frames_per_instance=200, rows=16, cols=16)  # 20,000 frames
+
+
+def synthetic_frames(shape: Shape, count: int, seed: int) -> np.ndarray:
+    """``count`` signed 16-bit frames (CT-like range), deterministic."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(-1024, 3072, size=(count, shape.rows, shape.cols), dtype=np.int16)
+
+
+def multiframe_p10(pixels: np.ndarray, study_uid: str, series_uid: str, number: int) -> bytes:
+    """An uncompressed (explicit VR little endian) multi-frame P10 file, MONOCHROME2 signed 16-bit."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
+    ds.SOPClassUID = SECONDARY_CAPTURE
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+    ds.PatientName, ds.PatientID, ds.Modality = "Synthetic^Reliability", "SYN-REL", "OT"
+    ds.InstanceNumber = number
+    ds.Rows, ds.Columns = int(pixels.shape[1]), int(pixels.shape[2])
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.NumberOfFrames = int(pixels.shape[0])
+    ds.PixelData = pixels.astype("<i2").tobytes()
+    ds["PixelData"].VR = "OW"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+# ------------------------------------------------------------------------------------------- outcomes
+
+
+@dataclass
+class Outcome:
+    """One row of the table."""
+
+    name: str
+    injected: str = ""
+    listed: int = 0
+    accounted: int = 0
+    duplicates: int = 0
+    lost: int = 0
+    verdict: str = "-"
+    alerts: int = 0
+    problems: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """No problem was recorded."""
+        return not self.problems
+
+    def expect(self, condition: bool, message: str) -> None:
+        """Record ``message`` as a problem unless ``condition`` holds."""
+        if not condition:
+            self.problems.append(message)
+
+
+# ------------------------------------------------------------------------------------------- the harness
+
+
+class Harness:
+    """One LocalStack (fresh moto, fresh emulator) and the helpers every scenario uses."""
+
+    def __init__(self, parameters: dict[str, str] | None = None, isolation: dict[str, Any] | None = None) -> None:
+        self.stack = LocalStack(parameters={"DatastoreId": DS, **(parameters or {})}, isolation=isolation)
+        self._batches = 0
+
+    def __enter__(self) -> Harness:
+        self.stack.start()
+        self.stack.emulator.create_datastore(DS)
+        env = self.stack.function(TRIGGER).environment
+        self.bucket, self.prefix, self.reports = env["OUTPUT_BUCKET"], env["OUTPUT_PREFIX"], env["REPORTS_PREFIX"]
+        self.stack.s3.create_bucket(Bucket="site-dicom")
+        self.shorten_manifest_wait()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stack.stop()
+
+    # -- handler modules (loaded by the stack under their real names)
+
+    def handler_module(self, function: str) -> Any:
+        """The handler's module as the stack imported it (cold-starting it first if needed)."""
+        name = self.stack.function(function).module
+        if name not in sys.modules:
+            if function == TRIGGER:
+                self.stack.run_schedule()  # a reconciliation sweep over no jobs: a harmless cold start
+            else:
+                self.stack.invoke(function, {"Records": []})
+        return sys.modules[name]
+
+    def shorten_manifest_wait(self) -> None:
+        """Shorten the trigger's manifest wait to ``MANIFEST_WAIT_S`` (see the module docstring)."""
+        services = self.handler_module(TRIGGER).SERVICES
+        services.settings = dataclasses.replace(services.settings, manifest_wait_s=MANIFEST_WAIT_S)
+
+    # -- jobs
+
+    @property
+    def output_uri(self) -> str:
+        """The ``outputS3Uri`` of the harness's import jobs: the trigger's watched prefix."""
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def upload(self, shape: Shape, seed: int = 0) -> str:
+        """Put one multi-frame P10 file per instance (one series per image set) under a fresh input prefix."""
+        self._batches += 1
+        prefix = f"batch-{self._batches}/"
+        study = generate_uid()
+        for s in range(shape.image_sets):
+            series = generate_uid()
+            for i in range(shape.instances):
+                pixels = synthetic_frames(shape, shape.frames_per_instance, seed * 100_003 + s * 101 + i)
+                body = multiframe_p10(pixels, study, series, i + 1)
+                self.stack.s3.put_object(Bucket="site-dicom", Key=f"{prefix}s{s:03d}/i{i:02d}.dcm", Body=body)
+        return f"s3://site-dicom/{prefix}"
+
+    def import_job(self, shape: Shape = FULL, faults: ImportFaults | None = None, seed: int = 0) -> str:
+        """Upload a job of ``shape`` and start its emulated import; return the job ID."""
+        job: str = self.stack.emulator.start_import_job(DS, self.upload(shape, seed), self.output_uri, faults=faults)
+        return job
+
+    def wait_imported(self, job: str) -> None:
+        """Wait until the emulated import job has written all its output."""
+        self.stack.emulator.wait_for_job(DS, job, timeout=300, wait_for_outputs=True)
+
+    def folder_key(self, job: str) -> str:
+        """The key prefix of the job's output folder."""
+        return f"{self.prefix}{DS}-DicomImport-{job}/"
+
+    def manifest_image_sets(self, job: str) -> list[str]:
+        """Image set IDs the job's manifest lists."""
+        raw = self.stack.s3.get_object(Bucket=self.bucket, Key=self.folder_key(job) + "job-output-manifest.json")
+        summary = json.loads(raw["Body"].read())["jobSummary"]
+        return [s["imageSetId"] for s in summary["imageSetsSummary"]]
+
+    def listed(self, image_set_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Frame IDs each image set's metadata lists (the emulator's truth)."""
+        infos = {i.image_set_id: i for i in self.stack.emulator.image_sets()}
+        return {isid: list(infos[isid].frame_ids) for isid in image_set_ids}
+
+    def report(self, job: str) -> dict[str, Any] | None:
+        """The job's ``report.json``, or None while there is none."""
+        try:
+            raw = self.stack.s3.get_object(Bucket=self.bucket, Key=f"{self.reports}{job}/report.json")
+        except self.stack.s3.exceptions.NoSuchKey:
+            return None
+        doc: dict[str, Any] = json.loads(raw["Body"].read())
+        return doc
+
+    def parts(self, job: str) -> int:
+        """How many partial reports the job has."""
+        listing = self.stack.s3.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.reports}{job}/parts/")
+        return int(listing.get("KeyCount", 0))
+
+    def runs(self, function: str) -> list[Any]:
+        """Invocations of a function by an event source (not the harness's own cold starts)."""
+        return [
+            i for i in self.stack.invocations if i.function == function and i.source in ("s3", "eventbridge", "sqs")
+        ]
+
+    def s3_event(self, key: str) -> dict[str, Any]:
+        """An S3 ObjectCreated notification for ``key`` in the output bucket (AWS's shape)."""
+        event: dict[str, Any] = json.loads((REPO / "events" / "s3-put-manifest.json").read_text(encoding="utf-8"))
+        record = event["Records"][0]
+        record["s3"]["bucket"]["name"] = self.bucket
+        record["s3"]["bucket"]["arn"] = f"arn:aws:s3:::{self.bucket}"
+        record["s3"]["object"]["key"] = key
+        return event
+
+    def job_completed_event(self, job: str) -> dict[str, Any]:
+        """The "Import Job Completed" EventBridge event HealthImaging sends for the job."""
+        props = self.stack.emulator.get_import_job(DS, job)
+        return {
+            "source": "aws.medical-imaging",
+            "detail-type": "Import Job Completed",
+            "resources": [f"arn:aws:medical-imaging:us-east-1:123456789012:datastore/{DS}"],
+            "detail": {
+                "imagingVersion": "1.0",
+                "datastoreId": DS,
+                "jobId": job,
+                "jobName": props.get("jobName"),
+                "jobStatus": "COMPLETED",
+                "inputS3Uri": props.get("inputS3Uri"),
+                "outputS3Uri": props.get("outputS3Uri"),
+            },
+        }
+
+    # -- checks
+
+    def fired(self) -> str:
+        """The faults the emulator injected, by kind (the table's ``injected`` column)."""
+        stats = self.stack.emulator.stats()
+        kinds = {k: v for k, v in stats["faults_fired_by_kind"].items() if v}
+        return ", ".join(f"{v} {k}" for k, v in sorted(kinds.items())) or "0"
+
+    def check(
+        self,
+        out: Outcome,
+        job: str,
+        image_sets: Sequence[str],
+        *,
+        verdict: str,
+        alerts: int,
+        expected: dict[str, tuple[str, set[str]]] | None = None,
+        set_errors: dict[str, str] | None = None,
+    ) -> dict[str, Any] | None:
+        """Fill the outcome's columns and check accounting, verdict, frame statuses and alerts.
+
+        ``expected`` maps frame IDs to (status, acceptable reasons); every other listed frame must MATCH.
+        ``set_errors`` maps image set IDs to a text their image-set error must contain; their frames are
+        accounted for by that error.
+        """
+        expected, set_errors = expected or {}, set_errors or {}
+        listed = self.listed(image_sets)
+        out.listed = sum(len(v) for v in listed.values())
+        out.alerts = len(self.stack.alerts())
+        out.expect(out.alerts == alerts, f"{out.alerts} alert(s), expected {alerts}")
+        doc = self.report(job)
+        if doc is None:
+            out.problems.append("no report.json")
+            out.lost = out.listed
+            return None
+        out.verdict = doc["verdict"]
+        out.expect(doc["verdict"] == verdict, f"verdict {doc['verdict']}, expected {verdict}")
+        by_set = {s["imageSetId"]: s for s in doc["imageSets"]}
+        out.expect(set(by_set) == set(image_sets), "the report's image sets differ from the manifest's")
+        ids = [f["imageFrameId"] for s in doc["imageSets"] for f in s["frames"]]
+        counts = Counter(ids)
+        out.duplicates = sum(n - 1 for n in counts.values() if n > 1)
+        listed_ids = {f for frames in listed.values() for f in frames}
+        covered = {f for isid, frames in listed.items() if by_set.get(isid, {}).get("error") for f in frames}
+        lost = listed_ids - set(counts) - covered
+        out.lost = len(lost)
+        out.accounted = len(listed_ids & set(counts)) + len(covered - set(counts))
+        extra = set(counts) - listed_ids
+        out.expect(not out.duplicates, f"{out.duplicates} duplicated frame result(s)")
+        out.expect(not lost, f"{len(lost)} listed frame(s) without a result")
+        out.expect(not extra, f"{len(extra)} result(s) for frames the metadata does not list")
+        frames = doc["summary"]["frames"]
+        total = frames["match"] + frames["mismatch"] + frames["error"]
+        out.expect(total == frames["total"] == len(ids), f"summary counts {frames} disagree with {len(ids)} results")
+        for isid, frames_of_set in listed.items():
+            entry = by_set.get(isid)
+            if entry is None:
+                continue
+            if isid in set_errors:
+                error = entry.get("error") or ""
+                out.expect(
+                    set_errors[isid] in error, f"image set {isid[:8]} error {error!r} lacks {set_errors[isid]!r}"
+                )
+                continue
+            out.expect(not entry.get("error"), f"image set {isid[:8]} has an unexpected error: {entry.get('error')}")
+            out.expect(len(entry["frames"]) == len(frames_of_set), f"image set {isid[:8]} is missing frame results")
+        results = {f["imageFrameId"]: f for s in doc["imageSets"] for f in s["frames"]}
+        for frame_id, result in results.items():
+            status, reasons = expected.get(frame_id, ("MATCH", set()))
+            if result["status"] != status or (reasons and result.get("reason") not in reasons):
+                out.problems.append(
+                    f"frame {frame_id[:8]}: {result['status']}/{result.get('reason')}, "
+                    f"expected {status}/{reasons or '-'}"
+                )
+        missing_expected = set(expected) - set(results)
+        out.expect(not missing_expected, f"{len(missing_expected)} faulted frame(s) have no result")
+        return doc
+
+
+# ------------------------------------------------------------------------------------------- scenarios
+
+Scenario = Callable[[Outcome], None]
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def scenario(name: str) -> Callable[[Scenario], Scenario]:
+    """Register the decorated function in :data:`SCENARIOS` under ``name``."""
+
+    def register(fn: Scenario) -> Scenario:
+        SCENARIOS[name] = fn
+        return fn
+
+    return register
+
+
+def _request_faults(out: Outcome, faults: Sequence[Fault], shape: Shape = FULL) -> None:
+    with Harness() as h:
+        for fault in faults:
+            h.stack.emulator.add_fault(fault)
+        job = h.import_job(shape)
+        summary = h.stack.run_until_idle(timeout=300)
+        out.injected = h.fired()
+        out.expect(h.stack.emulator.stats()["faults_fired"] > 0, "no fault fired")
+        out.expect(not summary.failures, f"failed invocations: {summary.failures}")
+        h.check(out, job, h.manifest_image_sets(job), verdict="CLEAN", alerts=0)
+
+
+@scenario("clean")
+def _clean(out: Outcome) -> None:
+    with Harness() as h:
+        job = h.import_job()
+        h.stack.run_until_idle(timeout=300)
+        out.injected = "0"
+        h.check(out, job, h.manifest_image_sets(job), verdict="CLEAN", alerts=0)
+
+
+@scenario("throttle-frames")
+def _throttle_frames(out: Outcome) -> None:
+    _request_faults(out, [Fault("throttle", operation="GetImageFrame", every=7, count=40)])
+
+
+@scenario("throttle-frames-short")
+def _throttle_frames_short(out: Outcome) -> None:
+    """A shorter burst (the CI size): botocore's adaptive mode slows the client after every 429, so 40
+    throttles cost minutes where 8 cost seconds."""
+    _request_faults(out, [Fault("throttle", operation="GetImageFrame", every=7, count=8)])
+
+
+@scenario("throttle-metadata")
+def _throttle_metadata(out: Outcome) -> None:
+    _request_faults(out, [Fault("throttle", operation="GetImageSetMetadata", every=2, count=4)])
+
+
+@scenario("server-error-bursts")
+def _server_errors(out: Outcome) -> None:
+    _request_faults(
+        out,
+        [
+            Fault("server_error", operation="GetImageFrame", every=5, count=30),
+            Fault("server_error", operation="GetImageSetMetadata", every=3, count=2),
+        ],
+    )
+
+
+@scenario("latency-spikes")
+def _latency(out: Outcome) -> None:
+    _request_faults(out, [Fault("latency", operation="GetImageFrame", every=8, count=30, latency_ms=250)])
+
+
+def _stored_faults(out: Outcome, mutate: str, status: str, reasons: set[str], verdict: str) -> None:
+    with Harness() as h:
+        job = h.import_job()
+        h.wait_imported(job)
+        h.stack.run_until_idle(timeout=120, include_mappings=False)  # queued, not yet verified
+        sets = h.manifest_image_sets(job)
+        listed = h.listed(sets)
+        targets = [(sets[0], listed[sets[0]][0]), (sets[3], listed[sets[3]][17]), (sets[-1], listed[sets[-1]][-1])]
+        for isid, frame_id in targets:
+            getattr(h.stack.emulator, mutate)(DS, isid, frame_id)
+        h.stack.run_until_idle(timeout=300)
+        out.injected = f"{len(targets)} {mutate}" + ("" if h.fired() == "0" else f", {h.fired()}")
+        h.check(out, job, sets, verdict=verdict, alerts=1, expected={f: (status, reasons) for _, f in targets})
+
+
+@scenario("corrupted-frames")
+def _corrupted(out: Outcome) -> None:
+    _stored_faults(out, "corrupt_frame", "MISMATCH", {"checksum-differs"}, "MISMATCH")
+
+
+@scenario("truncated-frames")
+def _truncated(out: Outcome) -> None:
+    _stored_faults(out, "truncate_frame", "ERROR", {"truncated-codestream", "decode-failed"}, "UNVERIFIED")
+
+
+@scenario("missing-frames-404")
+def _missing(out: Outcome) -> None:
+    _stored_faults(out, "remove_frame", "ERROR", {"frame-not-found"}, "UNVERIFIED")
+
+
+def _metadata_fault(out: Outcome, kind: str, problem: str) -> None:
+    with Harness() as h:
+        job = h.import_job()
+        h.wait_imported(job)
+        h.stack.run_until_idle(timeout=120, include_mappings=False)
+        sets = h.manifest_image_sets(job)
+        h.stack.emulator.add_fault(Fault(kind, operation="GetImageSetMetadata", image_set_id=sets[2]))  # type: ignore[arg-type]
+        h.stack.run_until_idle(timeout=300)
+        out.injected = h.fired()
+        h.check(out, job, sets, verdict="UNVERIFIED", alerts=1, set_errors={sets[2]: problem})
+
+
+@scenario("metadata-corrupt-gzip")
+def _metadata_gzip(out: Outcome) -> None:
+    _metadata_fault(out, "corrupt_gzip", "not valid gzip")
+
+
+@scenario("metadata-invalid-json")
+def _metadata_json(out: Outcome) -> None:
+    _metadata_fault(out, "invalid_json", "not valid JSON")
+
+
+@scenario("metadata-missing-fields")
+def _metadata_fields(out: Outcome) -> None:
+    _metadata_fault(out, "missing_fields", "no Study.Series")
+
+
+@scenario("manifest-late")
+def _manifest_late(out: Outcome) -> None:
+    delay = MANIFEST_WAIT_S / 2
+    with Harness() as h:
+        job = h.import_job(faults=ImportFaults(manifest_delay_s=delay))
+        summary = h.stack.run_until_idle(timeout=300)
+        out.injected = f"manifest {delay:g} s late"
+        triggers = h.runs(TRIGGER)
+        origins = [str(i.source) for i in triggers if i.ok]
+        out.extra["triggers"] = origins
+        out.expect(not summary.failures, f"failed invocations: {summary.failures}")
+        sets = h.manifest_image_sets(job)
+        # Powertools idempotency answers a duplicate with the first run's result, so count the work instead.
+        out.expect(len(h.runs(WORKER)) == len(sets), f"{len(h.runs(WORKER))} worker runs for {len(sets)} image sets")
+        h.check(out, job, sets, verdict="CLEAN", alerts=0)
+
+
+@scenario("manifest-missing")
+def _manifest_missing(out: Outcome) -> None:
+    with Harness() as h:
+        job = h.import_job(faults=ImportFaults(write_manifest=False))
+        h.stack.run_until_idle(timeout=300)
+        out.injected = "no manifest"
+        triggers = h.runs(TRIGGER)
+        failed = [i for i in triggers if not i.ok]
+        out.extra["trigger attempts"] = [i.attempt for i in triggers]
+        out.expect(
+            len(triggers) == 3 and len(failed) == 3,
+            f"{len(failed)}/{len(triggers)} trigger attempts failed, expected 3/3",
+        )
+        out.expect(any("JobOutputError" in (i.error or "") for i in failed), "the failure does not name the manifest")
+        alerts = h.stack.alerts()
+        out.alerts = len(alerts)
+        out.expect(len(alerts) == 1, f"{len(alerts)} alert(s), expected the failure destination's one")
+        if alerts:
+            record = json.loads(alerts[0].message)
+            condition = record.get("requestContext", {}).get("condition")
+            out.expect(condition == "RetriesExhausted", f"failure destination record condition {condition}")
+            out.extra["failure destination"] = f"{condition}, {record.get('responsePayload', {}).get('errorType')}"
+        out.expect(h.report(job) is None, "a report exists for a job whose output could not be read")
+        out.expect(not h.runs(WORKER), "workers ran for a job without a manifest")
+        out.verdict = "no report"
+
+
+def _direct_folder(h: Harness, shape: Shape = FULL) -> tuple[str, list[str]]:
+    """Image sets put straight into the emulator (no import job); returns a fresh job ID and the image sets."""
+    ids = []
+    for s in range(shape.image_sets):
+        instances = [
+            InstanceSpec(frames=list(synthetic_frames(shape, shape.frames_per_instance, 7_000 + s * 10 + i)))
+            for i in range(shape.instances)
+        ]
+        ids.append(h.stack.emulator.add_image_set(DS, instances).image_set_id)
+    return f"{random.getrandbits(128):032x}", ids
+
+
+def _manifest(job: str, folder: str, sets: Sequence[str], imported: int, customer_errors: int) -> bytes:
+    return json.dumps(
+        {
+            "jobSummary": {
+                "jobId": job,
+                "datastoreId": DS,
+                "inputS3Uri": "s3://site-dicom/direct/",
+                "outputS3Uri": folder,
+                "successOutputS3Uri": folder + "SUCCESS/",
+                "failureOutputS3Uri": folder + "FAILURE/",
+                "warningsOutputS3Uri": folder + "WARNING/",
+                "numberOfScannedFiles": imported + customer_errors,
+                "numberOfImportedFiles": imported,
+                "numberOfFilesWithCustomerError": customer_errors,
+                "numberOfFilesWithServerError": 0,
+                "numberOfGeneratedImageSets": len(sets),
+                "imageSetsSummary": [
+                    {"imageSetId": s, "imageSetVersion": 1, "isPrimary": True, "numberOfMatchedSOPInstances": 3}
+                    for s in sets
+                ],
+            }
+        }
+    ).encode()
+
+
+@scenario("ndjson-malformed-split")
+def _ndjson_malformed(out: Outcome) -> None:
+    """Split SUCCESS files with malformed, blank and huge lines, and a FAILURE file, written straight to the
+    output bucket; the manifest is written last, so its S3 notification starts the job."""
+    with Harness() as h:
+        job, sets = _direct_folder(h)
+        key = h.folder_key(job)
+        folder = f"s3://{h.bucket}/{key}"
+
+        def ok_line(n: int, isid: str, pad: int = 0) -> bytes:
+            response = {"imageSetId": isid, "imageSetVersion": 1, "isPrimary": True}
+            return json.dumps(
+                {"inputFile": f"s3://site-dicom/direct/f{n:04d}.dcm" + "x" * pad, "importResponse": response}
+            ).encode()
+
+        lines = [ok_line(n, sets[n % len(sets)]) for n in range(24)]
+        huge_valid = ok_line(99, sets[0], pad=2_000_000)  # a 2 MB line that is valid
+        bad = [b"{not json", b"[1, 2, 3]", b'{"inputFile": "s3://site-dicom/direct/x.dcm"}', b"\xff" * 1_500_000]
+        part1 = b"\n".join([*lines[:12], b"", bad[0], b"   ", huge_valid, bad[1]]) + b"\n"
+        part2 = b"\n\n".join([*lines[12:], bad[2], bad[3]])  # no final newline
+        failure = (
+            json.dumps(
+                {
+                    "inputFile": "s3://site-dicom/direct/rejected.dcm",
+                    "exception": {"exceptionType": "ValidationException", "message": "not DICOM"},
+                }
+            ).encode()
+            + b"\n"
+        )
+        s3 = h.stack.s3
+        s3.put_object(Bucket=h.bucket, Key=key + "SUCCESS/success-00001.ndjson", Body=part1)
+        s3.put_object(Bucket=h.bucket, Key=key + "SUCCESS/success-00002.ndjson", Body=part2)
+        s3.put_object(Bucket=h.bucket, Key=key + "FAILURE/failure.ndjson", Body=failure)
+        s3.put_object(Bucket=h.bucket, Key=key + "job-output-manifest.json", Body=_manifest(job, folder, sets, 25, 1))
+        summary = h.stack.run_until_idle(timeout=300)
+        out.injected = f"{len(bad)} bad lines, 3 blank, 2 MB line, 2 split files"
+        out.expect(not summary.failures, f"failed invocations: {summary.failures}")
+        doc = h.check(out, job, sets, verdict="UNVERIFIED", alerts=1)
+        if doc is not None:
+            unreadable = doc["unreadableLines"]
+            out.extra["unreadable"] = [(u["file"].rsplit("/", 1)[-1], u["line"]) for u in unreadable]
+            out.expect(len(unreadable) == len(bad), f"{len(unreadable)} unreadable lines reported, expected {len(bad)}")
+            out.expect(len(doc["failures"]) == 1, f"{len(doc['failures'])} failed files reported, expected 1")
+            out.expect(not doc["notes"], f"unexpected notes {doc['notes']}")
+            out.expect(
+                all("x" * 100 not in json.dumps(u) for u in unreadable), "a line's content leaked into the report"
+            )
+
+
+def _bad_manifest(out: Outcome, body: bytes, label: str) -> None:
+    with Harness() as h:
+        job, _ = _direct_folder(h, Shape(image_sets=1, instances=1, frames_per_instance=2))
+        key = h.folder_key(job)
+        h.stack.s3.put_object(Bucket=h.bucket, Key=key + "SUCCESS/success.ndjson", Body=b"")
+        h.stack.s3.put_object(Bucket=h.bucket, Key=key + "job-output-manifest.json", Body=body)
+        h.stack.run_until_idle(timeout=120)
+        out.injected = label
+        triggers = h.runs(TRIGGER)
+        failed = [i for i in triggers if not i.ok]
+        out.expect(
+            len(failed) == len(triggers) == 3, f"{len(failed)}/{len(triggers)} trigger attempts failed, expected 3/3"
+        )
+        out.expect(any("ManifestError" in (i.error or "") for i in failed), f"errors {[i.error for i in failed][:1]}")
+        out.alerts = len(h.stack.alerts())
+        out.expect(out.alerts == 1, f"{out.alerts} alert(s), expected the failure destination's one")
+        out.expect(h.report(job) is None, "a report claims a result for an unreadable manifest")
+        out.verdict = "no report"
+
+
+@scenario("manifest-malformed-json")
+def _manifest_bad_json(out: Outcome) -> None:
+    _bad_manifest(out, b'{"jobSummary": {"jobId": ', "manifest not JSON")
+
+
+@scenario("manifest-missing-fields")
+def _manifest_bad_fields(out: Outcome) -> None:
+    _bad_manifest(
+        out, json.dumps({"jobSummary": {"jobId": "x", "numberOfScannedFiles": 1}}).encode(), "manifest lacks fields"
+    )
+
+
+def _check_one_corrupt_frame(h: Harness, out: Outcome, job: str, sets: Sequence[str]) -> None:
+    """Check a job imported with one corrupted frame: that frame MISMATCH, the rest MATCH, one alert."""
+    (corrupted,) = h.stack.emulator.job_faults(job).corrupted_frames
+    h.check(
+        out, job, sets, verdict="MISMATCH", alerts=1, expected={corrupted.frame_id: ("MISMATCH", {"checksum-differs"})}
+    )
+
+
+@scenario("duplicate-events-sequential")
+def _duplicates_sequential(out: Outcome) -> None:
+    with Harness() as h:
+        job = h.import_job(faults=ImportFaults(corrupt_frames=1))
+        h.stack.run_until_idle(timeout=300)
+        workers = len(h.runs(WORKER))
+        event = h.s3_event(h.folder_key(job) + "job-output-manifest.json")
+        for _ in range(2):
+            h.stack.deliver_s3_event(event)
+            h.stack.put_events(h.job_completed_event(job))
+            h.stack.run_until_idle(timeout=120)
+        out.injected = "1 corrupt frame, event x3 (S3 and EventBridge)"
+        out.expect(len(h.runs(WORKER)) == workers, "a duplicate event queued work again")
+        sets = h.manifest_image_sets(job)
+        _check_one_corrupt_frame(h, out, job, sets)
+
+
+@scenario("duplicate-events-concurrent")
+def _duplicates_concurrent(out: Outcome) -> None:
+    """Three S3 notifications and three import-job events for one job, delivered at once from six threads."""
+    with Harness() as h:
+        job = h.import_job(faults=ImportFaults(corrupt_frames=1))
+        h.wait_imported(job)
+        h.stack.discard_pending()  # the job's own notification and event: replaced by the six below
+        s3_event = h.s3_event(h.folder_key(job) + "job-output-manifest.json")
+        bus_event = h.job_completed_event(job)
+        barrier = threading.Barrier(6)
+        errors: list[BaseException] = []
+
+        def deliver(kind: str) -> None:
+            try:
+                barrier.wait()
+                if kind == "s3":
+                    h.stack.deliver_s3_event(s3_event)
+                else:
+                    h.stack.put_events(bus_event)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=deliver, args=(k,)) for k in ("s3", "bus") * 3]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        h.stack.run_until_idle(timeout=300)
+        out.injected = "1 corrupt frame, 6 concurrent deliveries"
+        out.expect(not errors, f"delivery raised {errors[:1]}")
+        triggers = h.runs(TRIGGER)
+        out.expect(
+            len(triggers) == 6 and all(i.ok for i in triggers),
+            f"{len(triggers)} trigger runs, failures {[i.error for i in triggers if not i.ok]}",
+        )
+        outcomes = [next(iter(i.result["jobs"].values()))["outcome"] for i in triggers if i.ok]
+        out.extra["trigger outcomes"] = dict(Counter(outcomes))
+        sets = h.manifest_image_sets(job)
+        worker_ok = [i for i in h.runs(WORKER) if i.ok]
+        out.expect(
+            len(h.runs(WORKER)) == len(worker_ok) == len(sets),
+            f"{len(worker_ok)} worker runs for {len(sets)} image sets",
+        )
+        _check_one_corrupt_frame(h, out, job, sets)
+
+
+def _crash(out: Outcome, label: str, arm: Callable[[Harness, str], None]) -> None:
+    with Harness(parameters={"FramesPerWorkItem": "10"}) as h:
+        job = h.import_job(faults=ImportFaults(corrupt_frames=1))
+        h.wait_imported(job)
+        h.stack.run_until_idle(timeout=120, include_mappings=False)
+        arm(h, job)
+        summary = h.stack.run_until_idle(timeout=300)
+        out.injected = label
+        killed = [i for i in h.runs(WORKER) if i.error and "SIGKILL" in i.error]
+        out.expect(len(killed) == 1, f"{len(killed)} worker(s) killed, expected 1")
+        out.extra["killed"] = killed[0].error.split(" as arranged")[0] if killed and killed[0].error else None
+        out.expect(summary.dlq_depth.get("WorkDeadLetterQueue", 0) == 0, f"DLQ {summary.dlq_depth}")
+        sets = h.manifest_image_sets(job)
+        (corrupted,) = h.stack.emulator.job_faults(job).corrupted_frames
+        doc = h.check(
+            out,
+            job,
+            sets,
+            verdict="MISMATCH",
+            alerts=1,
+            expected={corrupted.frame_id: ("MISMATCH", {"checksum-differs"})},
+        )
+        if doc is not None:
+            out.extra["work items"] = doc["timings"]["workItems"]
+            out.expect(
+                doc["timings"]["workItems"] == FULL.frames // 10,
+                f"{doc['timings']['workItems']} parts, expected {FULL.frames // 10}",
+            )
+
+
+@scenario("worker-killed-after-part")
+def _crash_after_part(out: Outcome) -> None:
+    def arm(h: Harness, job: str) -> None:
+        h.stack.arm_crash(WORKER, when=lambda: h.parts(job) >= 1, after_s=60)
+
+    _crash(out, "SIGKILL once a part exists", arm)
+
+
+@scenario("worker-killed-mid-fetch")
+def _crash_mid_fetch(out: Outcome) -> None:
+    def arm(h: Harness, job: str) -> None:
+        # Fetching starts once the child process has cold-started; kill it a little after that.
+        h.stack.arm_crash(WORKER, when=lambda: h.stack.emulator.stats()["requests"]["GetImageFrame"] >= 3, after_s=60)
+
+    _crash(out, "SIGKILL during GetImageFrame", arm)
+
+
+class _PoisonSource:
+    """The worker's HealthImaging source, with one image set whose every work item raises."""
+
+    def __init__(self, inner: Any, poisoned: str) -> None:
+        self.inner, self.poisoned = inner, poisoned
+
+    def get_image_set_metadata(self, datastore_id: str, image_set_id: str, version_id: str | None) -> bytes:
+        if image_set_id == self.poisoned:
+            raise RuntimeError("poison work item (injected by the reliability harness)")
+        data: bytes = self.inner.get_image_set_metadata(datastore_id, image_set_id, version_id)
+        return data
+
+    def get_image_frame(self, datastore_id: str, image_set_id: str, image_frame_id: str) -> Any:
+        return self.inner.get_image_frame(datastore_id, image_set_id, image_frame_id)
+
+
+@scenario("poison-item-dlq")
+def _poison(out: Outcome) -> None:
+    with Harness() as h:
+        job = h.import_job()
+        h.wait_imported(job)
+        h.stack.run_until_idle(timeout=120, include_mappings=False)
+        sets = h.manifest_image_sets(job)
+        services = h.handler_module(WORKER).SERVICES
+        services.frames = _PoisonSource(services.frames, sets[5])
+        summary = h.stack.run_until_idle(timeout=300)
+        out.injected = "1 item raising on every delivery"
+        out.expect(
+            summary.failed_items.get(WORKER) == 3, f"{summary.failed_items.get(WORKER)} failed deliveries, expected 3"
+        )
+        depth = h.stack.dlq_depths().get("WorkDeadLetterQueue")
+        out.extra["dlq"] = depth
+        out.expect(depth == 1, f"DLQ depth {depth}, expected 1")
+        h.check(out, job, sets, verdict="UNVERIFIED", alerts=1, set_errors={sets[5]: "dead-letter queue"})
+
+
+# ------------------------------------------------------------------------------------------- running
+
+
+def run_scenario(name: str) -> Outcome:
+    """Run one scenario of the matrix by name; exceptions become problems of its outcome."""
+    out = Outcome(name)
+    started = time.monotonic()
+    try:
+        with redirect_stdout(io.StringIO()):  # Powertools prints its metrics (EMF) to stdout
+            SCENARIOS[name](out)
+    except Exception as exc:
+        out.problems.append(f"{type(exc).__name__}: {exc}")
+    out.seconds = time.monotonic() - started
+    return out
