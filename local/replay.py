@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,10 +29,10 @@ from urllib.parse import quote_plus, unquote_plus
 
 from pydicom.data import get_testdata_file
 
+from ahi_verify.ids import is_service_id, parse_job_folder
+
 from .stack import DEFAULT_TEMPLATE, LocalStack, RunSummary, TemplateError
 
-_JOB_FOLDER = re.compile(r"([0-9a-z]{32})-DicomImport-([0-9a-z]{1,32})/")
-_DATASTORE = re.compile(r"^[0-9a-z]{32}$")
 #: Two single-frame images of different series (two image sets), bundled with pydicom: nothing is downloaded.
 SEED_FILES = ("CT_small.dcm", "MR_small.dcm")
 MANIFEST = "job-output-manifest.json"
@@ -76,18 +75,13 @@ def classify(event: Mapping[str, Any]) -> str:
     raise ReplayError("not an S3, SQS or EventBridge event")
 
 
-def _ids_from_key(key: str) -> tuple[str, str] | None:
-    match = _JOB_FOLDER.search(key)
-    return (match.group(1), match.group(2)) if match else None
-
-
 def event_ids(kind: str, event: Mapping[str, Any]) -> tuple[str | None, str | None]:
     """The ``(datastoreId, jobId)`` an event refers to (either may be None)."""
     ids: tuple[str, str] | None = None
     if kind == "s3":
-        ids = _ids_from_key(unquote_plus(str(event["Records"][0]["s3"]["object"]["key"])))
+        ids = parse_job_folder(unquote_plus(str(event["Records"][0]["s3"]["object"]["key"])))
     elif kind == "s3-eventbridge":
-        ids = _ids_from_key(str(event["detail"]["object"]["key"]))
+        ids = parse_job_folder(str(event["detail"]["object"]["key"]))
     elif kind == "import-job":
         detail = event.get("detail") or {}
         return detail.get("datastoreId"), detail.get("jobId")
@@ -359,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         datastore_id, _ = event_ids(kind, event)
         params = _parse_params(args.param)
         datastore_id = params.get("DatastoreId") or datastore_id or "0" * 32
-        if not _DATASTORE.match(datastore_id):
+        if not is_service_id(datastore_id):
             raise ReplayError(f"data store ID {datastore_id!r} is not 32 characters [0-9a-z]")
         params.setdefault("DatastoreId", datastore_id)
         if kind == "s3-eventbridge":
