@@ -22,48 +22,63 @@ class ReportFormatError(ValueError):
 
 
 def mapping(doc: Any, where: str) -> Mapping[str, Any]:
+    """A JSON object (the document, or one of its members)."""
     if not isinstance(doc, Mapping):
         raise ReportFormatError(f"{where} is not an object")
     return doc
 
 
-def text(obj: Mapping[str, Any], key: str, where: str) -> str:
+def _checked(obj: Mapping[str, Any], key: str, where: str, accepts: Callable[[Any], bool], kind: str) -> Any:
+    """The member's value when ``accepts`` it, else an error naming the member and the ``kind`` expected."""
     value = obj.get(key)
-    if not isinstance(value, str):
-        raise ReportFormatError(f"{where}.{key} is not a string")
+    if not accepts(value):
+        raise ReportFormatError(f"{where}.{key} is not {kind}")
     return value
 
 
-def optional_text(obj: Mapping[str, Any], key: str, where: str) -> str | None:
-    return None if obj.get(key) is None else text(obj, key, where)
+def _optional(
+    obj: Mapping[str, Any], key: str, read: Callable[[Mapping[str, Any], str, str], _T], where: str
+) -> _T | None:
+    return None if obj.get(key) is None else read(obj, key, where)
+
+
+def text(obj: Mapping[str, Any], key: str, where: str) -> str:
+    """A string member."""
+    return str(_checked(obj, key, where, lambda v: isinstance(v, str), "a string"))
 
 
 def integer(obj: Mapping[str, Any], key: str, where: str) -> int:
-    value = obj.get(key)
-    if not is_int(value):
-        raise ReportFormatError(f"{where}.{key} is not an integer")
-    return value
-
-
-def optional_integer(obj: Mapping[str, Any], key: str, where: str) -> int | None:
-    return None if obj.get(key) is None else integer(obj, key, where)
+    """An integer member (a JSON ``true`` is not one)."""
+    return int(_checked(obj, key, where, is_int, "an integer"))
 
 
 def number(obj: Mapping[str, Any], key: str, where: str) -> float:
-    value = obj.get(key)
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise ReportFormatError(f"{where}.{key} is not a number")
-    return float(value)
+    """A number member."""
+    return float(_checked(obj, key, where, lambda v: is_int(v) or isinstance(v, float), "a number"))
+
+
+def boolean(obj: Mapping[str, Any], key: str, where: str) -> bool:
+    """A boolean member."""
+    return bool(_checked(obj, key, where, lambda v: isinstance(v, bool), "a boolean"))
+
+
+def optional_text(obj: Mapping[str, Any], key: str, where: str) -> str | None:
+    """A string member, or null."""
+    return _optional(obj, key, text, where)
+
+
+def optional_integer(obj: Mapping[str, Any], key: str, where: str) -> int | None:
+    """An integer member, or null."""
+    return _optional(obj, key, integer, where)
 
 
 def optional_bool(obj: Mapping[str, Any], key: str, where: str) -> bool | None:
-    value = obj.get(key)
-    if value is not None and not isinstance(value, bool):
-        raise ReportFormatError(f"{where}.{key} is not a boolean")
-    return value
+    """A boolean member, or null."""
+    return _optional(obj, key, boolean, where)
 
 
 def member(kind: type[_E], obj: Mapping[str, Any], key: str, where: str) -> _E:
+    """A member whose value is one of the enumeration's."""
     try:
         return kind(obj.get(key))
     except ValueError:
@@ -71,6 +86,7 @@ def member(kind: type[_E], obj: Mapping[str, Any], key: str, where: str) -> _E:
 
 
 def items(obj: Mapping[str, Any], key: str, where: str, parse: Callable[[Any, str], _T]) -> tuple[_T, ...]:
+    """A list member, each entry parsed by ``parse(entry, where_it_is)``."""
     values = obj.get(key)
     if not isinstance(values, list):
         raise ReportFormatError(f"{where}.{key} is not a list")
@@ -78,12 +94,12 @@ def items(obj: Mapping[str, Any], key: str, where: str, parse: Callable[[Any, st
 
 
 def texts(obj: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
-    values = obj.get(key)
-    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise ReportFormatError(f"{where}.{key} is not a list of strings")
-    return tuple(values)
+    """A list of strings."""
+    accepts: Callable[[Any], bool] = lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)  # noqa: E731
+    return tuple(_checked(obj, key, where, accepts, "a list of strings"))
 
 
 def same(stored: Any, computed: Any, where: str) -> None:
+    """A stored value that must equal the one computed from the document (summary, verdict)."""
     if stored != computed:
         raise ReportFormatError(f"{where} is {stored!r}, but the document's own values give {computed!r}")

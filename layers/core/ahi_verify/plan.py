@@ -12,7 +12,7 @@ import collections
 from dataclasses import dataclass, field
 from typing import Any
 
-from .documents import ReportFormatError, items, mapping, optional_bool, optional_integer, text, texts
+from .documents import ReportFormatError, boolean, items, mapping, optional_bool, optional_integer, text, texts
 from .ids import parse_job_folder
 from .job_output import ImportLine, JobManifest, LineKind, LineProblem, parse_line, parse_manifest
 from .locations import MANIFEST_NAME, S3Location
@@ -192,16 +192,13 @@ class JobPlan:
         obj = mapping(doc, "plan")
         if obj.get("schemaVersion") != SCHEMA_VERSION:
             raise ReportFormatError(f"plan.schemaVersion is not {SCHEMA_VERSION}")
-        with_sources = obj.get("withSources")
-        if not isinstance(with_sources, bool):
-            raise ReportFormatError("plan.withSources is not a boolean")
         return cls(
             job=JobHeader.from_json(obj.get("job")),
             findings=ImportFindings.from_json(obj, "plan"),
             notes=texts(obj, "notes", "plan"),
             image_sets=items(obj, "imageSets", "plan", PlannedImageSet.from_json),
             started_at=text(obj, "startedAt", "plan"),
-            with_sources=with_sources,
+            with_sources=boolean(obj, "withSources", "plan"),
         )
 
 

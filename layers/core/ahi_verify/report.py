@@ -20,6 +20,7 @@ from typing import Any
 
 from .documents import (
     ReportFormatError,
+    boolean,
     integer,
     items,
     mapping,
@@ -444,10 +445,11 @@ class WarningCode:
     def from_json(cls, doc: Any, where: str) -> WarningCode:
         """Parse one warning."""
         obj = mapping(doc, where)
-        affects = obj.get("affectsFrames")
-        if not isinstance(affects, bool):
-            raise ReportFormatError(f"{where}.affectsFrames is not a boolean")
-        return cls(optional_integer(obj, "code", where), optional_text(obj, "type", where), affects)
+        return cls(
+            optional_integer(obj, "code", where),
+            optional_text(obj, "type", where),
+            boolean(obj, "affectsFrames", where),
+        )
 
 
 @dataclass(frozen=True)
