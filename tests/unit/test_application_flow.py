@@ -12,6 +12,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from ahi_verify.app.events import JobRef
@@ -54,6 +55,9 @@ class FakeMedicalImaging:
         self.jobs: dict[str, dict[str, Any]] = {}
 
     def get_dicom_import_job(self, datastoreId: str, jobId: str) -> dict[str, Any]:  # noqa: N803
+        if jobId not in self.jobs:
+            error = {"Error": {"Code": "ResourceNotFoundException", "Message": "no such job"}}
+            raise ClientError(error, "GetDICOMImportJob")  # type: ignore[arg-type]
         return {"jobProperties": self.jobs[jobId]}
 
     def get_paginator(self, name: str) -> FakeMedicalImaging:
@@ -83,7 +87,8 @@ def aws() -> Iterator[dict[str, Any]]:
         topic = sns.create_topic(Name="alerts")["TopicArn"]
         alerts_arn = sqs.get_queue_attributes(QueueUrl=alerts, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=alerts_arn)
-        yield {"s3": s3, "ddb": ddb, "sqs": sqs, "work": work, "alerts": alerts, "topic": topic}
+        plane = FakeMedicalImaging()
+        yield {"s3": s3, "ddb": ddb, "sqs": sqs, "work": work, "alerts": alerts, "topic": topic, "plane": plane}
 
 
 class Serialised:
@@ -107,9 +112,7 @@ class Serialised:
         return call
 
 
-def services(
-    aws: dict[str, Any], source: FakeSource, plane: FakeMedicalImaging | None = None, **overrides: Any
-) -> Services:
+def services(aws: dict[str, Any], source: FakeSource, **overrides: Any) -> Services:
     settings = Settings(
         datastore_id=DS,
         output_bucket=BUCKET,
@@ -130,7 +133,7 @@ def services(
         reports=ReportStore(Serialised(aws["s3"]), BUCKET, "ahi-verify-reports/"),
         reader=JobOutputReader(aws["s3"]),
         frames=source,
-        jobs=HealthImagingJobs(plane or FakeMedicalImaging()),
+        jobs=HealthImagingJobs(aws["plane"]),
         queue=WorkQueue(Serialised(aws["sqs"]), aws["work"]),
         alerts=AlertPublisher(Serialised(boto3.client("sns")), aws["topic"]),
     )
@@ -172,6 +175,8 @@ def write_job(aws: dict[str, Any], job: str, image_sets: list[str], failed_files
         ]
         aws["s3"].put_object(Bucket=BUCKET, Key=f"{folder}FAILURE/failure.ndjson", Body="\n".join(bad).encode())
     aws["s3"].put_object(Bucket=BUCKET, Key=f"{folder}job-output-manifest.json", Body=json.dumps(manifest).encode())
+    # The import job exists, as GetDICOMImportJob will confirm.
+    aws["plane"].jobs[job] = {"jobStatus": "COMPLETED", "outputS3Uri": f"s3://{BUCKET}/{folder}"}
     return f"s3://{BUCKET}/{folder}"
 
 
@@ -295,8 +300,8 @@ def test_job_without_image_sets_but_with_failed_files_is_finalised_by_the_trigge
 
 
 def test_failed_import_job_event_reports_the_failure(aws: dict[str, Any]) -> None:
-    plane = FakeMedicalImaging()
-    svc = services(aws, FakeSource(), plane)
+    plane = aws["plane"]
+    svc = services(aws, FakeSource())
     plane.jobs[job_id(5)] = {
         "jobStatus": "FAILED",
         "message": "input bucket not accessible",
@@ -329,8 +334,8 @@ def test_poison_items_are_rejected(aws: dict[str, Any]) -> None:
 
 
 def test_reconcile_starts_only_unknown_jobs(aws: dict[str, Any]) -> None:
-    plane = FakeMedicalImaging()
-    svc = services(aws, FakeSource(), plane)
+    plane = aws["plane"]
+    svc = services(aws, FakeSource())
     for n in (8, 9):
         folder = write_job(aws, job_id(n), [])
         plane.jobs[job_id(n)] = {"jobStatus": "COMPLETED", "outputS3Uri": folder}

@@ -52,6 +52,10 @@ def compose_alert(report: JobReport, report_uri: str, *, notify_clean: bool) -> 
     ]
     if job.message:
         lines.append("The import job reported a failure (see the report for its message).")
+    if report.discrepancies:
+        # IDs and counts only (plan.py and merge.py write them so): safe to list, and the cause of UNVERIFIED.
+        lines += ["", "Counts and identities that disagree:"]
+        lines += [f"  {d}" for d in report.discrepancies[:MAX_LISTED_FRAMES]]
     problems = report.problem_frames()
     if problems:
         lines += ["", "Frames (status, image set, frame ID, frame number, reason):"]

@@ -135,10 +135,11 @@ def _run_image_set(args: argparse.Namespace, client: object, progress: _Progress
 
 
 def _run_job(args: argparse.Namespace, client: object, progress: _Progress) -> int:
+    jobs = HealthImagingJobs(client)
     try:
         uri = args.job
         if uri is None:
-            described = HealthImagingJobs(client).describe(args.datastore_id, args.job_id)
+            described = jobs.describe(args.datastore_id, args.job_id)
             if described.status != "COMPLETED":
                 why = f": {described.message}" if described.message else ""
                 raise ImportJobError(f"import job {args.job_id} is {described.status}{why}")
@@ -152,6 +153,7 @@ def _run_job(args: argparse.Namespace, client: object, progress: _Progress) -> i
             with_sources=args.source,
             on_result=progress.update,
             clock=time.time,
+            jobs=jobs,
         )
     except (JobOutputError, ManifestError, ImageSetError, ImportJobError, LocationError) as exc:
         progress.finish()  # end the progress line before the message
@@ -260,6 +262,8 @@ def print_job_table(report: JobReport, out: TextIO) -> None:
         print(f"UNREADABLE {line.file} line {line.line}: {line.problem}", file=out)
     for note in report.notes:
         print(f"NOTE      {note}", file=out)
+    for discrepancy in report.discrepancies:
+        print(f"DISAGREES {discrepancy}", file=out)
     summary = report.summary
     counts = summary.frames
     print(

@@ -124,7 +124,9 @@ class HealthImagingJobs:
         try:
             props = self._client.get_dicom_import_job(datastoreId=datastore_id, jobId=job_id)["jobProperties"]
         except ClientError as exc:
-            raise ImportJobError(f"GetDICOMImportJob for job {job_id} failed: {_describe(exc)}") from exc
+            not_found = exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException"
+            message = f"GetDICOMImportJob for job {job_id} failed: {_describe(exc)}"
+            raise ImportJobError(message, not_found=not_found) from exc
         except BotoCoreError as exc:
             raise ImportJobError(f"GetDICOMImportJob for job {job_id} failed: {exc}") from exc
         uri = str(props["outputS3Uri"])

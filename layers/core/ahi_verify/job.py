@@ -14,7 +14,7 @@ from .image_set import VerifyOptions
 from .locations import S3Location
 from .merge import merge_parts
 from .plan import plan_job
-from .ports import FrameSource, JobOutputStore
+from .ports import FrameSource, ImportJobs, JobOutputStore
 from .report import JobReport, iso_time
 from .work import OnResult, source_inputs, verify_work_item
 
@@ -29,6 +29,7 @@ def verify_job(
     with_sources: bool = False,
     on_result: OnResult | None = None,
     clock: Callable[[], float] = time.time,
+    jobs: ImportJobs | None = None,
 ) -> JobReport:
     """Verify every image set of one import job.
 
@@ -48,6 +49,8 @@ def verify_job(
         Progress callback.
     clock : callable
         Seconds since the epoch, for the report's timings.
+    jobs : ImportJobs, optional
+        Confirm the job with GetDICOMImportJob (see :func:`ahi_verify.plan.plan_job`).
 
     Raises
     ------
@@ -55,7 +58,12 @@ def verify_job(
         The manifest cannot be read or parsed: nothing can be verified.
     """
     plan = plan_job(
-        reader, folder, started_at=iso_time(clock()), manifest_wait_s=manifest_wait_s, with_sources=with_sources
+        reader,
+        folder,
+        started_at=iso_time(clock()),
+        manifest_wait_s=manifest_wait_s,
+        with_sources=with_sources,
+        jobs=jobs,
     )
     parts = [
         verify_work_item(

@@ -77,6 +77,8 @@ class ImageSetFrames:
     datastore_id: str | None
     image_set_id: str | None
     frames: tuple[FrameRef, ...]
+    instances: int = 0
+    """SOP instances the document lists, with pixel data or without (compared with the import's counts)."""
 
 
 def decode_metadata_blob(blob: bytes) -> Mapping[str, Any]:
@@ -139,6 +141,13 @@ def parse_image_set_metadata(doc: Mapping[str, Any]) -> ImageSetFrames:
         datastore_id=_str_or_none(doc.get("DatastoreID")),
         image_set_id=_str_or_none(doc.get("ImageSetID")),
         frames=frames,
+        instances=sum(
+            1
+            for series in study["Series"].values()
+            if isinstance(series, Mapping) and isinstance(series.get("Instances"), Mapping)
+            for instance in series["Instances"].values()
+            if isinstance(instance, Mapping)
+        ),
     )
 
 

@@ -9,14 +9,15 @@ workers and the finaliser build the report from the same values.
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .documents import ReportFormatError, boolean, items, mapping, optional_bool, optional_integer, text, texts
-from .ids import parse_job_folder
+from .documents import ReportFormatError, boolean, integer, items, mapping, optional_bool, optional_integer, text, texts
+from .ids import is_job_id, is_service_id, parse_job_folder
 from .job_output import ImportLine, JobManifest, LineKind, LineProblem, parse_line, parse_manifest
 from .locations import MANIFEST_NAME, S3Location
-from .ports import JobOutputStore
+from .ports import ImportJobError, ImportJobs, JobOutputStore
 from .report import (
     SCHEMA_VERSION,
     FailedFile,
@@ -39,6 +40,8 @@ class LineTally:
     warnings: list[ImportLine] = field(default_factory=list)
     problems: list[LineProblem] = field(default_factory=list)
     files_per_image_set: collections.Counter[str] = field(default_factory=collections.Counter)
+    versions: dict[str, tuple[int | None, bool | None]] = field(default_factory=dict)
+    """Image set ID -> (imageSetVersion, isPrimary) of the first line naming it."""
     sources: dict[str, list[str]] | None = None
     """Image set ID -> input files, only when the three-way check needs them."""
 
@@ -57,6 +60,7 @@ class LineTally:
             self.warnings.append(parsed)
         assert parsed.image_set_id is not None  # parse_line guarantees it for SUCCESS and WARNING lines
         self.files_per_image_set[parsed.image_set_id] += 1
+        self.versions.setdefault(parsed.image_set_id, (parsed.image_set_version, parsed.is_primary))
         if self.sources is not None:
             self.sources.setdefault(parsed.image_set_id, []).append(parsed.input_file)
 
@@ -109,10 +113,6 @@ def read_job(
             f"FAILURE files list {tally.lines[LineKind.FAILURE]} files; the manifest counts "
             f"{manifest.failed_files} files with errors"
         )
-    listed = {s.image_set_id for s in manifest.image_sets}
-    unknown = sorted(set(tally.files_per_image_set) - listed)
-    if unknown:
-        notes.append(f"{len(unknown)} image set(s) named in ndjson lines are missing from the manifest: {unknown[:10]}")
     if manifest.duplicate_image_set_entries:
         notes.append(f"the manifest lists {manifest.duplicate_image_set_entries} image set(s) more than once")
     return manifest, tally, notes
@@ -127,6 +127,12 @@ class PlannedImageSet:
     is_primary: bool | None
     input_files: tuple[str, ...] = ()
     """Its source P10 files (SUCCESS/WARNING lines), when the three-way check runs."""
+    in_manifest: bool = True
+    """False for an image set that only SUCCESS/WARNING lines name: verified, and a discrepancy."""
+    imported_files: int = 0
+    """SUCCESS and WARNING lines that name it."""
+    matched_sop_instances: int | None = None
+    """The manifest's ``numberOfMatchedSOPInstances``."""
 
     @classmethod
     def from_json(cls, doc: Any, where: str) -> PlannedImageSet:
@@ -137,6 +143,9 @@ class PlannedImageSet:
             optional_integer(obj, "version", where),
             optional_bool(obj, "isPrimary", where),
             texts(obj, "inputFiles", where),
+            boolean(obj, "inManifest", where),
+            integer(obj, "importedFiles", where),
+            optional_integer(obj, "matchedSOPInstances", where),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -146,6 +155,9 @@ class PlannedImageSet:
             "version": self.version,
             "isPrimary": self.is_primary,
             "inputFiles": list(self.input_files),
+            "inManifest": self.in_manifest,
+            "importedFiles": self.imported_files,
+            "matchedSOPInstances": self.matched_sop_instances,
         }
 
 
@@ -159,6 +171,9 @@ class JobPlan:
     image_sets: tuple[PlannedImageSet, ...]
     started_at: str
     with_sources: bool = False
+    discrepancies: tuple[str, ...] = ()
+    """What disagrees before any frame is fetched (IDs, GetDICOMImportJob, counts); each makes the job
+    UNVERIFIED."""
 
     def work_items(self) -> list[WorkItem]:
         """One work item per image set (a worker may split a large one into frame ranges)."""
@@ -178,6 +193,7 @@ class JobPlan:
             "imageSets": [s.to_json() for s in self.image_sets],
             "startedAt": self.started_at,
             "withSources": self.with_sources,
+            "discrepancies": list(self.discrepancies),
         }
 
     @classmethod
@@ -199,6 +215,7 @@ class JobPlan:
             image_sets=items(obj, "imageSets", "plan", PlannedImageSet.from_json),
             started_at=text(obj, "startedAt", "plan"),
             with_sources=boolean(obj, "withSources", "plan"),
+            discrepancies=texts(obj, "discrepancies", "plan"),
         )
 
 
@@ -210,8 +227,14 @@ def plan_job(
     manifest_wait_s: float,
     with_sources: bool = False,
     expected_ids: tuple[str, str] | None = None,
+    jobs: ImportJobs | None = None,
 ) -> JobPlan:
     """Read a completed job's output and plan its verification.
+
+    Every image set the manifest lists is planned, and so is every image set only SUCCESS/WARNING lines
+    name (a discrepancy, but never left unverified). What disagrees is recorded as the plan's
+    discrepancies: the folder's IDs against the manifest's, the generated against the listed image sets,
+    and what GetDICOMImportJob says about the job (unknown, not COMPLETED, another output folder).
 
     Parameters
     ----------
@@ -226,28 +249,83 @@ def plan_job(
         Keep each image set's source files, for the three-way check.
     expected_ids : (datastore_id, job_id), optional
         The IDs the trigger announced; else the folder's name gives them, else the manifest.
+    jobs : ImportJobs, optional
+        Confirm the job with GetDICOMImportJob (the application and the CLI always do; None skips it).
 
     Raises
     ------
     JobOutputError, ManifestError
         The manifest cannot be read or parsed: nothing can be verified.
+    ImportJobError
+        GetDICOMImportJob failed for another reason than not knowing the job (worth retrying).
     """
     manifest, tally, notes = read_job(reader, folder, manifest_wait_s=manifest_wait_s, with_sources=with_sources)
     datastore_id, job_id = expected_ids or parse_job_folder(folder.key) or (manifest.datastore_id, manifest.job_id)
+    discrepancies = []
     if (manifest.datastore_id, manifest.job_id) != (datastore_id, job_id):
-        notes.append("the manifest names another data store or job than its folder; the folder's IDs are used")
+        # The manifest's strings are shown only when they are IDs: a forged manifest must not carry text
+        # into the report and the alert.
+        named = (_shown(manifest.datastore_id, is_service_id), _shown(manifest.job_id, is_job_id))
+        discrepancies.append(
+            f"the manifest names data store {named[0]} job {named[1]}, its folder data store {datastore_id} "
+            f"job {job_id}; the folder's IDs are used"
+        )
+    if manifest.generated_image_sets != len(manifest.image_sets):
+        discrepancies.append(
+            f"the manifest says {manifest.generated_image_sets} image set(s) were generated and lists "
+            f"{len(manifest.image_sets)}"
+        )
+    listed = {s.image_set_id for s in manifest.image_sets}
+    unlisted = sorted(set(tally.files_per_image_set) - listed)
+    if unlisted:
+        discrepancies.append(
+            f"{len(unlisted)} image set(s) named by SUCCESS/WARNING lines are missing from the manifest (verified "
+            f"all the same): {', '.join(unlisted[:10])}{' ...' if len(unlisted) > 10 else ''}"
+        )
+    if jobs is not None:
+        discrepancies += _confirm(jobs, datastore_id, job_id, folder)
     sources = tally.sources or {}
+
+    def planned(image_set_id: str, version: int | None, primary: bool | None, **extra: Any) -> PlannedImageSet:
+        files = tuple(sources.get(image_set_id, ()))
+        count = tally.files_per_image_set[image_set_id]
+        return PlannedImageSet(image_set_id, version, primary, files, imported_files=count, **extra)
+
+    image_sets = [
+        planned(s.image_set_id, s.version, s.is_primary, matched_sop_instances=s.matched_sop_instances)
+        for s in manifest.image_sets
+    ]
+    image_sets += [planned(i, *tally.versions[i], in_manifest=False) for i in unlisted]
     return JobPlan(
         job=_header(job_id, datastore_id, folder, manifest),
         findings=tally.findings(),
         notes=tuple(notes),
-        image_sets=tuple(
-            PlannedImageSet(s.image_set_id, s.version, s.is_primary, tuple(sources.get(s.image_set_id, ())))
-            for s in manifest.image_sets
-        ),
+        image_sets=tuple(image_sets),
         started_at=started_at,
         with_sources=with_sources,
+        discrepancies=tuple(discrepancies),
     )
+
+
+def _confirm(jobs: ImportJobs, datastore_id: str, job_id: str, folder: S3Location) -> list[str]:
+    """What GetDICOMImportJob says against the manifest: a forged or stray manifest is never CLEAN."""
+    try:
+        described = jobs.describe(datastore_id, job_id)
+    except ImportJobError as exc:
+        if not exc.not_found:
+            raise
+        return [f"GetDICOMImportJob does not know import job {job_id} in data store {datastore_id}"]
+    found = []
+    if described.status != "COMPLETED":
+        found.append(f"GetDICOMImportJob says import job {job_id} is {described.status}, not COMPLETED")
+    if described.output_folder_uri != folder.uri:
+        # No URIs in the text: output prefixes are chosen by whoever starts an import.
+        found.append(f"GetDICOMImportJob says import job {job_id} writes to another folder than this manifest's")
+    return found
+
+
+def _shown(value: str, is_id: Callable[[Any], bool]) -> str:
+    return value if is_id(value) else "(not an ID)"
 
 
 def failed_job_plan(datastore_id: str, job_id: str, folder: S3Location, message: str, started_at: str) -> JobPlan:

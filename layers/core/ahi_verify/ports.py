@@ -61,7 +61,15 @@ class ImportJob:
 
 
 class ImportJobError(Exception):
-    """An import job cannot be described or listed (not found, access denied, ...)."""
+    """An import job cannot be described or listed (not found, access denied, ...).
+
+    ``not_found`` says the service does not know the job: a fact about the job (a manifest for it is not
+    from an import of this data store), where any other failure is a reason to try again.
+    """
+
+    def __init__(self, message: str, *, not_found: bool = False) -> None:
+        super().__init__(message)
+        self.not_found = not_found
 
 
 class ImportJobs(Protocol):

@@ -257,6 +257,8 @@ class FrameGroup:
     source_errors: tuple[SourceFileProblem, ...] = ()
     orphan_source_frames: tuple[str, ...] = ()
     """Source frames (``<file>: frame <n>``) that no frame of the image set corresponds to."""
+    instances: int | None = None
+    """SOP instances the image set's metadata lists (None when it could not be read)."""
 
     @property
     def counts(self) -> FrameCounts:
@@ -265,6 +267,7 @@ class FrameGroup:
 
     def _group_json(self) -> dict[str, Any]:
         return {
+            "instances": self.instances,
             "frames": [f.to_json() for f in self.frames],
             "sourceErrors": [p.to_json() for p in self.source_errors],
             "orphanSourceFrames": list(self.orphan_source_frames),
@@ -275,6 +278,7 @@ class FrameGroup:
         return {
             "image_set_id": text(obj, "imageSetId", where),
             "error": optional_text(obj, "error", where),
+            "instances": optional_integer(obj, "instances", where),
             "frames": items(obj, "frames", where, FrameResult.from_json),
             "source_errors": items(obj, "sourceErrors", where, SourceFileProblem.from_json),
             "orphan_source_frames": texts(obj, "orphanSourceFrames", where),
@@ -327,6 +331,12 @@ class ImageSetReport(FrameGroup):
 
     version: int | None = None
     is_primary: bool | None = None
+    in_manifest: bool = True
+    """False for an image set only the SUCCESS/WARNING lines name (verified all the same)."""
+    imported_files: int = 0
+    """SUCCESS and WARNING lines that name this image set."""
+    matched_sop_instances: int | None = None
+    """The manifest's ``numberOfMatchedSOPInstances`` (None when it lists the image set without one)."""
 
     def to_json(self) -> dict[str, Any]:
         """An ``imageSets`` entry."""
@@ -334,6 +344,9 @@ class ImageSetReport(FrameGroup):
             "imageSetId": self.image_set_id,
             "version": self.version,
             "isPrimary": self.is_primary,
+            "inManifest": self.in_manifest,
+            "importedFiles": self.imported_files,
+            "matchedSOPInstances": self.matched_sop_instances,
             "error": self.error,
             "summary": self.counts.to_json(),
             **self._group_json(),
@@ -346,6 +359,9 @@ class ImageSetReport(FrameGroup):
         report = cls(
             version=optional_integer(obj, "version", where),
             is_primary=optional_bool(obj, "isPrimary", where),
+            in_manifest=boolean(obj, "inManifest", where),
+            imported_files=integer(obj, "importedFiles", where),
+            matched_sop_instances=optional_integer(obj, "matchedSOPInstances", where),
             **cls._parse_group(obj, where),
         )
         same(obj.get("summary"), report.counts.to_json(), f"{where}.summary")
@@ -594,6 +610,9 @@ class JobReport:
     job: JobHeader
     findings: ImportFindings = field(default_factory=ImportFindings)
     notes: tuple[str, ...] = ()
+    discrepancies: tuple[str, ...] = ()
+    """Counts or identities that disagree (manifest, ndjson lines, metadata, GetDICOMImportJob), in words:
+    each one makes the job UNVERIFIED."""
     image_sets: tuple[ImageSetReport, ...] = ()
     timings: Timings | None = None
 
@@ -632,6 +651,7 @@ class JobReport:
             "job": self.job.to_json(),
             **self.findings.to_json(),
             "notes": list(self.notes),
+            "discrepancies": list(self.discrepancies),
             "summary": self.summary.to_json(),
             "imageSets": [s.to_json() for s in self.image_sets],
             "verdict": self.verdict.value,
@@ -658,6 +678,7 @@ class JobReport:
             job=JobHeader.from_json(obj.get("job")),
             findings=ImportFindings.from_json(obj, "report"),
             notes=texts(obj, "notes", "report"),
+            discrepancies=texts(obj, "discrepancies", "report"),
             image_sets=items(obj, "imageSets", "report", ImageSetReport.from_json),
             timings=None if timings is None else Timings.from_json(timings),
         )
@@ -672,8 +693,8 @@ def decide(report: JobReport) -> Verdict:
     MISMATCH when any frame's pixels differ (from the published checksum or, with the three-way check,
     from the source). IMPORT_FAILED when the import job failed. CLEAN only when there is at least one
     frame, every frame matched (and agreed with its source, when compared), every image set was read,
-    and the import reported no failed file, no unreadable line and no warning that affects frames.
-    Anything else is UNVERIFIED.
+    the import reported no failed file, no unreadable line and no warning that affects frames, and no
+    count or identity disagrees (``discrepancies``). Anything else is UNVERIFIED.
     """
     summary = report.summary
     if summary.frames.mismatch:
@@ -689,6 +710,7 @@ def decide(report: JobReport) -> Verdict:
         or report.findings.frame_warnings
         or (job.files_with_customer_error or 0) + (job.files_with_server_error or 0)
         or summary.frames.total == 0
+        or report.discrepancies
         or any(f.source_unchecked for _, f in report.frames())
         or any(s.source_errors or s.orphan_source_frames for s in report.image_sets)
     )

@@ -28,6 +28,7 @@ def render_html(report: JobReport) -> str:
         for x in report.findings.warnings
     )
     notes = "".join(f"<li>{e(n)}</li>" for n in report.notes)
+    disagreements = "".join(f"<li>{e(d)}</li>" for d in report.discrepancies)
     sets = "".join(
         f"<tr><td>{e(s.image_set_id)}</td><td>{e(str(s.version))}</td><td>{s.counts.total}</td>"
         f"<td>{s.counts.match}</td><td>{s.counts.mismatch}</td><td>{s.counts.error}</td>"
@@ -52,6 +53,7 @@ td,th{{border:1px solid #ccc;padding:.2em .5em;font-family:monospace}}.mismatch{
 <p>{summary.image_sets} image sets, {frames.total} frames: {frames.match} match, {frames.mismatch}
 mismatch, {frames.error} error; {summary.import_failures} failed files, {summary.import_warnings} files with
 warnings, {summary.unreadable_lines} unreadable ndjson lines.</p>
+{section("Counts and identities that disagree", f"<ul>{disagreements}</ul>" if disagreements else "")}
 {section("Frames that did not match", f"<table>{table_head}{rows}</table>" if rows else "")}
 {section("Files the import rejected", f"<ul>{failures}</ul>" if failures else "")}
 {section("Files imported with warnings", f"<ul>{warnings}</ul>" if warnings else "")}

@@ -47,20 +47,29 @@ def source_inputs(
     return SourceInputs(store, plan.job.input_s3_uri, planned.input_files, readable_bucket)
 
 
-def list_frames(source: FrameSource, item: WorkItem) -> tuple[tuple[FrameRef, ...], str | None]:
-    """The image set's frames from its metadata, or no frames and why."""
+@dataclass(frozen=True)
+class Listing:
+    """What the image set's metadata lists: its frames and SOP instances, or why it could not be read."""
+
+    frames: tuple[FrameRef, ...]
+    instances: int | None
+    error: str | None = None
+
+
+def list_frames(source: FrameSource, item: WorkItem) -> Listing:
+    """The image set's frames and instances from its metadata, or no frames and why."""
     version = str(item.version) if item.version is not None else None
     try:
-        return load_image_set_frames(source, item.datastore_id, item.image_set_id, version).frames, None
+        listed = load_image_set_frames(source, item.datastore_id, item.image_set_id, version)
     except ImageSetError as exc:
-        return (), str(exc)
+        return Listing((), None, str(exc))
+    return Listing(listed.frames, listed.instances)
 
 
 def verify_frames(
     source: FrameSource,
     item: WorkItem,
-    listed: tuple[FrameRef, ...],
-    error: str | None,
+    listing: Listing,
     options: VerifyOptions | None = None,
     *,
     sources: SourceInputs | None = None,
@@ -72,10 +81,9 @@ def verify_frames(
     ----------
     source : FrameSource
     item : WorkItem
-    listed : tuple of FrameRef
-        Every frame the image set's metadata lists, in metadata order.
-    error : str or None
-        Why the metadata could not be read (then ``listed`` is empty).
+    listing : Listing
+        Every frame the image set's metadata lists, in metadata order (none, and why, when it could not
+        be read).
     options : VerifyOptions, optional
     sources : SourceInputs, optional
         Run the three-way check against these files.
@@ -83,6 +91,7 @@ def verify_frames(
         Progress callback.
     """
     started = time.perf_counter()
+    listed = listing.frames
     start, end = item.frames or (0, len(listed))
     chosen = listed[start:end]
     results: list[FrameResult] = []
@@ -95,13 +104,16 @@ def verify_frames(
     problems: tuple[SourceFileProblem, ...] = ()
     orphans: tuple[str, ...] = ()
     if sources is not None:
-        comparisons, problems, orphans = _compare_sources(sources, results, listed, listing_failed=error is not None)
+        comparisons, problems, orphans = _compare_sources(
+            sources, results, listed, listing_failed=listing.error is not None
+        )
     return Part(
         item_id=item.item_id,
         image_set_id=item.image_set_id,
         range=item.frames,
         total_frames=len(listed),
-        error=error,
+        error=listing.error,
+        instances=listing.instances,
         frames=tuple(with_source(r, comparisons[r.index]) if r.index in comparisons else r for r in results),
         seconds=round(time.perf_counter() - started, 3),
         source_errors=problems,
@@ -118,8 +130,7 @@ def verify_work_item(
     on_result: OnResult | None = None,
 ) -> Part:
     """List the image set's frames and verify the item in one step (no splitting)."""
-    listed, error = list_frames(source, item)
-    return verify_frames(source, item, listed, error, options, sources=sources, on_result=on_result)
+    return verify_frames(source, item, list_frames(source, item), options, sources=sources, on_result=on_result)
 
 
 def with_source(result: FrameResult, comparison: SourceComparison) -> FrameResult:

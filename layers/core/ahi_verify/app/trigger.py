@@ -66,6 +66,7 @@ def start_job(ref: JobRef, svc: Services) -> dict[str, Any]:
             manifest_wait_s=settings.manifest_wait_s,
             with_sources=settings.source_bucket is not None,
             expected_ids=(ref.datastore_id, ref.job_id),
+            jobs=svc.jobs,
         )
     return _queue(plan, svc)
 

@@ -42,10 +42,10 @@ def process_work_item(item: WorkItem, svc: Services, options: VerifyOptions) -> 
     if svc.progress.get(item.job_id) is None:
         raise WorkItemError("work item names a job this deployment never queued")
     started = time.perf_counter()
-    listed, error = list_frames(svc.frames, item)
+    listing = list_frames(svc.frames, item)
     current = item
-    if item.frames is None and len(listed) > settings.frames_per_work_item:
-        first, *rest = frame_ranges(len(listed), settings.frames_per_work_item)
+    if item.frames is None and len(listing.frames) > settings.frames_per_work_item:
+        first, *rest = frame_ranges(len(listing.frames), settings.frames_per_work_item)
         extra = [item.with_frames(start, end) for start, end in rest]
         svc.progress.record_split(item.job_id, item.image_set_id, len(extra))
         svc.queue.send(extra)  # re-sent on redelivery: duplicates are counted once by the ledger
@@ -55,7 +55,7 @@ def process_work_item(item: WorkItem, svc: Services, options: VerifyOptions) -> 
     if settings.source_bucket is not None:
         plan = svc.reports.get_plan(item.job_id)
         sources = source_inputs(plan, item.image_set_id, svc.reader, readable_bucket=settings.source_bucket)
-    part = verify_frames(svc.frames, current, listed, error, options, sources=sources)
+    part = verify_frames(svc.frames, current, listing, options, sources=sources)
     svc.reports.put_part(item.job_id, part)
     counts = part.counts
     if svc.progress.complete_item(item.job_id, part.item_id, counts):
