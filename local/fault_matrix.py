@@ -798,6 +798,76 @@ def _poison(out: Outcome) -> None:
         h.check(out, job, sets, verdict="UNVERIFIED", alerts=1, set_errors={sets[5]: "dead-letter queue"})
 
 
+def _expect_discrepancy(out: Outcome, doc: dict[str, Any] | None, words: str) -> None:
+    """The report names the disagreement in words, and it is the only one."""
+    found = list(doc["discrepancies"]) if doc is not None else []
+    out.extra["discrepancies"] = len(found)
+    out.expect(len(found) == 1 and words in found[0], f"discrepancies {found}, expected one saying {words!r}")
+
+
+def _tampered_manifest(out: Outcome, label: str, tamper: Callable[[dict[str, Any]], None], words: str) -> None:
+    """A genuine import whose manifest is rewritten before the trigger reads it; every image set the SUCCESS
+    lines name must still be verified, and the job must be UNVERIFIED with the disagreement in words."""
+    with Harness() as h:
+        job = h.import_job()
+        h.wait_imported(job)
+        sets = h.manifest_image_sets(job)
+        key = h.folder_key(job) + "job-output-manifest.json"
+        doc = json.loads(h.stack.s3.get_object(Bucket=h.bucket, Key=key)["Body"].read())
+        tamper(doc["jobSummary"])
+        h.stack.s3.put_object(Bucket=h.bucket, Key=key, Body=json.dumps(doc).encode())
+        summary = h.stack.run_until_idle(timeout=300)
+        out.injected = label
+        out.expect(not summary.failures, f"failed invocations: {summary.failures}")
+        _expect_discrepancy(out, h.check(out, job, sets, verdict="UNVERIFIED", alerts=1), words)
+
+
+@scenario("manifest-omits-image-set")
+def _manifest_omits_image_set(out: Outcome) -> None:
+    def omit_last(summary: dict[str, Any]) -> None:
+        summary["imageSetsSummary"].pop()
+        summary["numberOfGeneratedImageSets"] -= 1
+
+    _tampered_manifest(out, "1 of 8 image sets left out", omit_last, "missing from the manifest (verified all")
+
+
+@scenario("manifest-overcounts-image-sets")
+def _manifest_overcounts(out: Outcome) -> None:
+    def overcount(summary: dict[str, Any]) -> None:
+        summary["numberOfGeneratedImageSets"] = 9
+
+    _tampered_manifest(out, "9 generated, 8 listed", overcount, "9 image set(s) were generated and lists 8")
+
+
+@scenario("manifest-instances-lost")
+def _manifest_instances_lost(out: Outcome) -> None:
+    def claim_more(summary: dict[str, Any]) -> None:
+        summary["imageSetsSummary"][0]["numberOfMatchedSOPInstances"] += 3
+
+    _tampered_manifest(out, "3 matched instances not in metadata", claim_more, "the import put 6 there")
+
+
+@scenario("manifest-forged-unknown-job")
+def _manifest_forged(out: Outcome) -> None:
+    """A well-formed manifest for a job ID GetDICOMImportJob does not know, over real image sets."""
+    with Harness() as h:
+        job, sets = _direct_folder(h)
+        key, folder = h.folder_key(job), f"s3://{h.bucket}/{h.folder_key(job)}"
+        lines = [
+            json.dumps({"inputFile": f"direct/{s}-{i}.dcm", "importResponse": {"imageSetId": s, "isPrimary": True}})
+            for s in sets
+            for i in range(FULL.instances)
+        ]
+        h.stack.s3.put_object(Bucket=h.bucket, Key=key + "SUCCESS/success.ndjson", Body="\n".join(lines).encode())
+        manifest = json.loads(_manifest(job, folder, sets, len(lines), 0))
+        h.stack.s3.put_object(Bucket=h.bucket, Key=key + "job-output-manifest.json", Body=json.dumps(manifest).encode())
+        summary = h.stack.run_until_idle(timeout=300)
+        out.injected = "manifest of a job that never ran"
+        out.expect(not summary.failures, f"failed invocations: {summary.failures}")
+        doc = h.check(out, job, sets, verdict="UNVERIFIED", alerts=1)
+        _expect_discrepancy(out, doc, f"GetDICOMImportJob does not know import job {job}")
+
+
 # ------------------------------------------------------------------------------------------- running
 
 

@@ -29,6 +29,10 @@ CI_SCENARIOS = [
     "duplicate-events-sequential",
     "duplicate-events-concurrent",
     "worker-killed-after-part",
+    "manifest-omits-image-set",
+    "manifest-overcounts-image-sets",
+    "manifest-instances-lost",
+    "manifest-forged-unknown-job",
 ]
 
 
