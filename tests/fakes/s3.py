@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +27,9 @@ class FakeS3:
             raise ClientError(
                 {"Error": {"Code": "NoSuchKey", "Message": "The specified key does not exist."}}, "GetObject"
             )
-        return {"Body": io.BytesIO(self.objects[(Bucket, Key)])}
+        body = self.objects[(Bucket, Key)]
+        # S3 serves the ETag quoted; for a single-part upload it is the MD5 of the object.
+        return {"Body": io.BytesIO(body), "ETag": f'"{hashlib.md5(body, usedforsecurity=False).hexdigest()}"'}
 
     def get_paginator(self, name: str) -> FakeS3:
         assert name == "list_objects_v2"

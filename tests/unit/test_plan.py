@@ -4,6 +4,7 @@ the reason in words."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -209,3 +210,31 @@ def test_discrepancies_survive_the_plan_and_the_report_round_trip() -> None:
         ["image", "set", LISTED + ":"],
     ]
     assert JobReport.from_json(json.loads(json.dumps(report.to_json()))) == report
+
+
+def test_the_plan_and_the_report_record_what_they_were_built_from() -> None:
+    # GIVEN a manifest and a SUCCESS file of known bytes
+    body, lines = manifest(), [line("a.dcm", LISTED), line("b.dcm", LISTED)]
+    plan = plan_of(body, lines)
+    # THEN the evidence names each object read, its ETag as served (unquoted) and the SHA-256 of its bytes
+    ndjson = "\n".join(lines).encode()
+    assert [(e.uri, e.etag, e.sha256, e.size) for e in plan.evidence] == [
+        (
+            f"{FOLDER_URI}job-output-manifest.json",
+            hashlib.md5(body, usedforsecurity=False).hexdigest(),
+            sha256(body),
+            len(body),
+        ),
+        (
+            f"{FOLDER_URI}SUCCESS/success.ndjson",
+            hashlib.md5(ndjson, usedforsecurity=False).hexdigest(),
+            sha256(ndjson),
+            len(ndjson),
+        ),
+    ]
+    # AND the report carries it unchanged
+    assert report_of(plan, {LISTED: 2}).to_json()["evidence"][0]["sha256"] == sha256(body)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

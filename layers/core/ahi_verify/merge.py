@@ -37,6 +37,7 @@ def merge_parts(plan: JobPlan, parts: Iterable[Part], *, finished_at: str) -> Jo
         findings=plan.findings,
         notes=plan.notes,
         discrepancies=plan.discrepancies + tuple(d for s in image_sets for d in count_discrepancies(s)),
+        evidence=plan.evidence,
         image_sets=image_sets,
         timings=Timings(
             started_at=plan.started_at,

@@ -24,6 +24,7 @@ from .report import (
     ImportFindings,
     JobHeader,
     JobStatus,
+    ObjectEvidence,
     UnreadableLine,
     WarnedFile,
     WarningCode,
@@ -42,6 +43,8 @@ class LineTally:
     files_per_image_set: collections.Counter[str] = field(default_factory=collections.Counter)
     versions: dict[str, tuple[int | None, bool | None]] = field(default_factory=dict)
     """Image set ID -> (imageSetVersion, isPrimary) of the first line naming it."""
+    evidence: list[ObjectEvidence] = field(default_factory=list)
+    """The manifest, then every ndjson file as it was read."""
     sources: dict[str, list[str]] | None = None
     """Image set ID -> input files, only when the three-way check needs them."""
 
@@ -96,11 +99,12 @@ def read_job(
     JobOutputError, ManifestError
         The manifest cannot be read or parsed, or an ndjson file cannot be read.
     """
-    raw = reader.read_manifest(folder, wait_s=manifest_wait_s)
-    manifest = parse_manifest(raw, folder.child(MANIFEST_NAME).uri)
+    stored = reader.read_manifest(folder, wait_s=manifest_wait_s)
+    manifest = parse_manifest(stored.body, folder.child(MANIFEST_NAME).uri)
     tally = LineTally(sources={} if with_sources else None)
+    tally.evidence.append(stored.evidence)
     for kind in LineKind:
-        for key, number, line in reader.lines(kind, folder.child(f"{kind.value}/")):
+        for key, number, line in reader.lines(kind, folder.child(f"{kind.value}/"), tally.evidence.append):
             tally.add(parse_line(kind, line, key, number))
     notes = []
     imported = tally.lines[LineKind.SUCCESS] + tally.lines[LineKind.WARNING]
@@ -174,6 +178,8 @@ class JobPlan:
     discrepancies: tuple[str, ...] = ()
     """What disagrees before any frame is fetched (IDs, GetDICOMImportJob, counts); each makes the job
     UNVERIFIED."""
+    evidence: tuple[ObjectEvidence, ...] = ()
+    """The manifest and every ndjson file read, with ETag and SHA-256."""
 
     def work_items(self) -> list[WorkItem]:
         """One work item per image set (a worker may split a large one into frame ranges)."""
@@ -194,6 +200,7 @@ class JobPlan:
             "startedAt": self.started_at,
             "withSources": self.with_sources,
             "discrepancies": list(self.discrepancies),
+            "evidence": [e.to_json() for e in self.evidence],
         }
 
     @classmethod
@@ -216,6 +223,7 @@ class JobPlan:
             started_at=text(obj, "startedAt", "plan"),
             with_sources=boolean(obj, "withSources", "plan"),
             discrepancies=texts(obj, "discrepancies", "plan"),
+            evidence=items(obj, "evidence", "plan", ObjectEvidence.from_json),
         )
 
 
@@ -304,6 +312,7 @@ def plan_job(
         started_at=started_at,
         with_sources=with_sources,
         discrepancies=tuple(discrepancies),
+        evidence=tuple(tally.evidence),
     )
 
 

@@ -10,13 +10,14 @@ so the domain never inspects an SDK exception. Tests implement the same protocol
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
 from .job_output import LineKind
 from .locations import S3Location
 from .outcomes import Reason
+from .report import ObjectEvidence
 
 
 @dataclass(frozen=True)
@@ -96,15 +97,26 @@ class JobOutputError(Exception):
         self.code = code
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """An object's bytes and what identifies them (ETag, SHA-256)."""
+
+    body: bytes
+    evidence: ObjectEvidence
+
+
 class JobOutputStore(Protocol):
     """Reads one job's output folder and its source files."""
 
-    def read_manifest(self, folder: S3Location, wait_s: float) -> bytes:
-        """The manifest's bytes, waiting up to ``wait_s`` for a late one; raise :class:`JobOutputError`."""
+    def read_manifest(self, folder: S3Location, wait_s: float) -> StoredObject:
+        """The manifest, waiting up to ``wait_s`` for a late one; raise :class:`JobOutputError`."""
         ...
 
-    def lines(self, kind: LineKind, prefix: S3Location) -> Iterator[tuple[str, int, bytes]]:
-        """``(key, line number, line)`` of every ndjson file under ``prefix``; raise :class:`JobOutputError`."""
+    def lines(
+        self, kind: LineKind, prefix: S3Location, on_file: Callable[[ObjectEvidence], None] | None = None
+    ) -> Iterator[tuple[str, int, bytes]]:
+        """``(key, line number, line)`` of every ndjson file under ``prefix``, calling ``on_file`` with each
+        file's evidence once it has been read to its end; raise :class:`JobOutputError`."""
         ...
 
     def read_object(self, location: S3Location) -> bytes:

@@ -372,6 +372,33 @@ class ImageSetReport(FrameGroup):
 
 
 @dataclass(frozen=True)
+class ObjectEvidence:
+    """What an input of the report was, byte for byte: the manifest and every ndjson file read."""
+
+    uri: str
+    etag: str | None
+    """S3's ETag as served (quotes removed); None where the store gave none."""
+    sha256: str
+    """Hex SHA-256 of the bytes read, computed while reading them."""
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        """An ``evidence`` entry."""
+        return {"uri": self.uri, "etag": self.etag, "sha256": self.sha256, "bytes": self.size}
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str) -> ObjectEvidence:
+        """Parse an ``evidence`` entry."""
+        obj = mapping(doc, where)
+        return cls(
+            text(obj, "uri", where),
+            optional_text(obj, "etag", where),
+            text(obj, "sha256", where),
+            integer(obj, "bytes", where),
+        )
+
+
+@dataclass(frozen=True)
 class JobHeader:
     """The import job: IDs, where its output is, its status and the manifest's totals (None without one)."""
 
@@ -613,6 +640,8 @@ class JobReport:
     discrepancies: tuple[str, ...] = ()
     """Counts or identities that disagree (manifest, ndjson lines, metadata, GetDICOMImportJob), in words:
     each one makes the job UNVERIFIED."""
+    evidence: tuple[ObjectEvidence, ...] = ()
+    """The manifest first, then every ndjson file read, with its ETag and SHA-256."""
     image_sets: tuple[ImageSetReport, ...] = ()
     timings: Timings | None = None
 
@@ -652,6 +681,7 @@ class JobReport:
             **self.findings.to_json(),
             "notes": list(self.notes),
             "discrepancies": list(self.discrepancies),
+            "evidence": [e.to_json() for e in self.evidence],
             "summary": self.summary.to_json(),
             "imageSets": [s.to_json() for s in self.image_sets],
             "verdict": self.verdict.value,
@@ -679,6 +709,7 @@ class JobReport:
             findings=ImportFindings.from_json(obj, "report"),
             notes=texts(obj, "notes", "report"),
             discrepancies=texts(obj, "discrepancies", "report"),
+            evidence=items(obj, "evidence", "report", ObjectEvidence.from_json),
             image_sets=items(obj, "imageSets", "report", ImageSetReport.from_json),
             timings=None if timings is None else Timings.from_json(timings),
         )

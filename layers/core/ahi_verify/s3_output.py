@@ -8,6 +8,7 @@ key order, one line at a time (memory stays flat in the number of lines).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -16,7 +17,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .job_output import LineKind
 from .locations import MANIFEST_NAME, S3Location
-from .ports import JobOutputError
+from .ports import JobOutputError, StoredObject
+from .report import ObjectEvidence
 
 _READ_CHUNK = 256 * 1024
 
@@ -49,8 +51,8 @@ class JobOutputReader:
         self._s3 = s3
         self._sleep = sleep
 
-    def read_manifest(self, folder: S3Location, wait_s: float = 10.0, interval_s: float = 1.0) -> bytes:
-        """Return the manifest's bytes, retrying ``NoSuchKey`` for up to ``wait_s`` seconds.
+    def read_manifest(self, folder: S3Location, wait_s: float = 10.0, interval_s: float = 1.0) -> StoredObject:
+        """Return the manifest and its evidence, retrying ``NoSuchKey`` for up to ``wait_s`` seconds.
 
         The manifest can appear after the job reports COMPLETED, so absence is retried before it is an
         error.
@@ -64,7 +66,12 @@ class JobOutputReader:
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                return bytes(self._s3.get_object(Bucket=folder.bucket, Key=key)["Body"].read())
+                response = self._s3.get_object(Bucket=folder.bucket, Key=key)
+                body = bytes(response["Body"].read())
+                digest = hashlib.sha256(body).hexdigest()
+                return StoredObject(
+                    body, ObjectEvidence(folder.child(MANIFEST_NAME).uri, _etag(response), digest, len(body))
+                )
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code")
                 if code not in ("NoSuchKey", "404") or time.monotonic() >= deadline:
@@ -84,13 +91,20 @@ class JobOutputReader:
             raise JobOutputError(f"cannot list {prefix.uri}: {exc}", _code(exc)) from exc
         return sorted(keys)
 
-    def lines(self, kind: LineKind, prefix: S3Location) -> Iterator[tuple[str, int, bytes]]:
-        """Yield ``(key, line_number, line)`` for every line of every ndjson file under the prefix."""
+    def lines(
+        self, kind: LineKind, prefix: S3Location, on_file: Callable[[ObjectEvidence], None] | None = None
+    ) -> Iterator[tuple[str, int, bytes]]:
+        """Yield ``(key, line_number, line)`` for every line of every ndjson file under the prefix; each file's
+        SHA-256 is computed over its chunks as they stream by and handed to ``on_file`` at its end."""
         for key in self.ndjson_keys(prefix):
             try:
-                body = self._s3.get_object(Bucket=prefix.bucket, Key=key)["Body"]
-                for number, line in enumerate(split_lines(_chunks(body)), start=1):
+                response = self._s3.get_object(Bucket=prefix.bucket, Key=key)
+                digest = _Digest()
+                for number, line in enumerate(split_lines(digest.chunks(response["Body"])), start=1):
                     yield key, number, line
+                if on_file is not None:
+                    uri = S3Location(prefix.bucket, key).uri
+                    on_file(ObjectEvidence(uri, _etag(response), digest.sha256.hexdigest(), digest.size))
             except (ClientError, BotoCoreError) as exc:
                 raise JobOutputError(
                     f"cannot read {kind.value} file s3://{prefix.bucket}/{key}: {exc}", _code(exc)
@@ -102,6 +116,26 @@ class JobOutputReader:
             return bytes(self._s3.get_object(Bucket=location.bucket, Key=location.key)["Body"].read())
         except (ClientError, BotoCoreError) as exc:
             raise JobOutputError(f"cannot read {location.uri}: {exc}", _code(exc)) from exc
+
+
+class _Digest:
+    """The SHA-256 and size of a body, computed while its chunks stream by (each byte is read once)."""
+
+    def __init__(self) -> None:
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def chunks(self, body: Any) -> Iterator[bytes]:
+        for chunk in _chunks(body):
+            self.sha256.update(chunk)
+            self.size += len(chunk)
+            yield chunk
+
+
+def _etag(response: Any) -> str | None:
+    """S3 serves the ETag in double quotes."""
+    etag = response.get("ETag")
+    return str(etag).strip('"') if etag else None
 
 
 def _code(exc: ClientError | BotoCoreError) -> str:
