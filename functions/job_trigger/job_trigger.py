@@ -22,7 +22,11 @@ from ahi_verify.app.wiring import build_services
 
 SETTINGS = Settings.from_env(os.environ)  # fails the cold start with every configuration problem named
 SERVICES = build_services(SETTINGS)
-IDEMPOTENCY = IdempotencyConfig(event_key_jmespath="[datastore_id, job_id]", expires_after_seconds=24 * 3600)
+# The manifest's ETag is part of the key: a rewritten manifest is a new event to look at (trigger.start_job
+# alerts on a manifest whose content changed after its job was planned), not a cached duplicate.
+IDEMPOTENCY = IdempotencyConfig(
+    event_key_jmespath="[datastore_id, job_id, manifest_etag]", expires_after_seconds=24 * 3600
+)
 
 
 @idempotent_function(  # type: ignore[untyped-decorator]  # Powertools' decorator is untyped

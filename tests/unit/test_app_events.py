@@ -17,6 +17,10 @@ MANIFEST_KEY = f"job_output/{DS}-DicomImport-{JOB}/job-output-manifest.json"
 FOLDER_URI = f"s3://{BUCKET}/job_output/{DS}-DicomImport-{JOB}/"
 
 
+S3_ETAG = "0123456789abcdef0123456789abcdef"
+EVENTBRIDGE_ETAG = "b1946ac92492d2347c6235b4d2611184"
+
+
 def s3_put_record(key: str, bucket: str = BUCKET, event_name: str = "ObjectCreated:Put") -> dict[str, Any]:
     """One record as S3 delivers it (the shape `sam local generate-event s3 put` produces); ``key`` as sent."""
     return {
@@ -42,7 +46,7 @@ def s3_put_record(key: str, bucket: str = BUCKET, event_name: str = "ObjectCreat
             "object": {
                 "key": key,
                 "size": 1024,
-                "eTag": "0123456789abcdef0123456789abcdef",
+                "eTag": S3_ETAG,
                 "versionId": "096fKKXTRTtl3on89fVO.nfljtsv6qko",
                 "sequencer": "0A1B2C3D4E5F678901",
             },
@@ -62,7 +66,7 @@ def moto_record(key: str, bucket: str = BUCKET) -> dict[str, Any]:
             "s3SchemaVersion": "1.0",
             "configurationId": "ahi-verify-manifest",
             "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-            "object": {"key": quote_plus(key), "size": 1024, "eTag": "0123456789abcdef0123456789abcdef"},
+            "object": {"key": quote_plus(key), "size": 1024, "eTag": S3_ETAG},
         },
     }
 
@@ -88,7 +92,7 @@ def eventbridge_s3_event(key: str, bucket: str = BUCKET) -> dict[str, Any]:
             "object": {
                 "key": key,
                 "size": 1024,
-                "etag": "b1946ac92492d2347c6235b4d2611184",
+                "etag": EVENTBRIDGE_ETAG,
                 "version-id": "IYV3p45BT0ac8hjHg1houSdS1a.Mro8e",
                 "sequencer": "00617F08299329D189",
             },
@@ -146,7 +150,7 @@ def test_s3_put_event_for_a_manifest_names_the_job_and_its_folder() -> None:
     # WHEN it is parsed
     refs = parse_trigger_event(event)
     # THEN it announces exactly that job, with its output folder
-    assert refs == [JobRef(DS, JOB, FOLDER_URI, "s3", failed=False)]
+    assert refs == [JobRef(DS, JOB, FOLDER_URI, "s3", failed=False, manifest_etag=S3_ETAG)]
 
 
 def test_moto_event_with_slash_encoded_as_percent_2f_is_decoded() -> None:
@@ -156,7 +160,7 @@ def test_moto_event_with_slash_encoded_as_percent_2f_is_decoded() -> None:
     # WHEN it is parsed
     refs = parse_trigger_event(s3_event(record))
     # THEN the key was decoded before it was interpreted
-    assert refs == [JobRef(DS, JOB, FOLDER_URI, "s3")]
+    assert refs == [JobRef(DS, JOB, FOLDER_URI, "s3", manifest_etag=S3_ETAG)]
 
 
 @pytest.mark.parametrize(
@@ -192,8 +196,8 @@ def test_every_record_of_a_multi_record_event_is_returned_in_order() -> None:
     refs = parse_trigger_event(event)
     # THEN both jobs are announced, in record order
     assert refs == [
-        JobRef(DS, JOB, FOLDER_URI, "s3"),
-        JobRef(DS2, JOB2, f"s3://second-bucket/other/{DS2}-DicomImport-{JOB2}/", "s3"),
+        JobRef(DS, JOB, FOLDER_URI, "s3", manifest_etag=S3_ETAG),
+        JobRef(DS2, JOB2, f"s3://second-bucket/other/{DS2}-DicomImport-{JOB2}/", "s3", manifest_etag=S3_ETAG),
     ]
 
 
@@ -201,7 +205,7 @@ def test_redelivered_record_announces_the_same_job_twice() -> None:
     # GIVEN at-least-once delivery of the same record twice in one event
     refs = parse_trigger_event(s3_event(s3_put_record(MANIFEST_KEY), s3_put_record(MANIFEST_KEY)))
     # THEN both are returned unchanged; idempotency is the caller's job, on (datastore, job)
-    assert refs == [JobRef(DS, JOB, FOLDER_URI, "s3")] * 2
+    assert refs == [JobRef(DS, JOB, FOLDER_URI, "s3", manifest_etag=S3_ETAG)] * 2
 
 
 def test_s3_test_event_is_ignored() -> None:
@@ -306,7 +310,7 @@ def test_record_that_is_not_an_object_created_event_is_an_error(source: str, nam
 )
 def test_every_object_created_variant_is_accepted(name: str) -> None:
     refs = parse_trigger_event(s3_event(s3_put_record(MANIFEST_KEY, event_name=name)))
-    assert refs == [JobRef(DS, JOB, FOLDER_URI, "s3")]
+    assert refs == [JobRef(DS, JOB, FOLDER_URI, "s3", manifest_etag=S3_ETAG)]
 
 
 def test_object_whose_name_only_ends_with_the_manifest_name_is_rejected() -> None:
@@ -341,7 +345,7 @@ def test_moto_record_lacks_what_powertools_s3model_would_require() -> None:
     assert not {"ownerIdentity"} & record["s3"]["bucket"].keys()
     assert not {"sequencer", "versionId"} & record["s3"]["object"].keys()
     # WHEN it is parsed THEN nothing of the full shape is needed
-    assert parse_trigger_event(s3_event(record)) == [JobRef(DS, JOB, FOLDER_URI, "s3")]
+    assert parse_trigger_event(s3_event(record)) == [JobRef(DS, JOB, FOLDER_URI, "s3", manifest_etag=S3_ETAG)]
 
 
 # --- EventBridge S3 "Object Created" -----------------------------------------------------------------------
@@ -349,7 +353,7 @@ def test_moto_record_lacks_what_powertools_s3model_would_require() -> None:
 
 def test_eventbridge_object_created_names_the_job() -> None:
     refs = parse_trigger_event(eventbridge_s3_event(MANIFEST_KEY))
-    assert refs == [JobRef(DS, JOB, FOLDER_URI, "eventbridge-s3")]
+    assert refs == [JobRef(DS, JOB, FOLDER_URI, "eventbridge-s3", manifest_etag=EVENTBRIDGE_ETAG)]
 
 
 @pytest.mark.parametrize(

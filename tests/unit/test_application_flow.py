@@ -407,3 +407,74 @@ def test_an_item_failing_on_its_last_delivery_is_reported_and_the_job_completes(
     assert "RuntimeError: boom" in errors[image_set_id(21)]
     assert (doc["verdict"], doc["summary"]["frames"]["total"]) == ("UNVERIFIED", 2)
     assert len(alerts(aws)) == 1
+
+
+def test_a_manifest_rewritten_after_planning_is_alerted_once_and_not_re_planned(aws: dict[str, Any]) -> None:
+    # GIVEN a job verified against its manifest
+    source = FakeSource()
+    source.add_image_set(image_set_id(30), make_frames(2, seed=30))
+    svc = services(aws, source)
+    folder = write_job(aws, job_id(30), [image_set_id(30)])
+    ref = JobRef(DS, job_id(30), folder, "s3", manifest_etag="first")
+    assert start_job(ref, svc)["outcome"] == "queued"
+    for m in drain(aws):
+        process(WorkItem.from_json(m["Body"]), svc)
+    verified = report(aws, job_id(30))
+    planned_sha = verified["evidence"][0]["sha256"]
+    # WHEN the manifest is rewritten with other content (another image set) and announced, twice
+    write_job(aws, job_id(30), [image_set_id(31)])
+    second = JobRef(DS, job_id(30), folder, "s3", manifest_etag="second")
+    first_answer, again = start_job(second, svc), start_job(second, svc)
+    # THEN one MANIFEST CHANGED alert names both contents; nothing is queued; the report still stands
+    assert first_answer["outcome"] == again["outcome"] == "manifest-changed"
+    assert first_answer["plannedSha256"] == planned_sha != first_answer["sha256"]
+    assert drain(aws) == []
+    (alert,) = alerts(aws)
+    assert alert["Subject"] == f"[ahi-verify] MANIFEST CHANGED: import job {job_id(30)}"
+    assert planned_sha in alert["Message"]
+    assert first_answer["sha256"] in alert["Message"]
+    assert alert["MessageAttributes"]["severity"]["Value"] == "MANIFEST_CHANGED"
+    assert report(aws, job_id(30)) == verified
+
+
+def test_a_manifest_of_a_job_still_running_is_verified_only_once_the_job_completed(aws: dict[str, Any]) -> None:
+    # GIVEN a manifest in a job folder while GetDICOMImportJob still says IN_PROGRESS
+    source = FakeSource()
+    source.add_image_set(image_set_id(32), make_frames(2, seed=32))
+    svc = services(aws, source)
+    folder = write_job(aws, job_id(32), [image_set_id(32)])
+    aws["plane"].jobs[job_id(32)]["jobStatus"] = "IN_PROGRESS"
+    # WHEN it is announced THEN nothing is recorded or queued (it could be written before the genuine one)
+    assert start_job(JobRef(DS, job_id(32), folder, "s3"), svc) == {
+        "outcome": "skipped",
+        "reason": "job is IN_PROGRESS",
+    }
+    assert svc.progress.get(job_id(32)) is None
+    assert drain(aws) == []
+    # AND once the job completed, reconciliation verifies it
+    aws["plane"].jobs[job_id(32)]["jobStatus"] = "COMPLETED"
+    assert reconcile(svc, lambda job: start_job(JobRef(**job), svc)) == [job_id(32)]
+    for m in drain(aws):
+        process(WorkItem.from_json(m["Body"]), svc)
+    assert report(aws, job_id(32))["verdict"] == "CLEAN"
+
+
+def test_a_manifest_for_a_job_the_service_does_not_know_is_verified_but_never_clean(aws: dict[str, Any]) -> None:
+    # GIVEN a well-formed manifest over real image sets, for a job GetDICOMImportJob has never heard of
+    source = FakeSource()
+    source.add_image_set(image_set_id(33), make_frames(2, seed=33))
+    svc = services(aws, source)
+    folder = write_job(aws, job_id(33), [image_set_id(33)])
+    del aws["plane"].jobs[job_id(33)]
+    start_job(JobRef(DS, job_id(33), folder, "s3"), svc)
+    for m in drain(aws):
+        process(WorkItem.from_json(m["Body"]), svc)
+    # THEN every frame matched, and still the job is UNVERIFIED, saying why, with one alert
+    doc = report(aws, job_id(33))
+    assert doc["summary"]["frames"] == {"total": 2, "match": 2, "mismatch": 0, "error": 0}
+    assert (doc["verdict"], doc["discrepancies"]) == (
+        "UNVERIFIED",
+        [f"GetDICOMImportJob does not know import job {job_id(33)} in data store {DS}"],
+    )
+    (alert,) = alerts(aws)
+    assert "GetDICOMImportJob does not know" in alert["Message"]

@@ -78,6 +78,34 @@ def compose_alert(report: JobReport, report_uri: str, *, notify_clean: bool) -> 
     )
 
 
+def compose_manifest_changed(
+    job_id: str, datastore_id: str, planned_sha256: str, new_sha256: str, report_uri: str
+) -> Alert:
+    """The alert for a manifest rewritten after its job was planned: the report describes the first one.
+
+    A genuine import writes its manifest once; a second content for the same job is a forgery, a replay
+    or a tool writing where it should not, and the verification of the job must be looked at again.
+    """
+    lines = [
+        "The manifest of an import job changed after the job was verified against it.",
+        "",
+        f"Data store: {datastore_id}",
+        f"Import job: {job_id}",
+        f"SHA-256 of the manifest verified: {planned_sha256}",
+        f"SHA-256 of the manifest now: {new_sha256}",
+        "",
+        "The report stands for the first manifest (its evidence lists the SHA-256); verify the job again, for",
+        "example with ahi-verify job, and find out who wrote the second one.",
+        "",
+        f"Report: {report_uri}",
+    ]
+    return Alert(
+        subject=_one_line(f"[ahi-verify] MANIFEST CHANGED: import job {job_id}")[:SUBJECT_LIMIT],
+        message="\n".join(lines),
+        attributes={"severity": "MANIFEST_CHANGED", "jobId": job_id, "datastoreId": datastore_id},
+    )
+
+
 def _headline(verdict: Verdict, mismatched: int) -> str:
     if verdict is Verdict.MISMATCH:
         return f"{mismatched} frame(s) differ from their published or source checksum."

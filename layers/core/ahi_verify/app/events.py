@@ -34,6 +34,9 @@ class JobRef:
     """The job output folder, when the event names it; otherwise GetDICOMImportJob is asked."""
     origin: str
     failed: bool = False
+    manifest_etag: str | None = None
+    """The manifest object's ETag, when the event names it: part of the idempotency key, so a manifest
+    rewritten with other content is looked at again instead of answered from the first run's cache."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ def parse_trigger_event(event: Mapping[str, Any]) -> list[JobRef] | Reconcile:
         bucket, key = _text(detail, "bucket", "name"), _text(detail, "object", "key")
         if bucket is None or key is None:
             raise EventError("Object Created event has no detail.bucket.name or detail.object.key")
-        return [_from_key(bucket, key, "eventbridge-s3")]
+        return [_from_key(bucket, key, "eventbridge-s3", _text(detail, "object", "etag"))]
     if source == "aws.medical-imaging" and detail_type in ("Import Job Completed", "Import Job Failed"):
         detail = EventBridgeEvent(dict(event)).detail
         datastore_id, job_id = _text(detail, "datastoreId"), _text(detail, "jobId")
@@ -99,7 +102,7 @@ def _s3_records(event: Mapping[str, Any]) -> list[JobRef]:
         # Keys arrive URL-encoded (space -> '+'); the per-record accessor does not decode them.
         key = unquote_plus(record.s3.get_object.key)
         try:
-            refs.append(_from_key(record.s3.bucket.name, key, "s3"))
+            refs.append(_from_key(record.s3.bucket.name, key, "s3", _text(raw, "s3", "object", "eTag")))
         except EventError as exc:
             problems.append(f"record {i}: {exc}")
     if problems:
@@ -117,11 +120,11 @@ def _text(obj: Mapping[str, Any], *path: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _from_key(bucket: str, key: str, origin: str) -> JobRef:
+def _from_key(bucket: str, key: str, origin: str, etag: str | None) -> JobRef:
     if key.rsplit("/", 1)[-1] != MANIFEST_NAME:
         raise EventError(f"s3://{bucket}/{key} is not a {MANIFEST_NAME}")
     folder = key[: -len(MANIFEST_NAME)]
     ids = parse_job_folder(folder)
     if ids is None:
         raise EventError(f"s3://{bucket}/{folder} is not a <datastoreId>-DicomImport-<jobId>/ job folder")
-    return JobRef(ids[0], ids[1], f"s3://{bucket}/{folder}", origin)
+    return JobRef(ids[0], ids[1], f"s3://{bucket}/{folder}", origin, manifest_etag=etag.strip('"') if etag else None)

@@ -72,9 +72,13 @@ class JobProgress:
         self._table = table
         self._clock = clock
 
-    def create(self, job_id: str, datastore_id: str, folder_uri: str, pending: int) -> bool:
-        """Record a new job in state ``planning``; False when the job is already known."""
+    def create(
+        self, job_id: str, datastore_id: str, folder_uri: str, pending: int, manifest_sha256: str | None = None
+    ) -> bool:
+        """Record a new job in state ``planning`` (with its manifest's SHA-256, to recognise a manifest that
+        changes later); False when the job is already known."""
         now = int(self._clock())
+        manifest = {"manifest_sha256": {"S": manifest_sha256}} if manifest_sha256 else {}
         return _when_condition_holds(
             lambda: self._db.put_item(
                 TableName=self._table,
@@ -90,6 +94,7 @@ class JobProgress:
                     "frames_error": _n(0),
                     "created_at": _n(now),
                     "expires_at": _n(now + RETENTION_S),
+                    **manifest,
                 },
                 ConditionExpression="attribute_not_exists(pk)",
             )
@@ -189,6 +194,19 @@ class JobProgress:
                     ":now": _n(now),
                     ":stale": _n(now - STALE_CLAIM_S),
                 },
+            )
+        )
+
+    def record_changed_manifest(self, job_id: str, manifest_sha256: str) -> bool:
+        """Remember a manifest whose content differs from the planned one; True the first time it is seen
+        (so each changed content is alerted once, whatever is redelivered)."""
+        return _when_condition_holds(
+            lambda: self._db.update_item(
+                TableName=self._table,
+                Key={"pk": _pk(job_id), "sk": {"S": "JOB"}},
+                UpdateExpression="ADD changed_manifests :sha",
+                ConditionExpression="attribute_exists(pk) AND NOT contains(changed_manifests, :one)",
+                ExpressionAttributeValues={":sha": {"SS": [manifest_sha256]}, ":one": {"S": manifest_sha256}},
             )
         )
 

@@ -14,8 +14,10 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from ..alert import compose_manifest_changed
 from ..locations import job_folder
 from ..plan import JobPlan, failed_job_plan, plan_job
+from ..ports import ImportJob, ImportJobError
 from ..report import iso_time
 from .events import JobRef, Reconcile, parse_trigger_event
 from .finaliser import finalise_job
@@ -47,13 +49,17 @@ def start_job(ref: JobRef, svc: Services) -> dict[str, Any]:
         logger.warning("job belongs to another data store; not verified by this deployment")
         return {"outcome": "skipped", "reason": "other data store"}
     folder, failure = ref.folder_uri, None
-    if folder is None or ref.failed:
-        described = svc.jobs.describe(ref.datastore_id, ref.job_id)
+    described = _described(ref, svc)
+    if described is not None:
         if described.status == "FAILED":
             failure = described.message or "the import job failed without a message"
         elif described.status != "COMPLETED":
+            # A manifest of a job still running is read again when its Completed event or the reconciliation
+            # comes: verifying it now would let a manifest written before the genuine one stand for the job.
+            logger.warning("job is not COMPLETED yet; verified when it is", extra={"job_status": described.status})
             return {"outcome": "skipped", "reason": f"job is {described.status}"}
         folder = folder or described.output_folder_uri
+    assert folder is not None  # _described raises when neither the event nor the service names a folder
     location = job_folder(folder)
     started_at = iso_time(svc.clock())
     if failure is not None:
@@ -71,11 +77,26 @@ def start_job(ref: JobRef, svc: Services) -> dict[str, Any]:
     return _queue(plan, svc)
 
 
+def _described(ref: JobRef, svc: Services) -> ImportJob | None:
+    """GetDICOMImportJob for every announced job; None when the service does not know it (the plan then
+    records that as a discrepancy). An unknown job without a folder to read cannot be verified at all."""
+    try:
+        return svc.jobs.describe(ref.datastore_id, ref.job_id)
+    except ImportJobError as exc:
+        if not exc.not_found or ref.folder_uri is None:
+            raise
+        return None
+
+
 def _queue(plan: JobPlan, svc: Services) -> dict[str, Any]:
     job = plan.job
     items = plan.work_items()
-    if not svc.progress.create(job.job_id, job.datastore_id, job.folder, pending=len(items)):
+    manifest = plan.evidence[0].sha256 if plan.evidence else None
+    if not svc.progress.create(job.job_id, job.datastore_id, job.folder, pending=len(items), manifest_sha256=manifest):
         existing = svc.progress.get(job.job_id) or {}
+        planned = existing.get("manifest_sha256")
+        if manifest and planned and manifest != planned:
+            return _manifest_changed(plan, str(planned), manifest, svc)
         if existing.get("state") != JobState.PLANNING:
             return {"outcome": "duplicate", "state": existing.get("state")}
         logger.info("resuming a job whose queueing was interrupted")
@@ -87,6 +108,17 @@ def _queue(plan: JobPlan, svc: Services) -> dict[str, Any]:
     if not items:
         finalise_job(job.job_id, svc, claimer="trigger")
     return {"outcome": "queued", "imageSets": len(items)}
+
+
+def _manifest_changed(plan: JobPlan, planned: str, now: str, svc: Services) -> dict[str, Any]:
+    """A known job whose manifest now has other content: one alert per new content, nothing re-planned."""
+    job = plan.job
+    logger.warning("the manifest of a planned job changed", extra={"planned": planned, "now": now})
+    if svc.progress.record_changed_manifest(job.job_id, now):
+        uri = svc.reports.uri(job.job_id, "report.json")
+        svc.alerts.publish(compose_manifest_changed(job.job_id, job.datastore_id, planned, now, uri))
+        metrics.add_metric(name="ManifestsChanged", unit=MetricUnit.Count, value=1)
+    return {"outcome": "manifest-changed", "plannedSha256": planned, "sha256": now}
 
 
 def reconcile(svc: Services, verify_once: VerifyOnce, limit: int = 100) -> list[str]:
