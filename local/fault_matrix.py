@@ -868,6 +868,28 @@ def _manifest_forged(out: Outcome) -> None:
         _expect_discrepancy(out, doc, f"GetDICOMImportJob does not know import job {job}")
 
 
+@scenario("manifest-rewritten-after-verification")
+def _manifest_rewritten(out: Outcome) -> None:
+    """A verified job whose manifest is then overwritten with a forged one (one image set of eight): the
+    report stands, one MANIFEST CHANGED alert, nothing verified again."""
+    with Harness() as h:
+        job = h.import_job()
+        h.stack.run_until_idle(timeout=300)
+        sets = h.manifest_image_sets(job)
+        key = h.folder_key(job) + "job-output-manifest.json"
+        doc = json.loads(h.stack.s3.get_object(Bucket=h.bucket, Key=key)["Body"].read())
+        doc["jobSummary"]["imageSetsSummary"] = doc["jobSummary"]["imageSetsSummary"][:1]
+        workers_before = len(h.runs(WORKER))
+        h.stack.s3.put_object(Bucket=h.bucket, Key=key, Body=json.dumps(doc).encode())
+        summary = h.stack.run_until_idle(timeout=300)
+        out.injected = "manifest overwritten after the report"
+        out.expect(not summary.failures, f"failed invocations: {summary.failures}")
+        out.expect(len(h.runs(WORKER)) == workers_before, "the rewritten manifest was verified again")
+        h.check(out, job, sets, verdict="CLEAN", alerts=1)
+        subjects = [a.subject for a in h.stack.alerts()]
+        out.expect(subjects == [f"[ahi-verify] MANIFEST CHANGED: import job {job}"], f"alerts {subjects}")
+
+
 # ------------------------------------------------------------------------------------------- running
 
 

@@ -33,6 +33,7 @@ CI_SCENARIOS = [
     "manifest-overcounts-image-sets",
     "manifest-instances-lost",
     "manifest-forged-unknown-job",
+    "manifest-rewritten-after-verification",
 ]
 
 
