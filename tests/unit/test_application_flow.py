@@ -478,3 +478,47 @@ def test_a_manifest_for_a_job_the_service_does_not_know_is_verified_but_never_cl
     )
     (alert,) = alerts(aws)
     assert "GetDICOMImportJob does not know" in alert["Message"]
+
+
+class Conflicting:
+    """A DynamoDB client whose first ``conflicts`` transactions are cancelled by another transaction."""
+
+    def __init__(self, client: Any, conflicts: int) -> None:
+        self._client, self.conflicts, self.attempts = client, conflicts, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def transact_write_items(self, **kwargs: Any) -> Any:
+        self.attempts += 1
+        if self.attempts <= self.conflicts:
+            error = {
+                "Error": {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"},
+                "CancellationReasons": [{"Code": "None"}, {"Code": "TransactionConflict"}],
+            }
+            raise ClientError(error, "TransactWriteItems")  # type: ignore[arg-type]
+        return self._client.transact_write_items(**kwargs)
+
+
+@pytest.mark.parametrize(("conflicts", "counted"), [(2, True), (5, False)], ids=["rides-out", "gives-up-after-5"])
+def test_a_transaction_conflict_is_retried_not_taken_for_a_duplicate(
+    aws: dict[str, Any], conflicts: int, counted: bool
+) -> None:
+    # GIVEN a job with one pending item, and transactions that conflict with another writer
+    slept: list[float] = []
+    db = Conflicting(aws["ddb"], conflicts)
+    progress = JobProgress(db, "progress", sleep=slept.append)
+    progress.create(job_id(34), DS, "s3://b/f/", pending=1)
+    if counted:
+        # WHEN the conflicts pass THEN the item is counted once, after backing off
+        assert progress.complete_item(job_id(34), "x", FrameCounts(total=1, match=1))
+        assert (db.attempts, len(slept)) == (3, 2)
+        assert slept[1] > slept[0] > 0
+        record = progress.get(job_id(34))
+        assert record is not None
+        assert record["pending"] == 0
+    else:
+        # WHEN they do not THEN the error is raised (the delivery is retried), never read as "already done"
+        with pytest.raises(ClientError, match="TransactionCanceledException"):
+            progress.complete_item(job_id(34), "x", FrameCounts(total=1, match=1))
+        assert db.attempts == 5

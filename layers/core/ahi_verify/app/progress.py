@@ -10,6 +10,7 @@ Items (partition ``JOB#<jobId>``):
 from __future__ import annotations
 
 import enum
+import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,6 +21,9 @@ from ..report import FrameCounts
 
 RETENTION_S = 90 * 24 * 3600  # progress records expire (TTL) after 90 days, as import jobs are listed
 STALE_CLAIM_S = 900  # the Lambda timeout ceiling: a claim this old belongs to a finaliser that died
+# Conflicts last as long as the other transaction (milliseconds); 5 attempts over ~1.5 s at most ride them out.
+CONFLICT_ATTEMPTS = 5
+CONFLICT_BACKOFF_S = 0.05
 
 
 def _pk(job_id: str) -> dict[str, str]:
@@ -40,16 +44,34 @@ def _conditional_failed(exc: ClientError) -> bool:
     return False
 
 
-def _when_condition_holds(request: Callable[[], object]) -> bool:
+def _conflicted(exc: ClientError) -> bool:
+    """Another request held the item: nothing of this one was applied, so it can be sent again. botocore
+    does not retry these, and a worker that raised would wait a whole visibility timeout."""
+    code = exc.response.get("Error", {}).get("Code", "")
+    if code == "TransactionConflictException":
+        return True
+    if code == "TransactionCanceledException":
+        reasons = {r.get("Code") for r in exc.response.get("CancellationReasons") or []}
+        return "TransactionConflict" in reasons and "ConditionalCheckFailed" not in reasons
+    return False
+
+
+def _when_condition_holds(sleep: Callable[[float], None], request: Callable[[], object]) -> bool:
     """Run a conditional write: True when it was applied, False when its condition did not hold (the race
-    the condition exists to settle); any other failure is raised."""
-    try:
-        request()
-    except ClientError as exc:
-        if _conditional_failed(exc):
-            return False
-        raise
-    return True
+    the condition exists to settle). A transaction conflict is retried with jittered back-off, up to
+    :data:`CONFLICT_ATTEMPTS` attempts; any other failure is raised."""
+    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        try:
+            request()
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            if not _conflicted(exc) or attempt == CONFLICT_ATTEMPTS:
+                raise
+            sleep(CONFLICT_BACKOFF_S * 2 ** (attempt - 1) * (1 + random.random()))
+            continue
+        return True
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
 class JobState(enum.StrEnum):
@@ -67,10 +89,17 @@ class JobProgress:
     ``clock`` gives seconds since the epoch (``time.time``); tests pass their own to age a claim.
     """
 
-    def __init__(self, dynamodb: Any, table: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        dynamodb: Any,
+        table: str,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._db = dynamodb
         self._table = table
         self._clock = clock
+        self._sleep = sleep
 
     def create(
         self, job_id: str, datastore_id: str, folder_uri: str, pending: int, manifest_sha256: str | None = None
@@ -80,6 +109,7 @@ class JobProgress:
         now = int(self._clock())
         manifest = {"manifest_sha256": {"S": manifest_sha256}} if manifest_sha256 else {}
         return _when_condition_holds(
+            self._sleep,
             lambda: self._db.put_item(
                 TableName=self._table,
                 Item={
@@ -97,7 +127,7 @@ class JobProgress:
                     **manifest,
                 },
                 ConditionExpression="attribute_not_exists(pk)",
-            )
+            ),
         )
 
     def get(self, job_id: str) -> dict[str, Any] | None:
@@ -111,6 +141,7 @@ class JobProgress:
         """Move the job from one state to the next; False when it is no longer in ``from_state``
         (the workers may already have finalised a small job before the trigger marks it running)."""
         return _when_condition_holds(
+            self._sleep,
             lambda: self._db.update_item(
                 TableName=self._table,
                 Key={"pk": _pk(job_id), "sk": {"S": "JOB"}},
@@ -118,7 +149,7 @@ class JobProgress:
                 ConditionExpression="#s = :from",
                 ExpressionAttributeNames={"#s": "state"},
                 ExpressionAttributeValues={":to": {"S": to_state.value}, ":from": {"S": from_state.value}},
-            )
+            ),
         )
 
     def record_split(self, job_id: str, image_set_id: str, extra_items: int) -> bool:
@@ -147,6 +178,7 @@ class JobProgress:
     def _transact(self, job_id: str, marker: str, update: str, values: dict[str, Any]) -> bool:
         now = int(self._clock())
         return _when_condition_holds(
+            self._sleep,
             lambda: self._db.transact_write_items(
                 TransactItems=[
                     {
@@ -166,7 +198,7 @@ class JobProgress:
                         }
                     },
                 ]
-            )
+            ),
         )
 
     def claim_finalisation(self, job_id: str, claimer: str) -> bool:
@@ -178,6 +210,7 @@ class JobProgress:
         """
         now = int(self._clock())
         return _when_condition_holds(
+            self._sleep,
             lambda: self._db.update_item(
                 TableName=self._table,
                 Key={"pk": _pk(job_id), "sk": {"S": "JOB"}},
@@ -194,20 +227,21 @@ class JobProgress:
                     ":now": _n(now),
                     ":stale": _n(now - STALE_CLAIM_S),
                 },
-            )
+            ),
         )
 
     def record_changed_manifest(self, job_id: str, manifest_sha256: str) -> bool:
         """Remember a manifest whose content differs from the planned one; True the first time it is seen
         (so each changed content is alerted once, whatever is redelivered)."""
         return _when_condition_holds(
+            self._sleep,
             lambda: self._db.update_item(
                 TableName=self._table,
                 Key={"pk": _pk(job_id), "sk": {"S": "JOB"}},
                 UpdateExpression="ADD changed_manifests :sha",
                 ConditionExpression="attribute_exists(pk) AND NOT contains(changed_manifests, :one)",
                 ExpressionAttributeValues={":sha": {"SS": [manifest_sha256]}, ":one": {"S": manifest_sha256}},
-            )
+            ),
         )
 
     def mark_alert_sent(self, job_id: str, message_id: str) -> None:
