@@ -122,8 +122,9 @@ def test_poison_message_ends_in_the_dlq(stack: LocalStack) -> None:
     env = stack.function("ImageSetWorkerFunction").environment
     stack.sqs.send_message(QueueUrl=env["WORK_QUEUE_URL"], MessageBody='{"v": 1, "jobId": "nope"}')
     summary = stack.run_until_idle(timeout=60)
-    # THEN it was tried maxReceiveCount (3) times, then moved to the DLQ the DeadLetterAlarm watches
-    assert summary.failures.get("ImageSetWorkerFunction") == 3
+    # THEN it was tried maxReceiveCount (5, the template's default) times, then moved to the DLQ the
+    # DeadLetterAlarm watches
+    assert summary.failures.get("ImageSetWorkerFunction") == 5
     assert stack.dlq_depths() == {"WorkDeadLetterQueue": 1}
     alarm = stack.template.resources["DeadLetterAlarm"].properties
     assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"

@@ -642,7 +642,7 @@ def test_the_parameters_keep_their_contract(cfn: Template) -> None:
         "WorkerMaximumConcurrency": 5,
         "FramesPerWorkItem": 2000,
         "FetchConcurrency": 16,
-        "WorkMaxReceiveCount": 3,
+        "WorkMaxReceiveCount": 5,
         "ReconcileSchedule": "rate(6 hours)",
         "WorkerMemorySize": 3008,
         "LogRetentionInDays": 30,

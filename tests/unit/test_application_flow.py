@@ -522,3 +522,46 @@ def test_a_transaction_conflict_is_retried_not_taken_for_a_duplicate(
         with pytest.raises(ClientError, match="TransactionCanceledException"):
             progress.complete_item(job_id(34), "x", FrameCounts(total=1, match=1))
         assert db.attempts == 5
+
+
+def test_one_unreadable_job_does_not_stop_the_reconciliation_sweep(aws: dict[str, Any]) -> None:
+    # GIVEN two completed jobs whose events were lost: the first listed has a manifest that is not JSON
+    source = FakeSource()
+    source.add_image_set(image_set_id(40), make_frames(2, seed=40))
+    svc = services(aws, source)
+    bad = write_job(aws, job_id(40), [])
+    key = bad.removeprefix(f"s3://{BUCKET}/") + "job-output-manifest.json"
+    aws["s3"].put_object(Bucket=BUCKET, Key=key, Body=b"{not json")
+    write_job(aws, job_id(41), [image_set_id(40)])
+
+    def verify_once(job: dict[str, Any]) -> dict[str, Any]:
+        return start_job(JobRef(**job), svc)
+
+    # WHEN the schedule sweeps, twice
+    first, second = reconcile(svc, verify_once), reconcile(svc, verify_once)
+    # THEN the readable job was started, the unreadable one recorded once and alerted once, by type only
+    assert (first, second) == ([job_id(41)], [])
+    record = svc.progress.get(job_id(40))
+    assert record is not None
+    assert (record["state"], record["error_type"]) == (JobState.UNREADABLE, "ManifestError")
+    (alert,) = alerts(aws)
+    assert alert["Subject"] == f"[ahi-verify] UNVERIFIED: import job {job_id(40)} output unreadable"
+    assert "(ManifestError)" in alert["Message"]
+    assert BUCKET not in alert["Message"]  # the error's text names objects: only its type is published
+    # AND the readable job is verified to the end
+    for m in drain(aws):
+        process(WorkItem.from_json(m["Body"]), svc)
+    assert report(aws, job_id(41))["verdict"] == "CLEAN"
+
+
+def test_a_transient_failure_leaves_the_job_for_the_next_sweep(aws: dict[str, Any]) -> None:
+    svc = services(aws, FakeSource())
+    write_job(aws, job_id(42), [])
+
+    def throttled(job: dict[str, Any]) -> dict[str, Any]:
+        error = {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}
+        raise ClientError(error, "GetDICOMImportJob")  # type: ignore[arg-type]
+
+    assert reconcile(svc, throttled) == []
+    assert svc.progress.get(job_id(42)) is None  # not recorded: swept again next time
+    assert reconcile(svc, lambda job: start_job(JobRef(**job), svc)) == [job_id(42)]

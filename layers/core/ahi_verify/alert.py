@@ -106,6 +106,24 @@ def compose_manifest_changed(
     )
 
 
+def compose_unreadable(job_id: str, datastore_id: str, error_type: str) -> Alert:
+    """The alert for a job the reconciliation found but cannot verify: its output cannot be read."""
+    lines = [
+        "An import job of the data store cannot be verified: its output (manifest or ndjson files) cannot be",
+        f"read ({error_type}). It is recorded and not swept again; nothing of it has been verified.",
+        "",
+        f"Data store: {datastore_id}",
+        f"Import job: {job_id}",
+        "",
+        "Look at the job's output folder (GetDICOMImportJob gives it) and verify the job with ahi-verify job.",
+    ]
+    return Alert(
+        subject=_one_line(f"[ahi-verify] UNVERIFIED: import job {job_id} output unreadable")[:SUBJECT_LIMIT],
+        message="\n".join(lines),
+        attributes={"severity": "UNVERIFIED", "jobId": job_id, "datastoreId": datastore_id},
+    )
+
+
 def _headline(verdict: Verdict, mismatched: int) -> str:
     if verdict is Verdict.MISMATCH:
         return f"{mismatched} frame(s) differ from their published or source checksum."

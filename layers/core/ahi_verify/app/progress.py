@@ -81,6 +81,8 @@ class JobState(enum.StrEnum):
     RUNNING = "running"
     FINALISING = "finalising"
     DONE = "done"
+    UNREADABLE = "unreadable"
+    """The reconciliation found the job's output unreadable (recorded once, alerted once, not swept again)."""
 
 
 class JobProgress:
@@ -125,6 +127,26 @@ class JobProgress:
                     "created_at": _n(now),
                     "expires_at": _n(now + RETENTION_S),
                     **manifest,
+                },
+                ConditionExpression="attribute_not_exists(pk)",
+            ),
+        )
+
+    def record_unreadable(self, job_id: str, datastore_id: str, error_type: str) -> bool:
+        """Record a job whose output cannot be read, once; False when the job is already known."""
+        now = int(self._clock())
+        return _when_condition_holds(
+            self._sleep,
+            lambda: self._db.put_item(
+                TableName=self._table,
+                Item={
+                    "pk": _pk(job_id),
+                    "sk": {"S": "JOB"},
+                    "datastore_id": {"S": datastore_id},
+                    "state": {"S": JobState.UNREADABLE.value},
+                    "error_type": {"S": error_type},
+                    "created_at": _n(now),
+                    "expires_at": _n(now + RETENTION_S),
                 },
                 ConditionExpression="attribute_not_exists(pk)",
             ),

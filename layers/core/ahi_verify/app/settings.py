@@ -31,7 +31,7 @@ class Settings:
     frames_per_work_item: int
     fetch_concurrency: int
     manifest_wait_s: float = 30.0
-    work_max_receive_count: int = 3
+    work_max_receive_count: int = 5
     """The work queue's redrive limit: the delivery on which a failing item is recorded as failed."""
     source_bucket: str | None = None
     """The input bucket the three-way check may read (template parameter SourceBucketName); None: the check
@@ -83,7 +83,7 @@ class Settings:
             frames_per_work_item=number("FRAMES_PER_WORK_ITEM", 1),
             fetch_concurrency=number("FETCH_CONCURRENCY", 1),
         )
-        receives = env.get("WORK_MAX_RECEIVE_COUNT", "3")
+        receives = env.get("WORK_MAX_RECEIVE_COUNT", "5")
         if re.fullmatch(r"[0-9]+", receives) and int(receives) >= 1:
             settings = replace(settings, work_max_receive_count=int(receives))
         else:

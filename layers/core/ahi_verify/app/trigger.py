@@ -14,10 +14,11 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from ..alert import compose_manifest_changed
+from ..alert import compose_manifest_changed, compose_unreadable
+from ..job_output import ManifestError
 from ..locations import job_folder
 from ..plan import JobPlan, failed_job_plan, plan_job
-from ..ports import ImportJob, ImportJobError
+from ..ports import ImportJob, ImportJobError, JobOutputError
 from ..report import iso_time
 from .events import JobRef, Reconcile, parse_trigger_event
 from .finaliser import finalise_job
@@ -122,14 +123,36 @@ def _manifest_changed(plan: JobPlan, planned: str, now: str, svc: Services) -> d
 
 
 def reconcile(svc: Services, verify_once: VerifyOnce, limit: int = 100) -> list[str]:
-    """Start verification for completed or failed jobs of the data store that were never verified."""
+    """Start verification for completed or failed jobs of the data store that were never verified.
+
+    Each job is handled on its own, so one bad job cannot stop the sweep: a job whose output cannot be read
+    (a malformed or missing manifest, an unreadable ndjson file) is recorded as unreadable and alerted once,
+    and later sweeps pass it by; any other failure (throttling, say) is logged and the job tried again on
+    the next sweep. Returns the jobs started.
+    """
     started: list[str] = []
     datastore_id = svc.settings.datastore_id
     for status in ("COMPLETED", "FAILED"):
         for job_id in svc.jobs.job_ids(datastore_id, status):
             if len(started) >= limit:
                 return started
-            if svc.progress.get(job_id) is None:
+            if svc.progress.get(job_id) is not None:
+                continue
+            try:
                 verify_once(asdict(JobRef(datastore_id, job_id, None, "reconcile", failed=status == "FAILED")))
-                started.append(job_id)
+            except (JobOutputError, ManifestError) as exc:
+                _record_unreadable(datastore_id, job_id, exc, svc)
+                continue
+            except Exception:  # the next job must still be swept; this one is tried again next time
+                logger.exception("reconciliation could not start a job; it is tried again on the next sweep")
+                continue
+            started.append(job_id)
     return started
+
+
+def _record_unreadable(datastore_id: str, job_id: str, exc: Exception, svc: Services) -> None:
+    error_type = type(exc).__name__  # the message names objects of the output folder: kept out of the alert
+    logger.warning("import job output unreadable; recorded", extra={"job_id": job_id, "error_type": error_type})
+    if svc.progress.record_unreadable(job_id, datastore_id, error_type):
+        svc.alerts.publish(compose_unreadable(job_id, datastore_id, error_type))
+        metrics.add_metric(name="JobsUnreadable", unit=MetricUnit.Count, value=1)
