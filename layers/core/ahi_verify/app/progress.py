@@ -108,48 +108,40 @@ class JobProgress:
     ) -> bool:
         """Record a new job in state ``planning`` (with its manifest's SHA-256, to recognise a manifest that
         changes later); False when the job is already known."""
-        now = int(self._clock())
         manifest = {"manifest_sha256": {"S": manifest_sha256}} if manifest_sha256 else {}
-        return _when_condition_holds(
-            self._sleep,
-            lambda: self._db.put_item(
-                TableName=self._table,
-                Item={
-                    "pk": _pk(job_id),
-                    "sk": {"S": "JOB"},
-                    "datastore_id": {"S": datastore_id},
-                    "folder": {"S": folder_uri},
-                    "state": {"S": JobState.PLANNING.value},
-                    "pending": _n(pending),
-                    "frames_match": _n(0),
-                    "frames_mismatch": _n(0),
-                    "frames_error": _n(0),
-                    "created_at": _n(now),
-                    "expires_at": _n(now + RETENTION_S),
-                    **manifest,
-                },
-                ConditionExpression="attribute_not_exists(pk)",
-            ),
+        return self._new_job(
+            job_id,
+            datastore_id,
+            JobState.PLANNING,
+            {
+                "folder": {"S": folder_uri},
+                "pending": _n(pending),
+                "frames_match": _n(0),
+                "frames_mismatch": _n(0),
+                "frames_error": _n(0),
+                **manifest,
+            },
         )
 
     def record_unreadable(self, job_id: str, datastore_id: str, error_type: str) -> bool:
         """Record a job whose output cannot be read, once; False when the job is already known."""
+        return self._new_job(job_id, datastore_id, JobState.UNREADABLE, {"error_type": {"S": error_type}})
+
+    def _new_job(self, job_id: str, datastore_id: str, state: JobState, fields: dict[str, Any]) -> bool:
+        """Put a job record that does not exist yet; False when it does (the job is already known)."""
         now = int(self._clock())
+        item = {
+            "pk": _pk(job_id),
+            "sk": {"S": "JOB"},
+            "datastore_id": {"S": datastore_id},
+            "state": {"S": state.value},
+            "created_at": _n(now),
+            "expires_at": _n(now + RETENTION_S),
+            **fields,
+        }
         return _when_condition_holds(
             self._sleep,
-            lambda: self._db.put_item(
-                TableName=self._table,
-                Item={
-                    "pk": _pk(job_id),
-                    "sk": {"S": "JOB"},
-                    "datastore_id": {"S": datastore_id},
-                    "state": {"S": JobState.UNREADABLE.value},
-                    "error_type": {"S": error_type},
-                    "created_at": _n(now),
-                    "expires_at": _n(now + RETENTION_S),
-                },
-                ConditionExpression="attribute_not_exists(pk)",
-            ),
+            lambda: self._db.put_item(TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)"),
         )
 
     def get(self, job_id: str) -> dict[str, Any] | None:
