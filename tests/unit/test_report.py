@@ -98,16 +98,17 @@ def header(
         plan = failed_job_plan(DS, JOB, folder, failure_message, STARTED)
         job = plan.job
     else:
+        m = job_manifest or manifest()
         job = JobHeader(
             job_id=JOB,
             datastore_id=DS,
             folder=FOLDER,
-            input_s3_uri=(job_manifest or manifest()).input_s3_uri,
-            scanned_files=(job_manifest or manifest()).scanned_files,
-            imported_files=(job_manifest or manifest()).imported_files,
-            files_with_customer_error=(job_manifest or manifest()).customer_error_files,
-            files_with_server_error=(job_manifest or manifest()).server_error_files,
-            generated_image_sets=(job_manifest or manifest()).generated_image_sets,
+            input_s3_uri=m.input_s3_uri,
+            scanned_files=m.scanned_files,
+            imported_files=m.imported_files,
+            files_with_customer_error=m.customer_error_files,
+            files_with_server_error=m.server_error_files,
+            generated_image_sets=m.generated_image_sets,
         )
     return Head(job, tally.findings(), tuple(notes))
 

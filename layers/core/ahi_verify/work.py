@@ -41,8 +41,10 @@ def source_inputs(
     plan: JobPlan, image_set_id: str, store: JobOutputStore, readable_bucket: str | None = None
 ) -> SourceInputs | None:
     """The item's source files when the plan asks for the three-way check, else None."""
+    if not plan.with_sources or plan.job.input_s3_uri is None:
+        return None  # asked before the lookup: the CLI calls this for every image set of every job
     planned = plan.image_set(image_set_id)
-    if not plan.with_sources or planned is None or plan.job.input_s3_uri is None:
+    if planned is None:
         return None
     return SourceInputs(store, plan.job.input_s3_uri, planned.input_files, readable_bucket)
 
