@@ -27,17 +27,21 @@ prefer_io_threads()
 
 
 @tracer.capture_method
-def verify_record(record: SQSRecord) -> dict[str, Any]:
+def verify_record(record: SQSRecord, lambda_context: LambdaContext) -> dict[str, Any]:
     item = WorkItem.from_json(record.body)  # an unreadable body fails every delivery and lands in the DLQ
     logger.set_correlation_id(item.job_id)
     logger.append_keys(job_id=item.job_id, image_set_id=item.image_set_id, item_id=item.item_id)
     try:
-        return process_work_item(item, SERVICES, OPTIONS)
+        # Batch size 1: the invocation's remaining time is this item's; near it, the rest is handed on.
+        return process_work_item(
+            item, SERVICES, OPTIONS, remaining_s=lambda: lambda_context.get_remaining_time_in_millis() / 1000
+        )
     except Exception as exc:
         attempts = int(record.attributes.approximate_receive_count)
         if attempts >= SETTINGS.work_max_receive_count:
             logger.exception("work item failed on its last delivery; recorded as not verified")
-            record_failed_item(item, f"{type(exc).__name__}: {exc}", attempts, SERVICES)
+            why = f"work item failed on all {attempts} deliveries and was moved to the dead-letter queue"
+            record_failed_item(item, f"{why}: {type(exc).__name__}: {exc}", SERVICES)
         raise
 
 

@@ -397,8 +397,9 @@ def test_an_item_failing_on_its_last_delivery_is_reported_and_the_job_completes(
     good, poison = sorted((WorkItem.from_json(m["Body"]) for m in drain(aws)), key=lambda i: i.image_set_id)
     process(good, svc)
     # WHEN the poison item's last delivery fails and the worker records it before it goes to the DLQ
-    record_failed_item(poison, "RuntimeError: boom", 3, svc)
-    record_failed_item(poison, "RuntimeError: boom", 3, svc)  # a repeated last delivery counts once
+    why = "work item failed on all 3 deliveries and was moved to the dead-letter queue: RuntimeError: boom"
+    assert record_failed_item(poison, why, svc)
+    assert not record_failed_item(poison, why, svc)  # a repeated last delivery counts once
     # THEN the job is finalised: the image set is in error, the good frames are there, one alert says so
     doc = report(aws, job_id(20))
     errors = {s["imageSetId"]: s["error"] for s in doc["imageSets"]}
@@ -565,3 +566,117 @@ def test_a_transient_failure_leaves_the_job_for_the_next_sweep(aws: dict[str, An
     assert reconcile(svc, throttled) == []
     assert svc.progress.get(job_id(42)) is None  # not recorded: swept again next time
     assert reconcile(svc, lambda job: start_job(JobRef(**job), svc)) == [job_id(42)]
+
+
+def running_out_after(source: FakeSource, fetches: int, seconds: float = 900.0) -> Any:
+    """An invocation's remaining time that falls below the hand-back reserve once ``fetches`` frames have
+    been fetched (the clock the worker reads is the source's progress, so the test is deterministic)."""
+    return lambda: seconds if len(source.fetched) < fetches else 1.0
+
+
+def test_a_worker_near_its_deadline_hands_the_rest_on_and_every_frame_is_checked_once(aws: dict[str, Any]) -> None:
+    # GIVEN an image set of 12 frames and invocations that run out of time after 5 fetches each
+    source = FakeSource()
+    frames = make_frames(12, seed=40)
+    source.add_image_set(image_set_id(40), frames)
+    svc = services(aws, source)
+    start_job(JobRef(DS, job_id(40), write_job(aws, job_id(40), [image_set_id(40)]), "s3"), svc)
+    # WHEN each queued item is processed with such a deadline until the queue is empty
+    processed = []
+    while messages := drain(aws):
+        for m in messages:
+            item = WorkItem.from_json(m["Body"])
+            processed.append(item)
+            done_before = len(source.fetched)
+            process_work_item(item, svc, OPTIONS, remaining_s=running_out_after(source, done_before + 5))
+    # THEN the work was handed on (more than one item), each frame fetched once, and the report is CLEAN
+    assert len(processed) > 1
+    assert sorted(source.fetched) == sorted(frames)
+    doc = report(aws, job_id(40))
+    assert [f["imageFrameId"] for f in doc["imageSets"][0]["frames"]] == list(frames)
+    assert (doc["verdict"], doc["imageSets"][0]["error"]) == ("CLEAN", None)
+    record = svc.progress.get(job_id(40))
+    assert record is not None
+    assert (record["pending"], record["frames_match"], record["state"]) == (0, 12, "done")
+
+
+def test_a_redelivered_handed_back_item_checks_only_up_to_its_cut(aws: dict[str, Any]) -> None:
+    # GIVEN a 10-frame image set whose item handed frames on after 4 fetches, but whose message came back
+    # (the worker died after counting the hand-back, before deleting the message)
+    source = FakeSource()
+    frames = make_frames(10, seed=41)
+    source.add_image_set(image_set_id(41), frames)
+    svc = services(aws, source)
+    start_job(JobRef(DS, job_id(41), write_job(aws, job_id(41), [image_set_id(41)]), "s3"), svc)
+    (item,) = [WorkItem.from_json(m["Body"]) for m in drain(aws)]
+    process_work_item(item, svc, OPTIONS, remaining_s=running_out_after(source, 4))
+    (rest,) = [WorkItem.from_json(m["Body"]) for m in drain(aws)]
+    cut = svc.progress.handed_back_at(job_id(41), item.item_id)
+    assert rest.frames is not None
+    assert cut == rest.frames[0]
+    assert rest.frames[1] == 10
+    # WHEN the original message is delivered again with plenty of time, then the rest is processed twice
+    fetched_before = len(source.fetched)
+    assert process(item, svc)["outcome"] == "already-done"
+    assert len(source.fetched) == fetched_before  # an item already counted is not fetched again
+    for again in [WorkItem.from_json(m["Body"]) for m in drain(aws)] + [rest, rest]:
+        process(again, svc)
+    # THEN each frame is in the report once, and the ledger's counts equal the report's
+    doc = report(aws, job_id(41))
+    assert [f["imageFrameId"] for f in doc["imageSets"][0]["frames"]] == list(frames)
+    record = svc.progress.get(job_id(41))
+    assert record is not None
+    assert (record["pending"], record["frames_match"]) == (0, doc["summary"]["frames"]["match"]) == (0, 10)
+
+
+def test_a_redelivered_split_message_whose_metadata_fails_never_ends_the_job_early(aws: dict[str, Any]) -> None:
+    # GIVEN a 7-frame image set split into items of 5 frames on its first delivery, the first range verified
+    source = FakeSource()
+    frames = make_frames(7, seed=42)
+    source.add_image_set(image_set_id(42), frames)
+    svc = services(aws, source, frames_per_work_item=5)
+    start_job(JobRef(DS, job_id(42), write_job(aws, job_id(42), [image_set_id(42)]), "s3"), svc)
+    (whole,) = [WorkItem.from_json(m["Body"]) for m in drain(aws)]
+    process(whole, svc)
+    rest = [WorkItem.from_json(m["Body"]) for m in drain(aws)]
+    assert [i.frames for i in rest] == [(5, 7)]
+    # WHEN the whole-set message is delivered again while GetImageSetMetadata fails
+    stored = source.image_sets.pop(image_set_id(42))
+    assert process(whole, svc)["outcome"] == "already-done"
+    record = svc.progress.get(job_id(42))
+    assert record is not None
+    assert record["pending"] == 1
+    with pytest.raises(ClientError):
+        report(aws, job_id(42))  # not finalised early
+    source.image_sets[image_set_id(42)] = stored
+    for item in rest + [WorkItem.from_json(m["Body"]) for m in drain(aws)]:
+        process(item, svc)
+    # THEN the report has all 7 frames, no metadata error, and the ledger counted what the report shows
+    doc = report(aws, job_id(42))
+    assert [f["imageFrameId"] for f in doc["imageSets"][0]["frames"]] == list(frames)
+    assert (doc["verdict"], doc["imageSets"][0]["error"]) == ("CLEAN", None)
+    record = svc.progress.get(job_id(42))
+    assert record is not None
+    assert (record["pending"], record["frames_match"]) == (0, 7)
+
+
+def test_a_split_message_redelivered_before_its_first_range_completed_checks_that_range(
+    aws: dict[str, Any],
+) -> None:
+    # GIVEN a split recorded (the first delivery died after queueing the other ranges)
+    source = FakeSource()
+    frames = make_frames(7, seed=43)
+    source.add_image_set(image_set_id(43), frames)
+    svc = services(aws, source, frames_per_work_item=5)
+    start_job(JobRef(DS, job_id(43), write_job(aws, job_id(43), [image_set_id(43)]), "s3"), svc)
+    (whole,) = [WorkItem.from_json(m["Body"]) for m in drain(aws)]
+    assert svc.progress.record_split(job_id(43), image_set_id(43), 1, 7, 5)
+    # WHEN the whole-set message comes back, and every queued item is processed
+    process(whole, svc)
+    for item in [WorkItem.from_json(m["Body"]) for m in drain(aws)]:
+        process(item, svc)
+    # THEN the first range was checked as its own item and the job is complete and CLEAN
+    assert svc.progress.item_done(job_id(43), whole.with_frames(0, 5).item_id)
+    assert not svc.progress.item_done(job_id(43), whole.item_id)
+    doc = report(aws, job_id(43))
+    assert (doc["verdict"], doc["summary"]["frames"]["total"]) == ("CLEAN", 7)

@@ -109,3 +109,38 @@ def test_progress_callback_sees_every_result() -> None:
 def test_options_reject_zero(field: str) -> None:
     with pytest.raises(ValueError, match=field):
         VerifyOptions(**{field: 0})
+
+
+@pytest.mark.parametrize("stop_after", [1, 7, 30, 59])
+def test_a_deadline_stops_new_fetches_and_the_checked_frames_are_a_prefix(stop_after: int) -> None:
+    # GIVEN 60 frames fetched 8 at a time, and a deadline that passes once `stop_after` fetches have begun
+    frames = make_frames(60)
+    source = FakeSource(frames, delay=0.002)
+    listed = load_image_set_frames(source, DS, ISET).frames
+    # WHEN the engine runs with that deadline
+    results = list(
+        iter_frame_results(
+            source,
+            DS,
+            ISET,
+            listed,
+            VerifyOptions(fetch_concurrency=8, decode_workers=2),
+            stop=lambda: len(source.fetched) >= stop_after,
+        )
+    )
+    # THEN it stopped early, what it checked is the first frames in order, each once, all matching
+    positions = sorted(listed.index(next(f for f in listed if f.index == r.index)) for r in results)
+    assert positions == list(range(len(positions)))
+    assert stop_after <= len(positions) < 60
+    assert sorted(source.fetched) == sorted(frame.image_frame_id for frame in listed[: len(positions)])
+    assert all(r.status is Status.MATCH for r in results)
+
+
+def test_a_deadline_already_past_still_checks_the_first_frame() -> None:
+    # GIVEN a deadline that has passed before the run starts
+    source = FakeSource(make_frames(5))
+    listed = load_image_set_frames(source, DS, ISET).frames
+    # WHEN the engine runs
+    results = list(iter_frame_results(source, DS, ISET, listed, stop=lambda: True))
+    # THEN the first frame is checked (every run makes progress) and nothing else
+    assert [r.index for r in results] == [listed[0].index]

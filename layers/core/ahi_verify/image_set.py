@@ -105,6 +105,29 @@ class _ByteBudget:
             self._cond.notify_all()
 
 
+class _StartGate:
+    """Decides which fetches may start once the deadline has passed, so that the started frames stay a
+    prefix: the pool takes frames in order, but a thread may ask later than one that took a later frame;
+    the cut is set past every position already started, and everything from it on is held back."""
+
+    def __init__(self, stop: Callable[[], bool] | None) -> None:
+        self._stop = stop
+        self._lock = threading.Lock()
+        self._started_up_to = -1
+        self._cut: int | None = None
+
+    def may_start(self, position: int) -> bool:
+        if self._stop is None:
+            return True
+        with self._lock:
+            if self._cut is None and position > 0 and self._stop():
+                self._cut = max(position, self._started_up_to + 1)
+            if self._cut is not None and position >= self._cut:
+                return False
+            self._started_up_to = max(self._started_up_to, position)
+            return True
+
+
 def load_image_set_frames(
     source: FrameSource, datastore_id: str, image_set_id: str, version_id: str | None = None
 ) -> ImageSetFrames:
@@ -128,17 +151,24 @@ def iter_frame_results(
     image_set_id: str,
     frames: tuple[FrameRef, ...],
     options: VerifyOptions | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> Iterator[FrameResult]:
     """Yield one result per frame, in completion order.
 
     Every frame yields exactly one result: fetch and decode failures, and any unexpected exception,
     become ERROR results for that frame instead of ending the run. Closing the iterator early cancels
     the frames not yet started.
+
+    ``stop`` (the caller's deadline) is asked as each fetch starts; once it says True, no further fetch
+    starts, and every frame already started still yields its result. The frames that yield form a prefix
+    of ``frames`` (frames answered without a fetch may yield beyond it): the first frame never stops, so
+    a run always makes progress.
     """
     options = options or VerifyOptions()
-    done: queue.SimpleQueue[FrameResult] = queue.SimpleQueue()
+    done: queue.SimpleQueue[FrameResult | None] = queue.SimpleQueue()
     budget = _ByteBudget(options.memory_budget_bytes)
     cancelled = threading.Event()
+    gate = _StartGate(stop)
     fetch_pool = ThreadPoolExecutor(options.fetch_concurrency, thread_name_prefix="ahi-fetch")
     decode_pool = ThreadPoolExecutor(options.decode_workers, thread_name_prefix="ahi-decode")
 
@@ -148,7 +178,10 @@ def iter_frame_results(
         finally:
             budget.release(reserved)
 
-    def fetch(frame: FrameRef) -> None:
+    def fetch(position: int, frame: FrameRef) -> None:
+        if not gate.may_start(position):
+            done.put(None)  # not started: the caller hands this frame on
+            return
         reserved = budget.acquire(int(frame.decoded_size_estimate() * IN_FLIGHT_FACTOR), cancelled)
         handed_over = False
         try:
@@ -172,15 +205,17 @@ def iter_frame_results(
 
     pending = 0
     try:
-        for frame in frames:
+        for position, frame in enumerate(frames):
             early = _guarded(frame, partial(precheck_frame, frame))
             if early is not None:
                 yield early
             else:
-                fetch_pool.submit(fetch, frame)
+                fetch_pool.submit(fetch, position, frame)
                 pending += 1
         for _ in range(pending):
-            yield done.get()
+            result = done.get()
+            if result is not None:
+                yield result
     finally:
         cancelled.set()
         fetch_pool.shutdown(wait=True, cancel_futures=True)

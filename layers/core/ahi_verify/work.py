@@ -76,8 +76,13 @@ def verify_frames(
     *,
     sources: SourceInputs | None = None,
     on_result: OnResult | None = None,
+    stop: Callable[[], bool] | None = None,
+    upto: int | None = None,
 ) -> Part:
     """Check the item's frames (all of ``listed``, or the item's range of it) and build its part.
+
+    With ``stop`` (a deadline), the check may end early: the part then covers a prefix of the item's
+    frames and its ``range`` says which (:func:`unreached` gives the rest, to be handed on).
 
     Parameters
     ----------
@@ -91,17 +96,29 @@ def verify_frames(
         Run the three-way check against these files.
     on_result : callable, optional
         Progress callback.
+    stop : callable, optional
+        Asked before each fetch starts; True ends the check after the frames already started.
+    upto : int, optional
+        Check only the item's frames before this one (an item that handed the rest on before).
     """
     started = time.perf_counter()
     listed = listing.frames
     start, end = item.frames or (0, len(listed))
+    whole = end
+    if upto is not None:
+        end = min(end, upto)
     chosen = listed[start:end]
-    results: list[FrameResult] = []
-    for result in iter_frame_results(source, item.datastore_id, item.image_set_id, chosen, options):
-        results.append(result)
+    by_position: dict[int, FrameResult] = {}
+    positions = {frame.index: position for position, frame in enumerate(chosen)}
+    for result in iter_frame_results(source, item.datastore_id, item.image_set_id, chosen, options, stop):
+        by_position[positions[result.index]] = result
         if on_result is not None:
             on_result(result, len(chosen))
-    results.sort(key=lambda r: r.index)
+    # The engine's results form a prefix of the range when it stopped early (frames answered without a
+    # fetch may lie beyond it); the part keeps the prefix, so the frames handed on are checked once.
+    reached = next((p for p in range(len(chosen)) if p not in by_position), len(chosen))
+    results = [by_position[p] for p in range(reached)]
+    covered = item.frames if reached == len(chosen) and end == whole else (start, start + reached)
     comparisons: dict[int, SourceComparison] = {}
     problems: tuple[SourceFileProblem, ...] = ()
     orphans: tuple[str, ...] = ()
@@ -112,7 +129,7 @@ def verify_frames(
     return Part(
         item_id=item.item_id,
         image_set_id=item.image_set_id,
-        range=item.frames,
+        range=covered,
         total_frames=len(listed),
         error=listing.error,
         instances=listing.instances,
@@ -121,6 +138,15 @@ def verify_frames(
         source_errors=problems,
         orphan_source_frames=orphans,
     )
+
+
+def unreached(item: WorkItem, part: Part) -> WorkItem | None:
+    """The frames of ``item`` its part did not reach (the check stopped at a deadline), as the work item
+    that checks them; None when the part covers the whole item."""
+    if part.range is None or part.range == item.frames:
+        return None
+    end = item.frames[1] if item.frames is not None else part.total_frames
+    return item.with_frames(part.range[1], end) if part.range[1] < end else None
 
 
 def verify_work_item(

@@ -4,7 +4,11 @@ and the report and alert decided, exactly once, under concurrent completions and
 Items (partition ``JOB#<jobId>``):
 ``JOB``               datastore, folder, state, ``pending`` work items, frame counters, finalisation marks
 ``ITEM#<itemId>``     a work item completed (conditional put: a redelivered item is not counted twice)
-``SPLIT#<imageSetId>``an image set was split into frame ranges (conditional put: ``pending`` grows once)
+``SPLIT#<imageSetId>``an image set was split into frame ranges (conditional put: ``pending`` grows once);
+                      holds the frame count and range size, so a redelivered whole-set message is cut the
+                      same way even when its metadata cannot be read again
+``HANDBACK#<itemId>`` a work item stopped at its deadline and handed the frames from ``at`` on to a new
+                      item (conditional put: ``pending`` grows once, and a redelivery stops at the same frame)
 """
 
 from __future__ import annotations
@@ -166,14 +170,47 @@ class JobProgress:
             ),
         )
 
-    def record_split(self, job_id: str, image_set_id: str, extra_items: int) -> bool:
+    def record_split(self, job_id: str, image_set_id: str, extra_items: int, total_frames: int, per_item: int) -> bool:
         """Count the extra work items of a split image set, once; False if it was already counted."""
         return self._transact(
             job_id,
             f"SPLIT#{image_set_id}",
             "ADD pending :extra",
             {":extra": _n(extra_items)},
+            {"total_frames": _n(total_frames), "per_item": _n(per_item)},
         )
+
+    def split_of(self, job_id: str, image_set_id: str) -> tuple[int, int] | None:
+        """``(total frames, frames per item)`` of an image set already split, or None."""
+        marker = self._marker(job_id, f"SPLIT#{image_set_id}")
+        if marker is None:
+            return None
+        return int(marker["total_frames"]), int(marker["per_item"])
+
+    def record_handback(self, job_id: str, item_id: str, at: int) -> int:
+        """Count the work item that continues ``item_id`` from frame ``at``, once; return the frame the item
+        was cut at, which is the one recorded first when a redelivery got there before."""
+        if self._transact(job_id, f"HANDBACK#{item_id}", "ADD pending :one", {":one": _n(1)}, {"at": _n(at)}):
+            return at
+        recorded = self.handed_back_at(job_id, item_id)
+        if recorded is None:  # pragma: no cover - the conditional put failed, so the marker exists
+            raise RuntimeError(f"hand-back of work item {item_id} neither recorded nor found")
+        return recorded
+
+    def handed_back_at(self, job_id: str, item_id: str) -> int | None:
+        """The frame a work item was cut at when it handed the rest on, or None."""
+        marker = self._marker(job_id, f"HANDBACK#{item_id}")
+        return None if marker is None else int(marker["at"])
+
+    def item_done(self, job_id: str, item_id: str) -> bool:
+        """True when the work item's completion has been counted."""
+        return self._marker(job_id, f"ITEM#{item_id}") is not None
+
+    def _marker(self, job_id: str, marker: str) -> dict[str, Any] | None:
+        item = self._db.get_item(
+            TableName=self._table, Key={"pk": _pk(job_id), "sk": {"S": marker}}, ConsistentRead=True
+        ).get("Item")
+        return {k: _plain(v) for k, v in item.items()} if item else None
 
     def complete_item(self, job_id: str, item_id: str, counts: FrameCounts) -> bool:
         """Mark one work item done and add its frame counts, once; False if it was already done."""
@@ -189,8 +226,11 @@ class JobProgress:
             },
         )
 
-    def _transact(self, job_id: str, marker: str, update: str, values: dict[str, Any]) -> bool:
+    def _transact(
+        self, job_id: str, marker: str, update: str, values: dict[str, Any], fields: dict[str, Any] | None = None
+    ) -> bool:
         now = int(self._clock())
+        item = {"pk": _pk(job_id), "sk": {"S": marker}, "expires_at": _n(now + RETENTION_S), **(fields or {})}
         return _when_condition_holds(
             self._sleep,
             lambda: self._db.transact_write_items(
@@ -198,7 +238,7 @@ class JobProgress:
                     {
                         "Put": {
                             "TableName": self._table,
-                            "Item": {"pk": _pk(job_id), "sk": {"S": marker}, "expires_at": _n(now + RETENTION_S)},
+                            "Item": item,
                             "ConditionExpression": "attribute_not_exists(pk)",
                         }
                     },
