@@ -12,10 +12,11 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from ahi_verify.app.delivery import record_not_verified
 from ahi_verify.app.observability import logger, metrics, tracer
 from ahi_verify.app.settings import Settings
 from ahi_verify.app.wiring import build_services
-from ahi_verify.app.worker import process_work_item, record_failed_item, verify_options
+from ahi_verify.app.worker import process_work_item, verify_options
 from ahi_verify.image_set import prefer_io_threads
 from ahi_verify.work_items import WorkItem
 
@@ -41,7 +42,7 @@ def verify_record(record: SQSRecord, lambda_context: LambdaContext) -> dict[str,
         if attempts >= SETTINGS.work_max_receive_count:
             logger.exception("work item failed on its last delivery; recorded as not verified")
             why = f"work item failed on all {attempts} deliveries and was moved to the dead-letter queue"
-            record_failed_item(item, f"{why}: {type(exc).__name__}: {exc}", SERVICES)
+            record_not_verified(item, f"{why}: {type(exc).__name__}: {exc}", SERVICES)
         raise
 
 

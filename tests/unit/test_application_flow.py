@@ -15,6 +15,8 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+from ahi_verify.app.dead_letters import record_dead_letter
+from ahi_verify.app.delivery import record_not_verified
 from ahi_verify.app.events import JobRef
 from ahi_verify.app.finaliser import finalise_job
 from ahi_verify.app.messaging import AlertPublisher, WorkQueue
@@ -23,7 +25,7 @@ from ahi_verify.app.settings import Settings
 from ahi_verify.app.storage import ReportStore
 from ahi_verify.app.trigger import reconcile, start_job
 from ahi_verify.app.wiring import Services
-from ahi_verify.app.worker import process_work_item, record_failed_item
+from ahi_verify.app.worker import process_work_item
 from ahi_verify.healthimaging import HealthImagingJobs
 from ahi_verify.image_set import VerifyOptions
 from ahi_verify.report import FrameCounts
@@ -398,8 +400,8 @@ def test_an_item_failing_on_its_last_delivery_is_reported_and_the_job_completes(
     process(good, svc)
     # WHEN the poison item's last delivery fails and the worker records it before it goes to the DLQ
     why = "work item failed on all 3 deliveries and was moved to the dead-letter queue: RuntimeError: boom"
-    assert record_failed_item(poison, why, svc)
-    assert not record_failed_item(poison, why, svc)  # a repeated last delivery counts once
+    assert record_not_verified(poison, why, svc)
+    assert not record_not_verified(poison, why, svc)  # a repeated last delivery counts once
     # THEN the job is finalised: the image set is in error, the good frames are there, one alert says so
     doc = report(aws, job_id(20))
     errors = {s["imageSetId"]: s["error"] for s in doc["imageSets"]}
@@ -611,10 +613,9 @@ def test_a_redelivered_handed_back_item_checks_only_up_to_its_cut(aws: dict[str,
     (item,) = [WorkItem.from_json(m["Body"]) for m in drain(aws)]
     process_work_item(item, svc, OPTIONS, remaining_s=running_out_after(source, 4))
     (rest,) = [WorkItem.from_json(m["Body"]) for m in drain(aws)]
-    cut = svc.progress.handed_back_at(job_id(41), item.item_id)
     assert rest.frames is not None
-    assert cut == rest.frames[0]
     assert rest.frames[1] == 10
+    assert svc.progress.handed_back(job_id(41), item.item_id) == rest.frames
     # WHEN the original message is delivered again with plenty of time, then the rest is processed twice
     fetched_before = len(source.fetched)
     assert process(item, svc)["outcome"] == "already-done"
@@ -680,3 +681,62 @@ def test_a_split_message_redelivered_before_its_first_range_completed_checks_tha
     assert not svc.progress.item_done(job_id(43), whole.item_id)
     doc = report(aws, job_id(43))
     assert (doc["verdict"], doc["summary"]["frames"]["total"]) == ("CLEAN", 7)
+
+
+def test_a_dead_lettered_item_that_was_killed_on_every_delivery_is_reported_and_the_job_completes(
+    aws: dict[str, Any],
+) -> None:
+    # GIVEN a job of two image sets; the second one's item was killed on every delivery (nothing recorded)
+    source = FakeSource()
+    source.add_image_set(image_set_id(50), make_frames(2, seed=50))
+    source.add_image_set(image_set_id(51), make_frames(3, seed=51))
+    svc = services(aws, source)
+    start_job(JobRef(DS, job_id(50), write_job(aws, job_id(50), [image_set_id(50), image_set_id(51)]), "s3"), svc)
+    good, killed = sorted((WorkItem.from_json(m["Body"]) for m in drain(aws)), key=lambda i: i.image_set_id)
+    process(good, svc)
+    # WHEN the dead-letter recorder receives the killed item (twice: SQS delivers at least once)
+    assert record_dead_letter(killed.to_json(), svc) == "recorded"
+    assert record_dead_letter(killed.to_json(), svc) == "already-counted"
+    # THEN the job has its report: the image set is named as not verified, and one alert says UNVERIFIED
+    doc = report(aws, job_id(50))
+    errors = {s["imageSetId"]: s["error"] for s in doc["imageSets"]}
+    assert errors[image_set_id(50)] is None
+    assert "dead-letter queue after 5 deliveries" in errors[image_set_id(51)]
+    assert (doc["verdict"], doc["summary"]["frames"]["total"]) == ("UNVERIFIED", 2)
+    assert len(alerts(aws)) == 1
+
+
+def test_a_dead_letter_of_an_item_the_worker_already_recorded_changes_nothing(aws: dict[str, Any]) -> None:
+    # GIVEN an item whose last delivery raised, recorded by the worker with its error
+    source = FakeSource()
+    source.add_image_set(image_set_id(52), make_frames(2, seed=52))
+    svc = services(aws, source)
+    start_job(JobRef(DS, job_id(52), write_job(aws, job_id(52), [image_set_id(52)]), "s3"), svc)
+    (item,) = [WorkItem.from_json(m["Body"]) for m in drain(aws)]
+    assert record_not_verified(item, "work item failed on all 5 deliveries: RuntimeError: boom", svc)
+    # WHEN its message then reaches the dead-letter recorder
+    outcome = record_dead_letter(item.to_json(), svc)
+    # THEN the worker's reason stands and the job was finalised once
+    assert outcome == "already-counted"
+    assert "RuntimeError: boom" in report(aws, job_id(52))["imageSets"][0]["error"]
+    assert len(alerts(aws)) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "outcome"),
+    [
+        pytest.param("not json", "unattributable", id="not-json"),
+        pytest.param('{"v": 1, "jobId": "x"}', "unattributable", id="malformed-job-id"),
+        pytest.param(WorkItem(job_id(53), "e" * 32, image_set_id(53)).to_json(), "other-data-store", id="other-store"),
+        pytest.param(WorkItem(job_id(53), DS, image_set_id(53)).to_json(), "unknown-job", id="unknown-job"),
+    ],
+)
+def test_dead_letters_that_belong_to_no_job_of_this_deployment_are_not_recorded(
+    aws: dict[str, Any], body: str, outcome: str
+) -> None:
+    # GIVEN a dead-lettered message that is not a work item of a job this deployment queued
+    svc = services(aws, FakeSource())
+    # WHEN it is recorded THEN nothing is written and no alert is sent
+    assert record_dead_letter(body, svc) == outcome
+    assert aws["s3"].list_objects_v2(Bucket=BUCKET, Prefix="ahi-verify-reports/").get("KeyCount") == 0
+    assert alerts(aws) == []

@@ -1,5 +1,6 @@
 """Ports and adapters, checked at import time: the verification core loads no AWS SDK and no Lambda tooling,
-and the job trigger's whole import chain loads no codecs (its function ships without the codecs layer).
+and the whole import chains of the job trigger and the dead-letter recorder load no codecs (their functions
+ship without the codecs layer).
 
 ruff's TID251 rule (pyproject.toml) rejects such an import in the source; this test also catches one that
 arrives indirectly, through another module."""
@@ -25,6 +26,7 @@ WITHOUT_CODECS = [
     *("ids", "locations", "outcomes", "ports", "documents", "job_output", "work_items", "report", "report_html"),
     "alert",
     *("plan", "merge", "healthimaging", "s3_output", "app.wiring", "app.trigger", "app.finaliser", "app.events"),
+    *("app.delivery", "app.dead_letters"),
 ]
 
 

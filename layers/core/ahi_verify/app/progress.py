@@ -187,20 +187,21 @@ class JobProgress:
             return None
         return int(marker["total_frames"]), int(marker["per_item"])
 
-    def record_handback(self, job_id: str, item_id: str, at: int) -> int:
-        """Count the work item that continues ``item_id`` from frame ``at``, once; return the frame the item
-        was cut at, which is the one recorded first when a redelivery got there before."""
-        if self._transact(job_id, f"HANDBACK#{item_id}", "ADD pending :one", {":one": _n(1)}, {"at": _n(at)}):
-            return at
-        recorded = self.handed_back_at(job_id, item_id)
+    def record_handback(self, job_id: str, item_id: str, rest: tuple[int, int]) -> tuple[int, int]:
+        """Count the work item that continues ``item_id`` with the frames ``rest`` (``[start, end)``), once;
+        return the range recorded, which is the first one when a redelivery got there before."""
+        fields = {"at": _n(rest[0]), "end": _n(rest[1])}
+        if self._transact(job_id, f"HANDBACK#{item_id}", "ADD pending :one", {":one": _n(1)}, fields):
+            return rest
+        recorded = self.handed_back(job_id, item_id)
         if recorded is None:  # pragma: no cover - the conditional put failed, so the marker exists
             raise RuntimeError(f"hand-back of work item {item_id} neither recorded nor found")
         return recorded
 
-    def handed_back_at(self, job_id: str, item_id: str) -> int | None:
-        """The frame a work item was cut at when it handed the rest on, or None."""
+    def handed_back(self, job_id: str, item_id: str) -> tuple[int, int] | None:
+        """The frames ``[start, end)`` a work item handed on to another item, or None."""
         marker = self._marker(job_id, f"HANDBACK#{item_id}")
-        return None if marker is None else int(marker["at"])
+        return None if marker is None else (int(marker["at"]), int(marker["end"]))
 
     def item_done(self, job_id: str, item_id: str) -> bool:
         """True when the work item's completion has been counted."""

@@ -4,19 +4,15 @@ An image set larger than ``FRAMES_PER_WORK_ITEM`` frames is split on its first d
 the first range and queues the rest (the progress table counts the extra items once, whatever is
 redelivered). A worker that nears its deadline stops fetching, keeps the frames it reached and hands the
 rest on as a new work item, so throttling or a slow service make a job slower, never a dead letter. A work
-item that fails on its last delivery is recorded as not verified, so its job still ends in a report.
-
-Every delivery first finds the item it really stands for, from the progress table: a whole-set message
-whose image set was split stands for the first range; an item that handed frames on stands for the frames
-before the cut; an item already counted is not verified again. So a redelivered message, whatever failed
-the second time, can never count a frame twice or end a job early.
+item that fails on its last delivery is recorded as not verified (``delivery.record_not_verified``), so its
+job still ends in a report. Every delivery first finds the item it stands for (``delivery``), so a
+redelivered message can never count a frame twice or end a job early.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -25,6 +21,7 @@ from ..image_set import VerifyOptions
 from ..report import Part
 from ..work import list_frames, source_inputs, unreached, verify_frames
 from ..work_items import WorkItem, WorkItemError, frame_ranges
+from .delivery import resolve_delivery
 from .finaliser import finalise_if_done
 from .observability import logger, metrics
 from .wiring import Services
@@ -43,15 +40,6 @@ def verify_options(svc: Services) -> VerifyOptions:
     """How hard one worker drives the service and its CPUs."""
     settings = svc.settings
     return VerifyOptions(fetch_concurrency=settings.fetch_concurrency, memory_budget_bytes=settings.memory_budget_bytes)
-
-
-@dataclass(frozen=True)
-class _Effective:
-    """What a delivered message stands for, after what earlier deliveries recorded."""
-
-    item: WorkItem
-    upto: int | None = None
-    """The item handed the frames from here on to another item before: check only those before."""
 
 
 def process_work_item(
@@ -79,7 +67,7 @@ def process_work_item(
     if svc.progress.get(item.job_id) is None:
         raise WorkItemError("work item names a job this deployment never queued")
     started = time.perf_counter()
-    effective = _resolve(item, svc)
+    effective = resolve_delivery(item, svc)
     current = effective.item
     if svc.progress.item_done(item.job_id, current.item_id):
         logger.info("work item already counted; not verified again")
@@ -117,24 +105,6 @@ def process_work_item(
     return {"itemId": part.item_id, **counts.to_json()}
 
 
-def _resolve(item: WorkItem, svc: Services) -> _Effective:
-    """The item a delivery stands for; queues again what an interrupted earlier delivery may not have."""
-    current = item
-    if item.frames is None:
-        split = svc.progress.split_of(item.job_id, item.image_set_id)
-        if split is not None:
-            first, *rest = frame_ranges(*split)
-            svc.queue.send([item.with_frames(start, end) for start, end in rest])
-            current = item.with_frames(*first)
-    at = svc.progress.handed_back_at(item.job_id, current.item_id)
-    if at is None:
-        return _Effective(current)
-    end = current.frames[1] if current.frames is not None else None
-    if end is not None and at < end:
-        svc.queue.send([current.with_frames(at, end)])
-    return _Effective(current, upto=at)
-
-
 def _deadline(remaining_s: RemainingSeconds) -> Callable[[], bool]:
     reserve = min(HANDBACK_RESERVE_S, remaining_s() * HANDBACK_RESERVE_SHARE)
     return lambda: remaining_s() < reserve
@@ -144,43 +114,14 @@ def _hand_back(current: WorkItem, part: Part, rest: WorkItem, svc: Services) -> 
     """Count and queue the frames the item did not reach, before its part is counted (so ``pending`` never
     reaches zero with frames unqueued)."""
     assert rest.frames is not None
-    at = svc.progress.record_handback(current.job_id, current.item_id, rest.frames[0])
-    if at != rest.frames[0]:
+    recorded = svc.progress.record_handback(current.job_id, current.item_id, rest.frames)
+    if recorded != rest.frames:
         # A concurrent delivery of the same message stopped elsewhere and was recorded first; this part
-        # does not end where the new item starts, so it is not counted: the redelivery checks up to ``at``.
-        raise RuntimeError(f"work item {current.item_id} was handed on at frame {at} by another delivery")
+        # does not end where that item starts, so it is not counted: the redelivery checks up to that cut.
+        raise RuntimeError(f"work item {current.item_id} was handed on at frame {recorded[0]} by another delivery")
     svc.queue.send([rest])
     metrics.add_metric(name="WorkItemsHandedBack", unit=MetricUnit.Count, value=1)
     logger.info(
         "deadline near: frames handed on to a new work item",
         extra={"checked": len(part.frames), "handed_on": rest.frames[1] - rest.frames[0], "next_item": rest.item_id},
     )
-
-
-def record_failed_item(item: WorkItem, error: str, svc: Services) -> bool:
-    """Record a work item that will never be verified (failed on its last delivery, or dead-lettered) as not
-    verified, so the job still completes; False when there was nothing to record (not a job of this
-    deployment, or the item was already counted).
-
-    The report names the image set and the error, and lists none of the item's frames as checked.
-    """
-    if svc.progress.get(item.job_id) is None:
-        return False  # not a job of this deployment: nothing to report against
-    current = _resolve(item, svc).item
-    if svc.progress.item_done(item.job_id, current.item_id):
-        finalise_if_done(item.job_id, svc, claimer=current.item_id)
-        return False
-    part = Part(
-        item_id=current.item_id,
-        image_set_id=current.image_set_id,
-        range=current.frames,
-        total_frames=0,
-        error=error,
-        frames=(),
-    )
-    svc.reports.put_part(item.job_id, part)
-    recorded = svc.progress.complete_item(item.job_id, current.item_id, part.counts)
-    if recorded:
-        metrics.add_metric(name="WorkItemsNotVerified", unit=MetricUnit.Count, value=1)
-    finalise_if_done(item.job_id, svc, claimer=current.item_id)
-    return recorded
