@@ -28,8 +28,9 @@ from ahi_verify.app.wiring import Services
 from ahi_verify.app.worker import process_work_item
 from ahi_verify.healthimaging import HealthImagingJobs
 from ahi_verify.image_set import VerifyOptions
-from ahi_verify.report import FrameCounts
+from ahi_verify.report import FrameCounts, Part
 from ahi_verify.s3_output import JobOutputReader
+from ahi_verify.work import verify_work_item
 from ahi_verify.work_items import WorkItem, WorkItemError
 from tests.fakes.frames import FakeSource, make_frames
 
@@ -114,7 +115,7 @@ class Serialised:
         return call
 
 
-def services(aws: dict[str, Any], source: FakeSource, **overrides: Any) -> Services:
+def services(aws: dict[str, Any], source: FakeSource, clock: Any = None, **overrides: Any) -> Services:
     settings = Settings(
         datastore_id=DS,
         output_bucket=BUCKET,
@@ -131,13 +132,14 @@ def services(aws: dict[str, Any], source: FakeSource, **overrides: Any) -> Servi
     )
     return Services(
         settings=replace(settings, **overrides),
-        progress=JobProgress(Serialised(aws["ddb"]), "progress"),
+        progress=JobProgress(Serialised(aws["ddb"]), "progress", **({"clock": clock} if clock else {})),
         reports=ReportStore(Serialised(aws["s3"]), BUCKET, "ahi-verify-reports/"),
         reader=JobOutputReader(aws["s3"]),
         frames=source,
         jobs=HealthImagingJobs(aws["plane"]),
         queue=WorkQueue(Serialised(aws["sqs"]), aws["work"]),
         alerts=AlertPublisher(Serialised(boto3.client("sns")), aws["topic"]),
+        **({"clock": clock} if clock else {}),
     )
 
 
@@ -740,3 +742,134 @@ def test_dead_letters_that_belong_to_no_job_of_this_deployment_are_not_recorded(
     assert record_dead_letter(body, svc) == outcome
     assert aws["s3"].list_objects_v2(Bucket=BUCKET, Prefix="ahi-verify-reports/").get("KeyCount") == 0
     assert alerts(aws) == []
+
+
+class RefusingPublisher:
+    """SNS refusing every publish, as when the topic's KMS key is disabled."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def publish(self, alert: Any) -> str:
+        self.attempts += 1
+        error = {"Error": {"Code": "KMSDisabledException", "Message": "key disabled"}}
+        raise ClientError(error, "Publish")  # type: ignore[arg-type]
+
+
+def test_an_alert_sns_refuses_leaves_the_job_done_and_is_sent_by_the_next_sweep(aws: dict[str, Any]) -> None:
+    # GIVEN a job whose frame mismatches, and an alert topic that refuses to publish
+    source = FakeSource()
+    frames = make_frames(2, seed=60)
+    first = next(iter(frames))
+    frames[first] = (frames[first][0], frames[first][1] ^ 1)
+    source.add_image_set(image_set_id(60), frames)
+    svc = services(aws, source)
+    working = svc.alerts
+    svc.alerts = RefusingPublisher()  # type: ignore[assignment]
+    start_job(JobRef(DS, job_id(60), write_job(aws, job_id(60), [image_set_id(60)]), "s3"), svc)
+    # WHEN the last item completes (and finalising fails to publish)
+    (item,) = [WorkItem.from_json(m["Body"]) for m in drain(aws)]
+    process(item, svc)  # does not raise: the item is verified whatever SNS says
+    # THEN the job is done with its report, its alert due, and nothing sent
+    record = svc.progress.get(job_id(60))
+    assert record is not None
+    assert (record["state"], record["alert_due"], record.get("alert_message_id")) == ("done", True, None)
+    assert report(aws, job_id(60))["verdict"] == "MISMATCH"
+    assert alerts(aws) == []
+    # WHEN the sweep runs while SNS still refuses, then once it accepts, then again
+    verify_once = lambda job: start_job(JobRef(**job), svc)  # noqa: E731
+    reconcile(svc, verify_once)
+    svc.alerts = working
+    reconcile(svc, verify_once)
+    reconcile(svc, verify_once)
+    # THEN the alert went out exactly once, and the job no longer has one due
+    (alert,) = alerts(aws)
+    assert alert["Subject"].startswith("[ahi-verify] MISMATCH")
+    record = svc.progress.get(job_id(60))
+    assert record is not None
+    assert "alert_due" not in record
+    assert record["alert_message_id"]
+
+
+def test_a_job_still_running_past_its_deadline_is_finished_by_the_sweep_as_unverified(aws: dict[str, Any]) -> None:
+    # GIVEN a job of two image sets; one verified, the other's item lost (never completes), and a clock
+    now = [1_000_000.0]
+    source = FakeSource()
+    source.add_image_set(image_set_id(61), make_frames(2, seed=61))
+    source.add_image_set(image_set_id(62), make_frames(3, seed=62))
+    svc = services(aws, source, clock=lambda: now[0], job_deadline_s=3600)
+    start_job(JobRef(DS, job_id(61), write_job(aws, job_id(61), [image_set_id(61), image_set_id(62)]), "s3"), svc)
+    done, lost = sorted((WorkItem.from_json(m["Body"]) for m in drain(aws)), key=lambda i: i.image_set_id)
+    process(done, svc)
+    verify_once = lambda job: start_job(JobRef(**job), svc)  # noqa: E731
+    # WHEN the sweep runs before the deadline THEN nothing happens
+    now[0] += 3599
+    reconcile(svc, verify_once)
+    record = svc.progress.get(job_id(61))
+    assert record is not None
+    assert (record["state"], record["pending"]) == ("running", 1)
+    # WHEN it runs after the deadline
+    now[0] += 2
+    reconcile(svc, verify_once)
+    # THEN the job has its report: UNVERIFIED, the lost image set named, the reason in words; one alert
+    doc = report(aws, job_id(61))
+    errors = {s["imageSetId"]: s["error"] for s in doc["imageSets"]}
+    assert errors == {image_set_id(61): None, image_set_id(62): "no work item of this image set completed"}
+    assert doc["verdict"] == "UNVERIFIED"
+    assert any("1 work item(s) had not completed" in d for d in doc["discrepancies"])
+    assert len(alerts(aws)) == 1
+    # AND the lost item arriving late changes nothing: no second report or alert, no error
+    process(lost, svc)
+    reconcile(svc, verify_once)
+    assert report(aws, job_id(61))["verdict"] == "UNVERIFIED"
+    assert alerts(aws) == []
+
+
+def test_a_finaliser_that_died_is_finished_by_the_sweep_once_its_claim_is_stale(aws: dict[str, Any]) -> None:
+    # GIVEN a job whose last item completed and whose finaliser claimed the job, then died
+    now = [1_000_000.0]
+    source = FakeSource()
+    source.add_image_set(image_set_id(63), make_frames(2, seed=63))
+    svc = services(aws, source, clock=lambda: now[0])
+    start_job(JobRef(DS, job_id(63), write_job(aws, job_id(63), [image_set_id(63)]), "s3"), svc)
+    (item,) = [WorkItem.from_json(m["Body"]) for m in drain(aws)]
+    part = verify_frames_for(item, svc)
+    svc.reports.put_part(job_id(63), part)
+    assert svc.progress.complete_item(job_id(63), item.item_id, part.counts)
+    assert svc.progress.claim_finalisation(job_id(63), "dead-finaliser")
+    verify_once = lambda job: start_job(JobRef(**job), svc)  # noqa: E731
+    # WHEN the sweep runs while the claim is fresh THEN it leaves the job to its finaliser
+    reconcile(svc, verify_once)
+    record = svc.progress.get(job_id(63))
+    assert record is not None
+    assert record["state"] == "finalising"
+    # WHEN it runs after the claim went stale THEN the job is finalised, once
+    now[0] += STALE_CLAIM_S + 1
+    reconcile(svc, verify_once)
+    reconcile(svc, verify_once)
+    assert report(aws, job_id(63))["verdict"] == "CLEAN"
+    record = svc.progress.get(job_id(63))
+    assert record is not None
+    assert record["state"] == "done"
+
+
+def verify_frames_for(item: WorkItem, svc: Services) -> Part:
+    return verify_work_item(svc.frames, item, OPTIONS)
+
+
+def test_a_job_whose_trigger_died_while_planning_is_planned_again_by_the_sweep(aws: dict[str, Any]) -> None:
+    # GIVEN a job recorded as planning, whose trigger died before queueing anything
+    now = [1_000_000.0]
+    source = FakeSource()
+    source.add_image_set(image_set_id(64), make_frames(2, seed=64))
+    svc = services(aws, source, clock=lambda: now[0])
+    folder = write_job(aws, job_id(64), [image_set_id(64)])
+    assert svc.progress.create(job_id(64), DS, folder, pending=1)
+    verify_once = lambda job: start_job(JobRef(**job), svc)  # noqa: E731
+    # WHEN the sweep runs after the trigger's timeout, and the queued work is processed
+    now[0] += 901
+    reconcile(svc, verify_once)
+    for m in drain(aws):
+        process(WorkItem.from_json(m["Body"]), svc)
+    # THEN the job is verified to the end
+    assert report(aws, job_id(64))["verdict"] == "CLEAN"

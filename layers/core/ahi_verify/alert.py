@@ -25,6 +25,28 @@ class Alert:
     message: str
     attributes: Mapping[str, str]
 
+    def to_json(self) -> dict[str, object]:
+        """The alert as stored beside the report, to be sent again if its first publish failed."""
+        return {"subject": self.subject, "message": self.message, "attributes": dict(self.attributes)}
+
+    @classmethod
+    def from_json(cls, doc: object) -> Alert:
+        """Read a stored alert.
+
+        Raises
+        ------
+        ValueError
+            The document is not one :meth:`to_json` wrote.
+        """
+        if not isinstance(doc, dict) or not all(isinstance(doc.get(k), str) for k in ("subject", "message")):
+            raise ValueError("stored alert needs text subject and message")
+        attributes = doc.get("attributes")
+        if not isinstance(attributes, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in attributes.items()
+        ):
+            raise ValueError("stored alert attributes must map text to text")
+        return cls(doc["subject"], doc["message"], attributes)
+
 
 def compose_alert(report: JobReport, report_uri: str, *, notify_clean: bool) -> Alert | None:
     """Return the job's alert, or None for a clean job unless ``notify_clean``."""

@@ -36,14 +36,14 @@ def resolve_delivery(item: WorkItem, svc: Services) -> Delivery:
     if item.frames is None:
         split = svc.progress.split_of(item.job_id, item.image_set_id)
         if split is not None:
-            first, *rest = frame_ranges(*split)
-            svc.queue.send([item.with_frames(start, end) for start, end in rest])
+            first, *others = frame_ranges(*split)
+            svc.queue.send([item.with_frames(start, end) for start, end in others])
             current = item.with_frames(*first)
-    rest = svc.progress.handed_back(item.job_id, current.item_id)
-    if rest is None:
+    handed_on = svc.progress.handed_back(item.job_id, current.item_id)
+    if handed_on is None:
         return Delivery(current)
-    svc.queue.send([current.with_frames(*rest)])
-    return Delivery(current, upto=rest[0])
+    svc.queue.send([current.with_frames(*handed_on)])
+    return Delivery(current, upto=handed_on[0])
 
 
 def record_not_verified(item: WorkItem, error: str, svc: Services) -> bool:

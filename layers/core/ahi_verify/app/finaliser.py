@@ -2,14 +2,18 @@
 
 Whoever completes a job's last work item (or the trigger, for a job with nothing to verify) calls
 :func:`finalise_job`; a conditional claim in the progress table lets exactly one caller through, and a
-claim that has gone stale (its finaliser died) can be taken over by the next delivery.
+claim that has gone stale (its finaliser died) can be taken over by the next delivery. The alert is kept
+beside the report before it is published, so an alert SNS refuses is sent again by the reconciliation
+instead of leaving the job in ``finalising``.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from aws_lambda_powertools.metrics import MetricUnit
 
-from ..alert import compose_alert
+from ..alert import Alert, compose_alert
 from ..merge import merge_parts
 from ..report import iso_time
 from .observability import logger, metrics
@@ -20,21 +24,43 @@ def finalise_job(job_id: str, svc: Services, claimer: str) -> str | None:
     """Write the report and send the alert if this caller wins the claim; return the report's URI."""
     if not svc.progress.claim_finalisation(job_id, claimer):
         return None
+    record = svc.progress.get(job_id) or {}
     plan = svc.reports.get_plan(job_id)
     report = merge_parts(plan, svc.reports.parts(job_id), finished_at=iso_time(svc.clock()))
+    if record.get("abandoned"):
+        report = replace(report, discrepancies=(*report.discrepancies, str(record["abandoned"])))
     uri = svc.reports.put_report(report)
     alert = compose_alert(report, uri, notify_clean=svc.settings.notify_on_clean_jobs)
-    record = svc.progress.get(job_id) or {}
-    if alert is not None and not record.get("alert_message_id"):
-        svc.progress.mark_alert_sent(job_id, svc.alerts.publish(alert))
-    svc.progress.mark_finalised(job_id, uri, report.verdict.value)
+    due = alert is not None and not record.get("alert_message_id")
+    if alert is not None and due:
+        svc.reports.put_alert(job_id, alert)  # kept first: a publish that fails is sent by the reconciliation
+    svc.progress.mark_finalised(job_id, uri, report.verdict.value, alert_due=due)
     metrics.add_metric(name="JobsFinalised", unit=MetricUnit.Count, value=1)
     logger.info("job finalised", extra={"verdict": report.verdict.value, "report": uri})
+    if alert is not None and due:
+        send_kept_alert(job_id, svc, alert)
     return uri
+
+
+def send_kept_alert(job_id: str, svc: Services, alert: Alert | None = None) -> bool:
+    """Publish the job's kept alert and remember it; True when sent.
+
+    botocore has already retried what it classes as transient; a failure left (a disabled KMS key, a
+    deleted topic, a policy) is logged and counted, and the job stays done with its alert due: the report
+    is written, the work items are not failed for it, and the reconciliation sends the alert again.
+    """
+    try:
+        message_id = svc.alerts.publish(alert or svc.reports.get_alert(job_id))
+    except Exception as exc:  # the job is done whatever SNS says; the alert is retried, not lost
+        logger.error("alert not published; the reconciliation sends it again", extra={"error": type(exc).__name__})
+        metrics.add_metric(name="AlertsNotPublished", unit=MetricUnit.Count, value=1)
+        return False
+    svc.progress.mark_alert_sent(job_id, message_id)
+    return True
 
 
 def finalise_if_done(job_id: str, svc: Services, claimer: str) -> None:
     """Finalise the job when its last work item has been counted."""
     job = svc.progress.get(job_id) or {}
-    if job.get("pending") == 0:
+    if int(job.get("pending", 1)) <= 0:
         finalise_job(job_id, svc, claimer)

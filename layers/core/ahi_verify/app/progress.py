@@ -259,6 +259,8 @@ class JobProgress:
     def claim_finalisation(self, job_id: str, claimer: str) -> bool:
         """Claim the right to write the report and send the alert: only when nothing is pending, only once.
 
+        ``pending`` is below zero only when a work item completed after the reconciliation abandoned the job.
+
         A claim older than :data:`STALE_CLAIM_S` (longer than any function can run) may be taken over, so a
         finaliser that died is finished by the next delivery; a younger one never is, so duplicate deliveries
         arriving together cannot both finalise.
@@ -271,7 +273,7 @@ class JobProgress:
                 Key={"pk": _pk(job_id), "sk": {"S": "JOB"}},
                 UpdateExpression="SET finalised_by = :c, claimed_at = :now, #s = :finalising",
                 ConditionExpression=(
-                    "attribute_exists(pk) AND pending = :zero AND attribute_not_exists(finalised_at) "
+                    "attribute_exists(pk) AND pending <= :zero AND attribute_not_exists(finalised_at) "
                     "AND (attribute_not_exists(claimed_at) OR claimed_at < :stale)"
                 ),
                 ExpressionAttributeNames={"#s": "state"},
@@ -300,32 +302,58 @@ class JobProgress:
         )
 
     def mark_alert_sent(self, job_id: str, message_id: str) -> None:
-        """Remember the alert, so a retried finalisation does not send it again."""
+        """Remember the alert, so a retried finalisation or reconciliation does not send it again."""
         self._db.update_item(
             TableName=self._table,
             Key={"pk": _pk(job_id), "sk": {"S": "JOB"}},
-            UpdateExpression="SET alert_message_id = :m",
+            UpdateExpression="SET alert_message_id = :m REMOVE alert_due",
             ExpressionAttributeValues={":m": {"S": message_id}},
         )
 
-    def mark_finalised(self, job_id: str, report_uri: str, verdict: str) -> None:
-        """The job is done: its report is written and its alert decided."""
+    def mark_finalised(self, job_id: str, report_uri: str, verdict: str, *, alert_due: bool = False) -> None:
+        """The job is done: its report is written and its alert decided (``alert_due``: an alert is kept
+        beside the report and not yet published; the reconciliation sends it if the finaliser could not)."""
+        due = ", alert_due = :due" if alert_due else ""
+        values = {":due": {"BOOL": True}} if alert_due else {}
         self._db.update_item(
             TableName=self._table,
             Key={"pk": _pk(job_id), "sk": {"S": "JOB"}},
-            UpdateExpression="SET finalised_at = :t, report = :r, verdict = :v, #s = :done",
+            UpdateExpression=f"SET finalised_at = :t, report = :r, verdict = :v, #s = :done{due}",
             ExpressionAttributeNames={"#s": "state"},
             ExpressionAttributeValues={
                 ":t": _n(int(self._clock())),
                 ":r": {"S": report_uri},
                 ":v": {"S": verdict},
                 ":done": {"S": JobState.DONE.value},
+                **values,
             },
         )
+
+    def abandon(self, job_id: str, why: str) -> int | None:
+        """Finish a job that stayed open past its deadline: nothing is pending any more, and ``why`` is kept
+        for its report. Returns the work items that had not completed, or None when the job was finished
+        meanwhile (the condition lets exactly one sweep through, and never a job already finalised)."""
+        record = self.get(job_id)
+        if record is None or record.get("finalised_at") is not None:
+            return None
+        pending = int(record.get("pending", 0))
+        applied = _when_condition_holds(
+            self._sleep,
+            lambda: self._db.update_item(
+                TableName=self._table,
+                Key={"pk": _pk(job_id), "sk": {"S": "JOB"}},
+                UpdateExpression="SET pending = :zero, abandoned_items = :p, abandoned = :why",
+                ConditionExpression="pending = :p AND attribute_not_exists(finalised_at)",
+                ExpressionAttributeValues={":zero": _n(0), ":p": _n(pending), ":why": {"S": why}},
+            ),
+        )
+        return pending if applied else None
 
 
 def _plain(value: Mapping[str, Any]) -> Any:
     (kind, raw), *_ = value.items()
     if kind == "N":
         return int(raw)
+    if kind == "BOOL":
+        return bool(raw)
     return raw

@@ -36,6 +36,10 @@ class Settings:
     source_bucket: str | None = None
     """The input bucket the three-way check may read (template parameter SourceBucketName); None: the check
     is off. Source files in any other bucket are reported as not compared, never read."""
+    job_deadline_s: int = 12 * 3600
+    """A job still open this long after it was planned is finished by the reconciliation, its unfinished
+    work items reported as not verified (template parameter JobDeadlineHours). The default lies past the
+    longest a work item can stay in the queue before it is dead-lettered (5 receives x 1.5 h visibility)."""
     memory_budget_bytes: int = 200 * 1024 * 1024
     """Frames in flight per worker: 40 % of the function's memory (the rest is the runtime, the code and the
     HTTP pools), measured: a 3328x4096 frame in flight costs about 3.5x its 27 MB decoded size."""
@@ -88,6 +92,11 @@ class Settings:
             settings = replace(settings, work_max_receive_count=int(receives))
         else:
             problems.append("WORK_MAX_RECEIVE_COUNT must be an integer >= 1")
+        deadline = env.get("JOB_DEADLINE_S", str(settings.job_deadline_s))
+        if re.fullmatch(r"[0-9]+", deadline) and int(deadline) >= 60:
+            settings = replace(settings, job_deadline_s=int(deadline))
+        else:
+            problems.append("JOB_DEADLINE_S must be an integer >= 60")
         source_bucket = env.get("SOURCE_BUCKET", "")
         if source_bucket and not re.fullmatch(_BUCKET, source_bucket):
             problems.append("SOURCE_BUCKET is malformed")

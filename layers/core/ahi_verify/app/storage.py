@@ -3,6 +3,7 @@
 ``<reports>/<jobId>/job.json``          the plan (:class:`ahi_verify.plan.JobPlan`)
 ``<reports>/<jobId>/parts/<item>.json`` one verified work item (:class:`ahi_verify.report.Part`)
 ``<reports>/<jobId>/report.json|.html`` the merged report
+``<reports>/<jobId>/alert.json``        the job's alert, kept until it has been published
 The reports prefix lies outside the watched import-output prefix and no key ends with the manifest name,
 so writing reports can never trigger the function again.
 """
@@ -13,6 +14,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from ..alert import Alert
 from ..plan import JobPlan
 from ..report import JobReport, Part
 from ..report_html import render_html
@@ -20,6 +22,7 @@ from ..report_html import render_html
 PLAN = "job.json"
 REPORT = "report.json"
 PAGE = "report.html"
+ALERT = "alert.json"
 
 
 class ReportStore:
@@ -67,6 +70,14 @@ class ReportStore:
             ContentType="text/html; charset=utf-8",
         )
         return uri
+
+    def put_alert(self, job_id: str, alert: Alert) -> str:
+        """Keep the job's alert, so that one whose publish failed can be sent again later."""
+        return self._put_json(job_id, ALERT, alert.to_json())
+
+    def get_alert(self, job_id: str) -> Alert:
+        """Read the job's kept alert."""
+        return Alert.from_json(self._get_json(self._key(job_id, ALERT)))
 
     def get_report(self, job_id: str) -> JobReport:
         """Read the job's report."""

@@ -21,7 +21,7 @@ from ..plan import JobPlan, failed_job_plan, plan_job
 from ..ports import ImportJob, ImportJobError, JobOutputError
 from ..report import iso_time
 from .events import JobRef, Reconcile, parse_trigger_event
-from .finaliser import finalise_job
+from .finaliser import finalise_job, send_kept_alert
 from .observability import logger, metrics
 from .progress import JobState
 from .wiring import Services
@@ -123,31 +123,83 @@ def _manifest_changed(plan: JobPlan, planned: str, now: str, svc: Services) -> d
 
 
 def reconcile(svc: Services, verify_once: VerifyOnce, limit: int = 100) -> list[str]:
-    """Start verification for completed or failed jobs of the data store that were never verified.
+    """Sweep the data store's completed and failed import jobs: start those never verified (at most
+    ``limit``), and finish those the application left unfinished.
 
     Each job is handled on its own, so one bad job cannot stop the sweep: a job whose output cannot be read
     (a malformed or missing manifest, an unreadable ndjson file) is recorded as unreadable and alerted once,
     and later sweeps pass it by; any other failure (throttling, say) is logged and the job tried again on
-    the next sweep. Returns the jobs started.
+    the next sweep. A known job is looked after (:func:`look_after`). The age of the oldest job still open
+    is published as the metric ``OldestOpenJobAge``. Returns the jobs started.
     """
     started: list[str] = []
     datastore_id = svc.settings.datastore_id
+    now = svc.clock()
+    oldest = 0.0
     for status in ("COMPLETED", "FAILED"):
         for job_id in svc.jobs.job_ids(datastore_id, status):
-            if len(started) >= limit:
-                return started
-            if svc.progress.get(job_id) is not None:
-                continue
+            record = svc.progress.get(job_id)
             try:
+                if record is not None:
+                    if look_after(job_id, record, svc, verify_once) in OPEN_STATES:
+                        oldest = max(oldest, now - int(record.get("created_at", now)))
+                    continue
+                if len(started) >= limit:
+                    continue  # started on a later sweep; the known jobs are still looked after
                 verify_once(asdict(JobRef(datastore_id, job_id, None, "reconcile", failed=status == "FAILED")))
             except (JobOutputError, ManifestError) as exc:
-                _record_unreadable(datastore_id, job_id, exc, svc)
+                if record is None:
+                    _record_unreadable(datastore_id, job_id, exc, svc)
                 continue
             except Exception:  # the next job must still be swept; this one is tried again next time
-                logger.exception("reconciliation could not start a job; it is tried again on the next sweep")
+                logger.exception("reconciliation could not handle a job; it is tried again on the next sweep")
                 continue
             started.append(job_id)
+    metrics.add_metric(name="OldestOpenJobAge", unit=MetricUnit.Seconds, value=round(oldest))
     return started
+
+
+OPEN_STATES = (JobState.PLANNING, JobState.RUNNING, JobState.FINALISING)
+PLANNING_STALE_S = 900
+"""A job still ``planning`` this long after it was recorded lost its trigger (the function's timeout):
+the sweep plans it again, which resumes the queueing where it stopped."""
+
+
+def look_after(job_id: str, record: dict[str, Any], svc: Services, verify_once: VerifyOnce) -> str:
+    """Move a known job on if the application left it behind; return its state afterwards.
+
+    - ``done`` with its alert still due (SNS refused it): the kept alert is sent again.
+    - ``planning`` for longer than :data:`PLANNING_STALE_S`: planned again (its queueing resumes).
+    - ``finalising``: finalised again, which takes over only a claim older than any function can run.
+    - ``running`` past the job deadline: abandoned (nothing pending any more; the work items that never
+      completed are reported as not verified, and the report says why), then finalised.
+    """
+    state = str(record.get("state"))
+    age = svc.clock() - int(record.get("created_at", svc.clock()))
+    if state not in (JobState.DONE, *OPEN_STATES):
+        return state  # unreadable: recorded and alerted once
+    if state == JobState.DONE and record.get("alert_due") and not record.get("alert_message_id"):
+        send_kept_alert(job_id, svc)
+    elif state == JobState.PLANNING and age > PLANNING_STALE_S:
+        logger.warning("job stayed in planning; planned again", extra={"job_id": job_id})
+        verify_once(asdict(JobRef(svc.settings.datastore_id, job_id, None, "reconcile")))
+    elif state == JobState.FINALISING:
+        finalise_job(job_id, svc, claimer="reconcile")
+    elif state == JobState.RUNNING and age > svc.settings.job_deadline_s:
+        why = (
+            f"the job was still open {age / 3600:.1f} h after it was planned (deadline "
+            f"{svc.settings.job_deadline_s / 3600:g} h): {record.get('pending')} work item(s) had not completed; "
+            "the reconciliation finished the job and reports their frames as not verified"
+        )
+        abandoned = svc.progress.abandon(job_id, why)
+        if abandoned is not None:
+            logger.warning("job past its deadline abandoned", extra={"job_id": job_id, "work_items": abandoned})
+            metrics.add_metric(name="JobsAbandoned", unit=MetricUnit.Count, value=1)
+        finalise_job(job_id, svc, claimer="reconcile")
+    else:
+        return state
+    after = svc.progress.get(job_id) or {}
+    return str(after.get("state", state))
 
 
 def _record_unreadable(datastore_id: str, job_id: str, exc: Exception, svc: Services) -> None:
