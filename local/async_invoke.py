@@ -1,6 +1,7 @@
 """Lambda's asynchronous invocation (what S3 notifications, EventBridge rules and schedules use): a failed
 invocation is retried (``EventInvokeConfig.MaximumRetryAttempts``, default 2) without Lambda's delays, then
-its invocation record goes to the ``OnFailure`` destination, an SNS topic of the stack.
+its invocation record goes to the ``OnFailure`` destination, an SQS queue or an SNS topic of the stack
+(the record is the message body, as Lambda sends it).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .functions import FunctionRunner, Invocation, LocalFunction
+from .resources import LocalQueue
 from .template import Template
 
 __all__ = ["AsyncInvoker"]
@@ -36,12 +38,24 @@ class AsyncInvoker:
         The stack's topics: logical ID to ARN.
     retries
         Overrides every function's ``MaximumRetryAttempts`` (None: the template's, else 2).
+    sqs, queues
+        boto3 SQS client on moto and the stack's queues by logical ID, for a queue as the failure destination.
     """
 
     def __init__(
-        self, runner: FunctionRunner, template: Template, sns: Any, topics: Mapping[str, str], retries: int | None
+        self,
+        runner: FunctionRunner,
+        template: Template,
+        sns: Any,
+        topics: Mapping[str, str],
+        retries: int | None,
+        *,
+        sqs: Any = None,
+        queues: Mapping[str, LocalQueue] | None = None,
     ) -> None:
         self.runner, self.template, self.sns, self.topics, self.retries = runner, template, sns, topics, retries
+        self.sqs = sqs
+        self._queue_urls = {q.arn: q.url for q in (queues or {}).values()}
 
     def invoke(self, function: str, event: Any, source: str) -> list[Invocation]:
         """Invoke until an attempt succeeds or the retries run out; then notify the failure destination.
@@ -80,9 +94,12 @@ class AsyncInvoker:
         destination = ((config.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
         if not destination:
             return
-        if destination not in self.topics.values():
+        queue_url = self._queue_urls.get(str(destination))
+        if destination not in self.topics.values() and (queue_url is None or self.sqs is None):
             logger.warning(
-                "%s: OnFailure destination %s is not a topic of the stack; not sent", fn.logical_id, destination
+                "%s: OnFailure destination %s is not a queue or topic of the stack; not sent",
+                fn.logical_id,
+                destination,
             )
             return
         error_type, _, error_message = (last.error or "").partition(": ")
@@ -99,7 +116,10 @@ class AsyncInvoker:
             "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
             "responsePayload": {"errorType": error_type, "errorMessage": error_message},
         }
-        self.sns.publish(TopicArn=destination, Message=json.dumps(record))
+        if queue_url is not None:
+            self.sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(record))
+        else:
+            self.sns.publish(TopicArn=destination, Message=json.dumps(record))
 
 
 def _now_iso_ms() -> str:

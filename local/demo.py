@@ -30,10 +30,12 @@ SAMPLES = ("CT_small.dcm", "MR_small_RLE.dcm", "SC_rgb_rle_2frame.dcm", "rtdose.
 def main() -> int:
     with LocalStack(parameters={"DatastoreId": DATASTORE}) as stack:
         env = stack.function("JobTriggerFunction").environment
-        bucket, prefix, reports = env["OUTPUT_BUCKET"], env["OUTPUT_PREFIX"], env["REPORTS_PREFIX"]
+        bucket, prefix = env["OUTPUT_BUCKET"], env["OUTPUT_PREFIX"]
+        reports_bucket, reports = env["REPORTS_BUCKET"], env["REPORTS_PREFIX"]
         print(f"local stack: moto {os.environ['AWS_ENDPOINT_URL']}, HealthImaging emulator "
               f"{os.environ['AWS_ENDPOINT_URL_MEDICAL_IMAGING']}")  # fmt: skip
-        print(f"resources from template.yaml: bucket {bucket}, watched prefix {prefix}, reports {reports}\n")
+        print(f"resources from template.yaml: bucket {bucket}, watched prefix {prefix}, "
+              f"reports s3://{reports_bucket}/{reports}\n")  # fmt: skip
 
         stack.emulator.create_datastore(DATASTORE)
         stack.s3.create_bucket(Bucket="hospital-dicom")
@@ -55,14 +57,14 @@ def main() -> int:
 
         OUT.mkdir(parents=True, exist_ok=True)
         for name in ("report.json", "report.html"):
-            body = stack.s3.get_object(Bucket=bucket, Key=f"{reports}{job}/{name}")["Body"].read()
+            body = stack.s3.get_object(Bucket=reports_bucket, Key=f"{reports}{job}/{name}")["Body"].read()
             (OUT / name).write_bytes(body)
         report = json.loads((OUT / "report.json").read_text())
         frames = report["summary"]["frames"]
         print(f"report: verdict {report['verdict']}; {report['summary']['imageSets']} image sets, "
               f"{frames['total']} frames: {frames['match']} match, {frames['mismatch']} mismatch, "
               f"{frames['error']} error; {report['summary']['importFailures']} failed file(s)")  # fmt: skip
-        print(f"  s3://{bucket}/{reports}{job}/report.html  (copied to {OUT.relative_to(REPO)}/report.html)\n")
+        print(f"  s3://{reports_bucket}/{reports}{job}/report.html  (copied to {OUT.relative_to(REPO)}/report.html)\n")
 
         alerts = stack.alerts()
         print(f"alerts delivered: {len(alerts)}")

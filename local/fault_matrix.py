@@ -161,6 +161,7 @@ class Harness:
         self.stack.emulator.create_datastore(DS)
         env = self.stack.function(TRIGGER).environment
         self.bucket, self.prefix, self.reports = env["OUTPUT_BUCKET"], env["OUTPUT_PREFIX"], env["REPORTS_PREFIX"]
+        self.reports_bucket = env["REPORTS_BUCKET"]
         self.stack.s3.create_bucket(Bucket="site-dicom")
         self.shorten_manifest_wait()
         return self
@@ -232,7 +233,7 @@ class Harness:
     def report(self, job: str) -> dict[str, Any] | None:
         """The job's ``report.json``, or None while there is none."""
         try:
-            raw = self.stack.s3.get_object(Bucket=self.bucket, Key=f"{self.reports}{job}/report.json")
+            raw = self.stack.s3.get_object(Bucket=self.reports_bucket, Key=f"{self.reports}{job}/report.json")
         except self.stack.s3.exceptions.NoSuchKey:
             return None
         doc: dict[str, Any] = json.loads(raw["Body"].read())
@@ -240,8 +241,17 @@ class Harness:
 
     def parts(self, job: str) -> int:
         """How many partial reports the job has."""
-        listing = self.stack.s3.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.reports}{job}/parts/")
+        listing = self.stack.s3.list_objects_v2(Bucket=self.reports_bucket, Prefix=f"{self.reports}{job}/parts/")
         return int(listing.get("KeyCount", 0))
+
+    def failure_records(self) -> list[dict[str, Any]]:
+        """The trigger's OnFailure destination records (TriggerFailureQueue), taken off the queue."""
+        url, records = self.stack.queue_url("TriggerFailureQueue"), []
+        while messages := self.stack.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+            for message in messages:
+                records.append(json.loads(message["Body"]))
+                self.stack.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        return records
 
     def runs(self, function: str) -> list[Any]:
         """Invocations of a function by an event source (not the harness's own cold starts)."""
@@ -513,11 +523,12 @@ def _manifest_missing(out: Outcome) -> None:
             f"{len(failed)}/{len(triggers)} trigger attempts failed, expected 3/3",
         )
         out.expect(any("JobOutputError" in (i.error or "") for i in failed), "the failure does not name the manifest")
-        alerts = h.stack.alerts()
-        out.alerts = len(alerts)
-        out.expect(len(alerts) == 1, f"{len(alerts)} alert(s), expected the failure destination's one")
-        if alerts:
-            record = json.loads(alerts[0].message)
+        out.alerts = len(h.stack.alerts())
+        out.expect(out.alerts == 0, f"{out.alerts} alert(s), expected none (the failure goes to a queue)")
+        records = h.failure_records()
+        out.expect(len(records) == 1, f"{len(records)} failure destination record(s), expected 1")
+        if records:
+            record = records[0]
             condition = record.get("requestContext", {}).get("condition")
             out.expect(condition == "RetriesExhausted", f"failure destination record condition {condition}")
             out.extra["failure destination"] = f"{condition}, {record.get('responsePayload', {}).get('errorType')}"
@@ -627,7 +638,9 @@ def _bad_manifest(out: Outcome, body: bytes, label: str) -> None:
         )
         out.expect(any("ManifestError" in (i.error or "") for i in failed), f"errors {[i.error for i in failed][:1]}")
         out.alerts = len(h.stack.alerts())
-        out.expect(out.alerts == 1, f"{out.alerts} alert(s), expected the failure destination's one")
+        out.expect(out.alerts == 0, f"{out.alerts} alert(s), expected none (the failure goes to a queue)")
+        records = len(h.failure_records())
+        out.expect(records == 1, f"{records} failure destination record(s), expected 1")
         out.expect(h.report(job) is None, "a report claims a result for an unreadable manifest")
         out.verdict = "no report"
 

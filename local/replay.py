@@ -114,6 +114,8 @@ class Replay:
             raise ReplayError("no function of the template has OUTPUT_BUCKET in its environment")
         self.bucket = env["OUTPUT_BUCKET"]
         self.prefix = env.get("OUTPUT_PREFIX", "")
+        # Reports have a bucket of their own in template.yaml; a template without one keeps them in the output bucket.
+        self.reports_bucket = env.get("REPORTS_BUCKET", self.bucket)
         self.reports_prefix = env.get("REPORTS_PREFIX", "")
         self.job_id = ""
         self.image_sets: list[str] = []
@@ -296,12 +298,12 @@ class Replay:
         return 1 if failed else 0
 
     def _print_reports(self) -> None:
-        listing = self.stack.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.reports_prefix)
+        listing = self.stack.s3.list_objects_v2(Bucket=self.reports_bucket, Prefix=self.reports_prefix)
         print("\nreports:")
         for item in listing.get("Contents", []):
-            print(f"  s3://{self.bucket}/{item['Key']} ({item['Size']} bytes)")
+            print(f"  s3://{self.reports_bucket}/{item['Key']} ({item['Size']} bytes)")
         if not listing.get("Contents"):
-            print(f"  none under s3://{self.bucket}/{self.reports_prefix}")
+            print(f"  none under s3://{self.reports_bucket}/{self.reports_prefix}")
 
     def _print_alerts(self) -> None:
         alerts = self.stack.alerts()

@@ -2,7 +2,7 @@
 
 Queues (attributes, redrive policy onto the dead-letter queue's local ARN), DynamoDB tables (keys, TTL), SNS
 topics and their subscriptions (plus one reader queue a topic, for :meth:`local.stack.LocalStack.alerts`),
-buckets with their Lambda notifications (delivered by moto to one internal queue) and EventBridge
+buckets with their versioning and Lambda notifications (delivered by moto to one internal queue) and EventBridge
 notifications (existing buckets), and the EventBridge rules with event patterns, put into moto's EventBridge
 with one internal queue a rule as the target. Lambda itself is not moto's (it needs Docker): what invokes
 which function is returned as :class:`S3Route`, :class:`Rule` and :class:`SqsMapping` for the event sources.
@@ -297,6 +297,10 @@ class _Builder:
             name = resource.physical_id
             self.s3.create_bucket(Bucket=name)
             out.buckets[resource.logical_id] = name
+            versioning = t.resolve(resource.properties.get("VersioningConfiguration") or {}, where=resource.logical_id)
+            if str(versioning.get("Status", "")) == "Enabled":
+                # Overwrites then keep the earlier content as a noncurrent version, as the deployed bucket does.
+                self.s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
             notification = t.resolve(
                 resource.properties.get("NotificationConfiguration") or {}, where=resource.logical_id
             )

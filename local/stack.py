@@ -313,7 +313,9 @@ class LocalStack:
         self._runner = FunctionRunner(
             self.functions, region=self.region, isolation=self.isolation, invocations=self.invocations
         )
-        invoker = AsyncInvoker(self._runner, self.template, self.sns, self.topics, self.async_retries)
+        invoker = AsyncInvoker(
+            self._runner, self.template, self.sns, self.topics, self.async_retries, sqs=self.sqs, queues=self.queues
+        )
         self._triggers = Triggers(res, self.sqs, self.events, invoker, region=self.region)
         self._poller = SqsPoller(
             self.sqs,

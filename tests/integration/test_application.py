@@ -42,7 +42,7 @@ def output_uri(stack: LocalStack) -> str:
 def report(stack: LocalStack, job: str) -> dict[str, Any]:
     env = stack.function("JobTriggerFunction").environment
     key = f"{env['REPORTS_PREFIX']}{job}/report.json"
-    return dict(json.loads(stack.s3.get_object(Bucket=env["OUTPUT_BUCKET"], Key=key)["Body"].read()))
+    return dict(json.loads(stack.s3.get_object(Bucket=env["REPORTS_BUCKET"], Key=key)["Body"].read()))
 
 
 def worker_runs(stack: LocalStack) -> int:

@@ -74,13 +74,13 @@ def run_application(stack: LocalStack, prefix: str, *, replace_after_import: str
 def application_report(stack: LocalStack, job: str) -> dict[str, Any]:
     env = env_of(stack)
     key = f"{env['REPORTS_PREFIX']}{job}/report.json"
-    return dict(json.loads(stack.s3.get_object(Bucket=env["OUTPUT_BUCKET"], Key=key)["Body"].read()))
+    return dict(json.loads(stack.s3.get_object(Bucket=env["REPORTS_BUCKET"], Key=key)["Body"].read()))
 
 
 def application_page(stack: LocalStack, job: str) -> str:
     env = env_of(stack)
     key = f"{env['REPORTS_PREFIX']}{job}/report.html"
-    return str(stack.s3.get_object(Bucket=env["OUTPUT_BUCKET"], Key=key)["Body"].read().decode())
+    return str(stack.s3.get_object(Bucket=env["REPORTS_BUCKET"], Key=key)["Body"].read().decode())
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:

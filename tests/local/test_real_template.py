@@ -64,12 +64,45 @@ def test_resources_follow_the_template(real_template: Path) -> None:
             1,
             True,
         )
+        # and the reports bucket is created, versioned, apart from the output bucket
+        reports = stack.buckets["ReportsBucket"]
+        assert stack.s3.get_bucket_versioning(Bucket=reports)["Status"] == "Enabled"
+        # and the trigger's failure destination is a queue of its own, kept 14 days
+        failures = stack.sqs.get_queue_attributes(
+            QueueUrl=stack.queue_url("TriggerFailureQueue"), AttributeNames=["MessageRetentionPeriod"]
+        )
+        assert failures["Attributes"]["MessageRetentionPeriod"] == "1209600"
         # and both functions get the whole environment contract, resolved
         for name in ("JobTriggerFunction", "ImageSetWorkerFunction"):
             env = stack.function(name).environment
-            assert set(env) >= CONTRACT_ENV, CONTRACT_ENV - set(env)
+            assert set(env) >= CONTRACT_ENV | {"REPORTS_BUCKET", "OPS_TOPIC_ARN"}, CONTRACT_ENV - set(env)
             assert env["WORK_QUEUE_URL"] == stack.queue_url("WorkQueue")
             assert env["OUTPUT_BUCKET"] in stack.buckets.values()
+            assert env["REPORTS_BUCKET"] == reports != env["OUTPUT_BUCKET"]
+            assert env["OPS_TOPIC_ARN"] == stack.topics["OpsTopic"] != env["ALERT_TOPIC_ARN"]
+
+
+def test_a_failed_trigger_invocation_is_recorded_in_the_failure_queue(real_template: Path) -> None:
+    # GIVEN an import-job event for a job HealthImaging does not know (and no output folder to read instead)
+    datastore = datastore_of_events()
+    unknown = dict(event("eventbridge-import-job-completed.json"))
+    unknown["detail"] = {**unknown["detail"], "jobId": "f" * 32}
+    with LocalStack(real_template, parameters={"DatastoreId": datastore}) as stack:
+        stack.emulator.create_datastore(datastore)
+        # WHEN the trigger fails on it through Lambda's retries
+        stack.put_events(unknown)
+        summary = stack.run_until_idle(timeout=60)
+        attempts = [r for r in summary.records if r.function == "JobTriggerFunction"]
+        assert [r.ok for r in attempts] == [False, False, False]
+        # THEN the invocation record went to TriggerFailureQueue, and no topic heard of it
+        url = stack.queue_url("TriggerFailureQueue")
+        (message,) = stack.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+        record = json.loads(message["Body"])
+        assert record["requestContext"]["condition"] == "RetriesExhausted"
+        assert record["requestContext"]["approximateInvokeCount"] == 3
+        assert record["requestPayload"]["detail"]["jobId"] == "f" * 32
+        assert record["responsePayload"]["errorType"] == "ImportJobError"
+        assert stack.alerts() == []
 
 
 def test_event_files_route_as_the_template_says(real_template: Path) -> None:
@@ -118,7 +151,7 @@ def test_an_emulated_import_is_verified_end_to_end(real_template: Path) -> None:
             assert summary.failures == {}, [r.error for r in summary.records if not r.ok]
             assert summary.dlq_depth == {"WorkDeadLetterQueue": 0}
             assert summary.invocations.get("ImageSetWorkerFunction", 0) >= 2
-        listing = stack.s3.list_objects_v2(Bucket=env["OUTPUT_BUCKET"], Prefix=env["REPORTS_PREFIX"])
+        listing = stack.s3.list_objects_v2(Bucket=env["REPORTS_BUCKET"], Prefix=env["REPORTS_PREFIX"])
         keys = [item["Key"] for item in listing.get("Contents", [])]
         assert any(clean in key for key in keys)
         assert any(corrupt in key for key in keys)

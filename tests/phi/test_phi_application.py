@@ -1,7 +1,7 @@
 """The application through the local stack: the sentinel import driven by its S3 notification, a poison
 work item, and NotifyOnCleanJobs=true. Captured: stdout/stderr (Powertools JSON logs and EMF metrics), every
 log record, failed invocations' errors, every SNS alert (subject, message, attributes, envelope), every
-object under the reports prefix and the DynamoDB items."""
+object under the reports prefix (of the reports bucket) and the DynamoDB items."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def capture_stack(stack: LocalStack, emitted: Emitted, label: str) -> dict[str, 
         emitted.add(f"{label}: alert attributes", json.dumps(dict(alert.attributes)))
         emitted.add(f"{label}: alert envelope", json.dumps(alert.envelope))
     env = stack.function("JobTriggerFunction").environment
-    bucket, prefix = env["OUTPUT_BUCKET"], env["REPORTS_PREFIX"]
+    bucket, prefix = env["REPORTS_BUCKET"], env["REPORTS_PREFIX"]
     reports: dict[str, Any] = {}
     for page in stack.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):

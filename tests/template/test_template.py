@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.utilities.idempotency.persistence import dynamodb as powertools_dynamodb
 
+from ahi_verify.app import progress
 from tests.template.conftest import DATASTORE_ID
 
 Template = dict[str, Any]
@@ -34,11 +37,13 @@ ENVIRONMENT = {
     "DATASTORE_ID",
     "OUTPUT_BUCKET",
     "OUTPUT_PREFIX",
+    "REPORTS_BUCKET",
     "REPORTS_PREFIX",
     "WORK_QUEUE_URL",
     "PROGRESS_TABLE",
     "IDEMPOTENCY_TABLE",
     "ALERT_TOPIC_ARN",
+    "OPS_TOPIC_ARN",
     "NOTIFY_ON_CLEAN_JOBS",
     "FRAMES_PER_WORK_ITEM",
     "FETCH_CONCURRENCY",
@@ -49,6 +54,8 @@ ENVIRONMENT = {
     "LOG_LEVEL",
 }
 FOURTEEN_DAYS = 14 * 24 * 3600
+#: Matches whatever stands at its place in a compared structure (the bucket choice of an Fn::Sub).
+ANY: Any = object()
 
 
 # --- helpers -------------------------------------------------------------------------------------------------
@@ -201,10 +208,14 @@ def test_medical_imaging_is_scoped_to_the_datastore(cfn: Template) -> None:
 SOURCE_FILES = "arn:${AWS::Partition}:s3:::${SourceBucketName}/*"
 
 
-def _s3_object_grants(cfn: Template, function: str) -> dict[str, set[str]]:
-    """action -> key patterns (after the output bucket) for s3 object actions; the source bucket grant of the
-    three-way check is checked on its own (test_source_files_are_readable_only_when_the_check_is_on)."""
-    found: dict[str, set[str]] = {}
+OUTPUT_OBJECTS = "arn:${AWS::Partition}:s3:::${Bucket}/"
+REPORT_OBJECTS = "${ReportsBucket.Arn}/"
+
+
+def _s3_object_grants(cfn: Template, function: str) -> dict[tuple[str, str], set[str]]:
+    """(bucket, action) -> key patterns for s3 object actions, bucket "output" or "reports"; the source bucket
+    grant of the three-way check is checked on its own (test_source_files_are_readable_only_when_the_check_is_on)."""
+    found: dict[tuple[str, str], set[str]] = {}
     for s in function_statements(cfn, function):
         if s.get("Sid") == "ReadSourceFiles":
             continue
@@ -212,27 +223,32 @@ def _s3_object_grants(cfn: Template, function: str) -> dict[str, set[str]]:
             for resource in listed(s["Resource"]):
                 text = sub_text(resource)
                 assert text is not None, resource
-                assert text.startswith("arn:${AWS::Partition}:s3:::${Bucket}/"), text
-                found.setdefault(action, set()).add(text.split("${Bucket}/", 1)[1])
+                for bucket, start in (("output", OUTPUT_OBJECTS), ("reports", REPORT_OBJECTS)):
+                    if text.startswith(start):
+                        found.setdefault((bucket, action), set()).add(text.removeprefix(start))
+                        break
+                else:
+                    raise AssertionError(f"{function}: {action} on {text}, neither the output nor the reports bucket")
     return found
 
 
 def test_s3_object_access_is_limited_to_the_output_and_reports_prefixes(cfn: Template) -> None:
     assert _s3_object_grants(cfn, "JobTriggerFunction") == {
-        "s3:GetObject": {"${OutputPrefix}*", "${ReportsPrefix}*"},
-        "s3:PutObject": {"${ReportsPrefix}*"},
+        ("output", "s3:GetObject"): {"${OutputPrefix}*"},
+        ("reports", "s3:GetObject"): {"${ReportsPrefix}*"},
+        ("reports", "s3:PutObject"): {"${ReportsPrefix}*"},
     }
-    # The worker never touches the import output: only its reports.
+    # The worker never touches the import output: only its reports. Neither function may delete anything.
     assert _s3_object_grants(cfn, "ImageSetWorkerFunction") == {
-        "s3:GetObject": {"${ReportsPrefix}*"},
-        "s3:PutObject": {"${ReportsPrefix}*"},
+        ("reports", "s3:GetObject"): {"${ReportsPrefix}*"},
+        ("reports", "s3:PutObject"): {"${ReportsPrefix}*"},
     }
 
 
 def test_source_files_are_readable_only_when_the_check_is_on(cfn: Template) -> None:
-    # GIVEN the worker's policy: the one statement that reads outside the output bucket
+    # GIVEN the worker's policy: the one statement that reads outside the output and reports buckets
     policy = cfn["Resources"]["ImageSetWorkerRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
-    (conditional,) = [s for s in policy if set(s) == {"Fn::If"}]
+    (conditional,) = [s for s in policy if set(s) == {"Fn::If"} and s["Fn::If"][0] != "HasReportsKmsKey"]
     condition, grant, otherwise = conditional["Fn::If"]
     # THEN it exists only under CheckAgainstSource (SourceBucketName set), reads objects of that bucket only
     assert condition == "CheckAgainstSource"
@@ -248,17 +264,23 @@ def test_source_files_are_readable_only_when_the_check_is_on(cfn: Template) -> N
 
 
 def test_list_bucket_carries_a_prefix_condition(cfn: Template) -> None:
+    output_bucket = {"Fn::Sub": ["arn:${AWS::Partition}:s3:::${Bucket}", ANY]}
+    reports_bucket = {"Fn::GetAtt": ["ReportsBucket", "Arn"]}
     expected = {
-        "JobTriggerFunction": ["${OutputPrefix}*", "${ReportsPrefix}*"],
-        "ImageSetWorkerFunction": ["${ReportsPrefix}*"],
+        "JobTriggerFunction": [(output_bucket, ["${OutputPrefix}*"]), (reports_bucket, ["${ReportsPrefix}*"])],
+        "ImageSetWorkerFunction": [(reports_bucket, ["${ReportsPrefix}*"])],
     }
-    for function, prefixes in expected.items():
+    for function, buckets in expected.items():
         statements = grants(function_statements(cfn, function), "s3:ListBucket")
-        assert len(statements) == 1, function
-        condition = statements[0]["Condition"]
-        assert list(condition) == ["StringLike"]
-        assert [sub_text(p) for p in listed(condition["StringLike"]["s3:prefix"])] == prefixes
-        assert sub_text(statements[0]["Resource"]) == "arn:${AWS::Partition}:s3:::${Bucket}"
+        found = []
+        for s in statements:
+            condition = s["Condition"]
+            assert list(condition) == ["StringLike"]
+            resource = s["Resource"]
+            if "Fn::Sub" in resource:
+                resource = {"Fn::Sub": [resource["Fn::Sub"][0], ANY]}
+            found.append((resource, [sub_text(p) for p in listed(condition["StringLike"]["s3:prefix"])]))
+        assert found == buckets, function
 
 
 def test_every_reference_to_the_bucket_uses_the_bucket_s_own_name(cfn: Template) -> None:
@@ -270,21 +292,32 @@ def test_every_reference_to_the_bucket_uses_the_bucket_s_own_name(cfn: Template)
         env = cfn["Resources"][function]["Properties"]["Environment"]["Variables"]
         assert env["OUTPUT_BUCKET"] == expected_choice
         for s in function_statements(cfn, function):
-            if any(a.startswith("s3:") for a in s["Action"]) and s.get("Sid") != "ReadSourceFiles":
-                for resource in listed(s["Resource"]):
+            for resource in listed(s["Resource"]):
+                if "${Bucket}" in (sub_text(resource) or ""):
                     assert resource["Fn::Sub"][1] == {"Bucket": expected_choice}, resource
     permission = cfn["Resources"]["JobTriggerS3Permission"]["Properties"]
     assert sub_text(permission["SourceArn"]) == "arn:${AWS::Partition}:s3:::" + BUCKET_NAME
 
 
-def test_both_functions_may_publish_to_the_encrypted_alert_topic(cfn: Template) -> None:
+def test_both_functions_may_publish_to_both_encrypted_topics(cfn: Template) -> None:
     for function in FUNCTIONS:
         statements = function_statements(cfn, function)
-        assert [s["Resource"] for s in grants(statements, "sns:Publish")] == [{"Ref": "AlertTopic"}]
-        kms = grants(statements, "kms:GenerateDataKey")
+        assert [s["Resource"] for s in grants(statements, "sns:Publish")] == [
+            {"Ref": "AlertTopic"},
+            {"Ref": "OpsTopic"},
+        ]
+        # the one key of both topics; the reports key (only with ReportsKmsKeyArn) is checked on its own
+        kms = [s for s in grants(statements, "kms:GenerateDataKey") if s.get("Sid") != "EncryptReports"]
         assert [s["Resource"] for s in kms] == [{"Fn::GetAtt": ["AlertTopicKey", "Arn"]}]
         assert set(kms[0]["Action"]) == {"kms:GenerateDataKey", "kms:Decrypt"}
-        assert [s["Resource"] for s in grants(statements, "sqs:SendMessage")] == [{"Fn::GetAtt": ["WorkQueue", "Arn"]}]
+        for topic in ("AlertTopic", "OpsTopic"):
+            assert cfn["Resources"][topic]["Properties"]["KmsMasterKeyId"] == {"Fn::GetAtt": ["AlertTopicKey", "Arn"]}
+    sends = {f: [s["Resource"] for s in grants(function_statements(cfn, f), "sqs:SendMessage")] for f in FUNCTIONS}
+    assert sends == {
+        # the trigger's second queue is its OnFailure destination: Lambda sends the record with the function's role
+        "JobTriggerFunction": [{"Fn::GetAtt": ["WorkQueue", "Arn"]}, {"Fn::GetAtt": ["TriggerFailureQueue", "Arn"]}],
+        "ImageSetWorkerFunction": [{"Fn::GetAtt": ["WorkQueue", "Arn"]}],
+    }
 
 
 def test_each_function_writes_only_its_own_log_group(cfn: Template) -> None:
@@ -340,9 +373,9 @@ def test_the_alert_topic_is_encrypted_with_a_key_cloudwatch_alarms_can_use(cfn: 
     assert allow["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
 
 
-def test_both_queues_are_encrypted_and_the_work_queue_dead_letters(cfn: Template) -> None:
+def test_every_queue_is_encrypted_and_the_work_queue_dead_letters(cfn: Template) -> None:
     queues = of_type(cfn, "AWS::SQS::Queue")
-    assert set(queues) == {"WorkQueue", "WorkDeadLetterQueue"}
+    assert set(queues) == {"WorkQueue", "WorkDeadLetterQueue", "TriggerFailureQueue"}
     for name, queue in queues.items():
         props = queue["Properties"]
         assert props.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in props, f"{name} is not encrypted"
@@ -360,15 +393,18 @@ def test_both_queues_are_encrypted_and_the_work_queue_dead_letters(cfn: Template
     worker_timeout = cfn["Resources"]["ImageSetWorkerFunction"]["Properties"]["Timeout"]
     assert work["VisibilityTimeout"] >= 6 * worker_timeout
     assert "RedrivePolicy" not in queues["WorkDeadLetterQueue"]["Properties"]
+    assert "RedrivePolicy" not in queues["TriggerFailureQueue"]["Properties"]
 
 
-def test_the_queue_policy_denies_insecure_transport_on_both_queues(cfn: Template) -> None:
+def test_the_queue_policy_denies_insecure_transport_on_every_queue(cfn: Template) -> None:
     props = cfn["Resources"]["WorkQueuePolicy"]["Properties"]
-    assert props["Queues"] == [{"Ref": "WorkQueue"}, {"Ref": "WorkDeadLetterQueue"}]
+    queues = ("WorkQueue", "WorkDeadLetterQueue", "TriggerFailureQueue")
+    assert set(of_type(cfn, "AWS::SQS::QueuePolicy")) == {"WorkQueuePolicy"}
+    assert props["Queues"] == [{"Ref": q} for q in queues]
     [deny] = props["PolicyDocument"]["Statement"]
     assert (deny["Effect"], deny["Principal"], deny["Action"]) == ("Deny", "*", "sqs:*")
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-    assert deny["Resource"] == [{"Fn::GetAtt": ["WorkQueue", "Arn"]}, {"Fn::GetAtt": ["WorkDeadLetterQueue", "Arn"]}]
+    assert deny["Resource"] == [{"Fn::GetAtt": [q, "Arn"]} for q in queues]
 
 
 def test_the_dynamodb_tables_are_encrypted_on_demand_and_expire_items(cfn: Template) -> None:
@@ -464,20 +500,31 @@ def test_the_s3_notification_watches_manifests_under_the_output_prefix_only(cfn:
     assert _permission_for(cfn, "s3.amazonaws.com", permission["Properties"]["SourceArn"]) == ["JobTriggerS3Permission"]
 
 
-def test_reports_cannot_match_the_watched_prefix(cfn: Template) -> None:
+def test_reports_cannot_re_trigger_the_verification(cfn: Template) -> None:
+    # Reports live in the stack's own bucket, which has no notification and is named by no trigger; the old
+    # "reports outside the watched prefix" rule is gone with the shared bucket.
+    reports = cfn["Resources"]["ReportsBucket"]["Properties"]
+    assert "NotificationConfiguration" not in reports
+    assert "BucketName" not in reports
+    for function in FUNCTIONS:
+        env = cfn["Resources"][function]["Properties"]["Environment"]["Variables"]
+        assert env["REPORTS_BUCKET"] == {"Ref": "ReportsBucket"}
+        assert env["REPORTS_PREFIX"] == {"Ref": "ReportsPrefix"}
+    rules = json.dumps(cfn.get("Rules", {}))
+    assert "ReportsPrefix" not in rules
+    events = json.dumps([r["Properties"].get("EventPattern") for r in of_type(cfn, "AWS::Events::Rule").values()])
+    assert "ReportsBucket" not in events
     parameters = cfn["Parameters"]
-    output, reports = parameters["OutputPrefix"]["Default"], parameters["ReportsPrefix"]["Default"]
-    assert (output, reports) == ("import-output/", "ahi-verify-reports/")
-    assert not reports.startswith(output)
-    assert not output.startswith(reports)
+    assert (parameters["OutputPrefix"]["Default"], parameters["ReportsPrefix"]["Default"]) == (
+        "import-output/",
+        "ahi-verify-reports/",
+    )
     for name in ("OutputPrefix", "ReportsPrefix"):
         pattern = parameters[name]["AllowedPattern"]
         assert re.fullmatch(pattern, parameters[name]["Default"])
         assert not re.fullmatch(pattern, ""), f"{name} may be empty (the whole bucket)"
         assert not re.fullmatch(pattern, "no-slash"), f"{name} may lack its trailing /"
         assert not re.fullmatch(pattern, "a*/"), f"{name} may contain a wildcard"
-    [assertion] = cfn["Rules"]["ReportsOutsideTheWatchedPrefix"]["Assertions"]
-    assert assertion["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ReportsPrefix"}, {"Ref": "OutputPrefix"}]}]}
 
 
 def test_an_existing_bucket_is_watched_through_eventbridge(cfn: Template) -> None:
@@ -563,15 +610,29 @@ def test_conditions_make_the_bucket_and_the_email_subscription_optional(cfn: Tem
         "ExistingBucketManifestRule",
         "ExistingBucketManifestPermission",
         "AlertEmailSubscription",
+        "OpsEmailSubscription",
     }
+    assert conditions["HasOpsEmail"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "OpsEmail"}, ""]}]}
+    ops = cfn["Resources"]["OpsEmailSubscription"]
+    assert (ops["Condition"], ops["Properties"]["Protocol"]) == ("HasOpsEmail", "email")
+    assert ops["Properties"]["TopicArn"] == {"Ref": "OpsTopic"}
+    assert cfn["Parameters"]["OpsEmail"]["Default"] == ""
 
 
-def test_the_alarms_watch_the_dead_letters_and_the_mismatches(cfn: Template) -> None:
+def test_the_alarms_watch_the_dead_letters_the_failed_triggers_and_the_mismatches(cfn: Template) -> None:
     alarms = {n: a["Properties"] for n, a in of_type(cfn, "AWS::CloudWatch::Alarm").items()}
-    assert set(alarms) == {"DeadLetterAlarm", "MismatchAlarm"}
-    dlq = alarms["DeadLetterAlarm"]
-    assert (dlq["Namespace"], dlq["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
-    assert dlq["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["WorkDeadLetterQueue", "QueueName"]}}]
+    assert set(alarms) == {
+        "DeadLetterAlarm",
+        "DeadLetterArrivalsAlarm",
+        "TriggerFailureAlarm",
+        "TriggerFailureArrivalsAlarm",
+        "MismatchAlarm",
+    }
+    for name, queue in (("DeadLetterAlarm", "WorkDeadLetterQueue"), ("TriggerFailureAlarm", "TriggerFailureQueue")):
+        alarm = alarms[name]
+        assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+        assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}]
+        assert alarm["Statistic"] == "Maximum"
     mismatch = alarms["MismatchAlarm"]
     assert (mismatch["Namespace"], mismatch["MetricName"], mismatch["Statistic"]) == (
         "AhiVerify",
@@ -582,7 +643,8 @@ def test_the_alarms_watch_the_dead_letters_and_the_mismatches(cfn: Template) -> 
     assert (mismatch["Period"], mismatch["TreatMissingData"]) == (300, "notBreaching")
     for alarm in alarms.values():
         assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
-        assert alarm["AlarmActions"] == [{"Ref": "AlertTopic"}]
+    # a mismatch concerns a job's verdict: the job alerts' topic
+    assert mismatch["AlarmActions"] == [{"Ref": "AlertTopic"}]
 
 
 def test_the_dashboard_is_valid_json_showing_frames_queue_and_functions(cfn: Template) -> None:
@@ -593,6 +655,7 @@ def test_the_dashboard_is_valid_json_showing_frames_queue_and_functions(cfn: Tem
         "AWS::Region",
         "WorkQueue.QueueName",
         "WorkDeadLetterQueue.QueueName",
+        "TriggerFailureQueue.QueueName",
         "ImageSetWorkerFunction",
         "JobTriggerFunction",
     }
@@ -615,6 +678,8 @@ def test_every_function_gets_the_environment_contract(cfn: Template) -> None:
         assert env["DATASTORE_ID"] == {"Ref": "DatastoreId"}
         assert env["WORK_QUEUE_URL"] == {"Ref": "WorkQueue"}
         assert env["ALERT_TOPIC_ARN"] == {"Ref": "AlertTopic"}
+        assert env["OPS_TOPIC_ARN"] == {"Ref": "OpsTopic"}
+        assert env["REPORTS_BUCKET"] == {"Ref": "ReportsBucket"}
         assert env["FRAMES_PER_WORK_ITEM"] == {"Ref": "FramesPerWorkItem"}
         assert props["Runtime"] == "python3.12"
         assert props["TracingConfig"] == {"Mode": "Active"}
@@ -636,7 +701,10 @@ def test_the_parameters_keep_their_contract(cfn: Template) -> None:
         "ExistingOutputBucketName": "",
         "OutputPrefix": "import-output/",
         "ReportsPrefix": "ahi-verify-reports/",
+        "ReportsKmsKeyArn": "",
+        "ReportsNoncurrentVersionDays": 365,
         "AlertEmail": "",
+        "OpsEmail": "",
         "NotifyOnCleanJobs": "false",
         "SourceBucketName": "",
         "WorkerMaximumConcurrency": 5,
@@ -658,12 +726,15 @@ def test_the_outputs_tell_a_user_where_everything_is(cfn: Template) -> None:
         "OutputBucketName",
         "ImportOutputS3Uri",
         "WatchedPrefix",
+        "ReportsBucketName",
         "ReportsLocation",
         "WorkQueueUrl",
         "WorkDeadLetterQueueUrl",
+        "TriggerFailureQueueUrl",
         "ProgressTableName",
         "IdempotencyTableName",
         "AlertTopicArn",
+        "OpsTopicArn",
         "JobTriggerFunctionName",
         "ImageSetWorkerFunctionName",
         "DashboardUrl",
@@ -673,3 +744,202 @@ def test_the_outputs_tell_a_user_where_everything_is(cfn: Template) -> None:
     url = sub_text(cfn["Outputs"]["DashboardUrl"]["Value"])
     assert url is not None
     assert url.endswith("#dashboards:name=${Dashboard}")
+    assert cfn["Outputs"]["ReportsLocation"]["Value"] == {"Fn::Sub": "s3://${ReportsBucket}/${ReportsPrefix}"}
+
+
+# --- reports bucket, retained state ------------------------------------------------------------------------------
+
+FUNCTION_ROLES = [{"Fn::GetAtt": ["JobTriggerRole", "Arn"]}, {"Fn::GetAtt": ["ImageSetWorkerRole", "Arn"]}]
+
+
+def test_the_reports_bucket_is_versioned_kms_encrypted_private_and_retained(cfn: Template) -> None:
+    bucket = cfn["Resources"]["ReportsBucket"]
+    # GIVEN the bucket of the reports, the verification evidence
+    props = bucket["Properties"]
+    # THEN it outlives the stack and a replacement, on every parameter value
+    assert (bucket["DeletionPolicy"], bucket["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    assert "Condition" not in bucket
+    # and an overwritten or deleted report stays recoverable
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    # and it is SSE-KMS with a bucket key: the customer's key when given, else the AWS managed aws/s3
+    [rule] = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["BucketKeyEnabled"] is True
+    assert rule["ServerSideEncryptionByDefault"] == {
+        "SSEAlgorithm": "aws:kms",
+        "KMSMasterKeyID": {"Fn::If": ["HasReportsKmsKey", {"Ref": "ReportsKmsKeyArn"}, {"Ref": "AWS::NoValue"}]},
+    }
+    assert cfn["Conditions"]["HasReportsKmsKey"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ReportsKmsKeyArn"}, ""]}]}
+    pattern = cfn["Parameters"]["ReportsKmsKeyArn"]["AllowedPattern"]
+    assert re.fullmatch(pattern, "")
+    assert re.fullmatch(pattern, "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab")
+    assert not re.fullmatch(pattern, "arn:aws:kms:us-east-1:123456789012:alias/reports"), "an alias grants nothing"
+    # and it is private, ACL-free
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert props["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    # and noncurrent versions expire after the parameter's days; current reports never expire
+    rules = {r["Id"]: r for r in props["LifecycleConfiguration"]["Rules"]}
+    noncurrent = rules["expire-noncurrent-report-versions"]
+    assert noncurrent["NoncurrentVersionExpiration"] == {"NoncurrentDays": {"Ref": "ReportsNoncurrentVersionDays"}}
+    assert not any("ExpirationInDays" in r or "Expiration" in r for r in rules.values())
+    assert rules["abort-incomplete-multipart-uploads"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
+
+
+def test_the_reports_bucket_policy_is_tls_only_and_lets_only_the_functions_write(cfn: Template) -> None:
+    policy = cfn["Resources"]["ReportsBucketPolicy"]["Properties"]
+    assert policy["Bucket"] == {"Ref": "ReportsBucket"}
+    statements = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+    assert set(statements) == {"DenyInsecureTransport", "OnlyTheFunctionsWriteReports"}
+    tls = statements["DenyInsecureTransport"]
+    assert (tls["Effect"], tls["Principal"], tls["Action"]) == ("Deny", "*", "s3:*")
+    assert tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert tls["Resource"] == [{"Fn::GetAtt": ["ReportsBucket", "Arn"]}, {"Fn::Sub": "${ReportsBucket.Arn}/*"}]
+    # an explicit deny (not only least-privilege IAM): any other principal of the account is refused writes
+    guard = statements["OnlyTheFunctionsWriteReports"]
+    assert (guard["Effect"], guard["Principal"]) == ("Deny", "*")
+    assert set(guard["Action"]) == {"s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"}
+    assert guard["Resource"] == {"Fn::Sub": "${ReportsBucket.Arn}/*"}
+    assert guard["Condition"] == {"ArnNotEquals": {"aws:PrincipalArn": FUNCTION_ROLES}}
+    assert sorted(role_of(cfn, f) for f in FUNCTIONS) == sorted(r["Fn::GetAtt"][0] for r in FUNCTION_ROLES)
+    # and the functions' own writes stay within what the guard lets through: PutObject, no deletes
+    for function in FUNCTIONS:
+        actions = {a for s in function_statements(cfn, function) for a in listed(s["Action"])}
+        assert "s3:PutObject" in actions
+        assert not {"s3:DeleteObject", "s3:DeleteObjectVersion"} & actions
+
+
+def test_the_reports_key_is_granted_only_when_a_customer_key_is_given(cfn: Template) -> None:
+    for function in FUNCTIONS:
+        policy = cfn["Resources"][role_of(cfn, function)]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        conditional = [s["Fn::If"] for s in policy if set(s) == {"Fn::If"} and s["Fn::If"][0] == "HasReportsKmsKey"]
+        assert len(conditional) == 1, function
+        [(_, grant, otherwise)] = conditional
+        assert otherwise == {"Ref": "AWS::NoValue"}
+        assert (grant["Sid"], grant["Effect"]) == ("EncryptReports", "Allow")
+        assert sorted(grant["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+        assert grant["Resource"] == {"Ref": "ReportsKmsKeyArn"}
+
+
+def test_the_progress_table_is_retained_and_deletion_protected(cfn: Template) -> None:
+    progress = cfn["Resources"]["ProgressTable"]
+    assert (progress["DeletionPolicy"], progress["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    assert progress["Properties"]["DeletionProtectionEnabled"] is True
+    # the idempotency records are a 24-hour cache of what the progress table decides: deleted with the stack
+    idempotency = cfn["Resources"]["IdempotencyTable"]
+    assert (idempotency["DeletionPolicy"], idempotency["UpdateReplacePolicy"]) == ("Delete", "Delete")
+    assert not idempotency["Properties"].get("DeletionProtectionEnabled")
+
+
+def _dynamodb_actions(source: str, client: str) -> set[str]:
+    """IAM actions of the DynamoDB calls ``source`` makes on ``client`` (``self._db``, ``self.client``): each
+    ``get_item`` -> ``dynamodb:GetItem``; a ``transact_write_items`` -> the item actions it holds (IAM has no
+    action of its own for it: Put -> PutItem, Update -> UpdateItem, Delete -> DeleteItem, ConditionCheck ->
+    ConditionCheckItem)."""
+    calls = set(re.findall(re.escape(client) + r"\.([a-z_]+)\(", source))
+    actions = {"dynamodb:" + "".join(w.capitalize() for w in c.split("_")) for c in calls - {"transact_write_items"}}
+    if "transact_write_items" in calls:
+        kinds = set(re.findall(r'\{\s*"(Put|Update|Delete|ConditionCheck)": \{', source))
+        assert kinds, "a transaction whose items this test cannot see"
+        actions |= {f"dynamodb:{k}Item" if k != "ConditionCheck" else "dynamodb:ConditionCheckItem" for k in kinds}
+    return actions
+
+
+def test_dynamodb_grants_are_exactly_the_calls_the_code_makes(cfn: Template) -> None:
+    # GIVEN the calls of the progress table's adapter and of Powertools' idempotency persistence layer
+    used = {
+        "ProgressTable": _dynamodb_actions(Path(progress.__file__).read_text(encoding="utf-8"), "self._db"),
+        "IdempotencyTable": _dynamodb_actions(
+            Path(powertools_dynamodb.__file__).read_text(encoding="utf-8"), "self.client"
+        ),
+    }
+    assert used["ProgressTable"] == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
+    assert used["IdempotencyTable"] == {
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+    }
+    # THEN each role is granted exactly those on each table it uses (the worker has no idempotency table)
+    expected = {
+        "JobTriggerFunction": {"ProgressTable": used["ProgressTable"], "IdempotencyTable": used["IdempotencyTable"]},
+        "ImageSetWorkerFunction": {"ProgressTable": used["ProgressTable"]},
+    }
+    for function, tables in expected.items():
+        granted: dict[str, set[str]] = {}
+        for s in function_statements(cfn, function):
+            dynamodb = {a for a in listed(s["Action"]) if a.startswith("dynamodb:")}
+            if dynamodb:
+                assert s["Effect"] == "Allow"
+                [table] = [r["Fn::GetAtt"][0] for r in listed(s["Resource"])]
+                granted.setdefault(table, set()).update(dynamodb)
+        assert granted == tables, function
+
+
+# --- failed triggers and the operations topic ---------------------------------------------------------------------
+
+
+def test_trigger_failures_go_to_a_queue_never_to_a_topic(cfn: Template) -> None:
+    # GIVEN Lambda's asynchronous invocation config of the trigger (what SAM's EventInvokeConfig becomes)
+    configs = of_type(cfn, "AWS::Lambda::EventInvokeConfig")
+    [config] = configs.values()
+    assert config["Properties"]["FunctionName"] == {"Ref": "JobTriggerFunction"}
+    # THEN the failure record (the raw event: jobName and inputS3Uri may name a patient) goes to a queue
+    destinations = config["Properties"]["DestinationConfig"]
+    assert destinations == {"OnFailure": {"Destination": {"Fn::GetAtt": ["TriggerFailureQueue", "Arn"]}}}
+    queue = cfn["Resources"]["TriggerFailureQueue"]["Properties"]
+    assert queue["SqsManagedSseEnabled"] is True
+    assert queue["MessageRetentionPeriod"] == FOURTEEN_DAYS
+    # and no topic subscribes anything to that queue, nor is any topic a destination of any function
+    assert "OnSuccess" not in destinations
+    for subscription in of_type(cfn, "AWS::SNS::Subscription").values():
+        assert subscription["Properties"]["Endpoint"] != {"Fn::GetAtt": ["TriggerFailureQueue", "Arn"]}
+    sam = cfn["Resources"]["JobTriggerFunction"]
+    assert "EventInvokeConfig" not in sam.get("Properties", {}), "SAM did not translate the event invoke config"
+
+
+def test_operational_alarms_go_to_the_ops_topic_and_report_recovery(cfn: Template) -> None:
+    alarms = {n: a["Properties"] for n, a in of_type(cfn, "AWS::CloudWatch::Alarm").items()}
+    ops = [{"Ref": "OpsTopic"}]
+    # "messages wait": ALARM and OK (drained) to the operators; no data is an idle, empty queue
+    for name in ("DeadLetterAlarm", "TriggerFailureAlarm"):
+        alarm = alarms[name]
+        assert (alarm["AlarmActions"], alarm["OKActions"]) == (ops, ops), name
+        assert alarm["TreatMissingData"] == "notBreaching"
+    # "more arrived": notifies again while the first alarm stays in ALARM (CloudWatch notifies only on a
+    # state change), so a second job's dead letters are not swallowed; its OK means nothing, so it has none
+    for name, queue, metric_id in (
+        ("DeadLetterArrivalsAlarm", "WorkDeadLetterQueue", "dead"),
+        ("TriggerFailureArrivalsAlarm", "TriggerFailureQueue", "failed"),
+    ):
+        alarm = alarms[name]
+        assert alarm["AlarmActions"] == ops
+        assert "OKActions" not in alarm
+        assert alarm["TreatMissingData"] == "notBreaching"
+        metrics = {m["Id"]: m for m in alarm["Metrics"]}
+        stat = metrics[metric_id]["MetricStat"]
+        assert stat["Metric"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+        assert stat["Metric"]["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}]
+        assert (stat["Stat"], stat["Period"]) == ("Maximum", 300)
+        returned = [m for m in alarm["Metrics"] if m.get("ReturnData")]
+        assert [m["Expression"] for m in returned] == [f"DIFF({metric_id})"]
+    # verdict alerts stay on the alert topic, and nothing operational goes there
+    assert alarms["MismatchAlarm"]["AlarmActions"] == [{"Ref": "AlertTopic"}]
+    for name, alarm in alarms.items():
+        if name != "MismatchAlarm":
+            assert {"Ref": "AlertTopic"} not in alarm["AlarmActions"] + alarm.get("OKActions", []), name
+
+
+def test_the_ops_topic_is_encrypted_and_guarded_like_the_alert_topic(cfn: Template) -> None:
+    topic = cfn["Resources"]["OpsTopic"]["Properties"]
+    assert topic["KmsMasterKeyId"] == {"Fn::GetAtt": ["AlertTopicKey", "Arn"]}
+    assert topic["TopicName"] != cfn["Resources"]["AlertTopic"]["Properties"]["TopicName"]
+    alert = cfn["Resources"]["AlertTopicPolicy"]["Properties"]
+    ops = cfn["Resources"]["OpsTopicPolicy"]["Properties"]
+    assert ops["Topics"] == [{"Ref": "OpsTopic"}]
+    # the same statements, on the ops topic
+    expected = json.loads(json.dumps(alert["PolicyDocument"]).replace('"AlertTopic"', '"OpsTopic"'))
+    assert ops["PolicyDocument"] == expected

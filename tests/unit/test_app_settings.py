@@ -13,11 +13,13 @@ ENV = {
     "DATASTORE_ID": DS,
     "OUTPUT_BUCKET": "medical-imaging-output",
     "OUTPUT_PREFIX": "job_output/",
+    "REPORTS_BUCKET": "ahi-verify-reports-111122223333",
     "REPORTS_PREFIX": "ahi-verify/reports/",
     "WORK_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/111122223333/ahi-verify-work",
     "PROGRESS_TABLE": "ahi-verify-progress",
     "IDEMPOTENCY_TABLE": "ahi-verify-idempotency",
     "ALERT_TOPIC_ARN": "arn:aws:sns:us-east-1:111122223333:ahi-verify-alerts",
+    "OPS_TOPIC_ARN": "arn:aws:sns:us-east-1:111122223333:ahi-verify-ops",
     "NOTIFY_ON_CLEAN_JOBS": "false",
     "FRAMES_PER_WORK_ITEM": "2000",
     "FETCH_CONCURRENCY": "16",
@@ -52,11 +54,13 @@ def test_complete_environment_gives_typed_settings() -> None:
         datastore_id=DS,
         output_bucket="medical-imaging-output",
         output_prefix="job_output/",
+        reports_bucket="ahi-verify-reports-111122223333",
         reports_prefix="ahi-verify/reports/",
         work_queue_url="https://sqs.us-east-1.amazonaws.com/111122223333/ahi-verify-work",
         progress_table="ahi-verify-progress",
         idempotency_table="ahi-verify-idempotency",
         alert_topic_arn="arn:aws:sns:us-east-1:111122223333:ahi-verify-alerts",
+        ops_topic_arn="arn:aws:sns:us-east-1:111122223333:ahi-verify-ops",
         notify_on_clean_jobs=False,
         frames_per_work_item=2000,
         fetch_concurrency=16,
@@ -101,11 +105,13 @@ def test_empty_environment_names_every_required_variable() -> None:
         "DATASTORE_ID",
         "OUTPUT_BUCKET",
         "OUTPUT_PREFIX",  # may be empty (the whole bucket) but must be set: a forgotten variable is an error
+        "REPORTS_BUCKET",
         "REPORTS_PREFIX",
         "WORK_QUEUE_URL",
         "PROGRESS_TABLE",
         "IDEMPOTENCY_TABLE",
         "ALERT_TOPIC_ARN",
+        "OPS_TOPIC_ARN",
         "FRAMES_PER_WORK_ITEM",
         "FETCH_CONCURRENCY",
     }
@@ -121,10 +127,12 @@ def test_empty_environment_names_every_required_variable() -> None:
         pytest.param("OUTPUT_BUCKET", "ab", id="bucket-too-short"),
         pytest.param("OUTPUT_BUCKET", "s3://medical-imaging-output", id="bucket-as-uri"),
         pytest.param("OUTPUT_BUCKET", "-bucket", id="bucket-leading-dash"),
+        pytest.param("REPORTS_BUCKET", "s3://ahi-verify-reports", id="reports-bucket-as-uri"),
         pytest.param("OUTPUT_PREFIX", "job_output", id="output-prefix-without-slash"),
         pytest.param("REPORTS_PREFIX", "reports", id="reports-prefix-without-slash"),
         pytest.param("WORK_QUEUE_URL", "ahi-verify-work", id="queue-name-not-url"),
         pytest.param("ALERT_TOPIC_ARN", "arn:aws:sqs:us-east-1:111122223333:q", id="arn-of-a-queue"),
+        pytest.param("OPS_TOPIC_ARN", "ahi-verify-ops", id="ops-topic-name-not-arn"),
     ],
 )
 def test_malformed_value_is_named(name: str, value: str) -> None:
@@ -151,11 +159,14 @@ def test_topic_arns_of_every_partition_are_accepted(arn: str) -> None:
     ],
 )
 def test_reports_under_the_watched_output_prefix_are_rejected(reports: str, output: str) -> None:
-    # GIVEN reports that would be written under the watched prefix
+    # GIVEN reports configured into the output bucket, under the watched prefix
+    same_bucket = env(REPORTS_BUCKET=ENV["OUTPUT_BUCKET"], REPORTS_PREFIX=reports, OUTPUT_PREFIX=output)
     # WHEN the settings are read THEN the loop risk is named
-    assert problems_of(env(REPORTS_PREFIX=reports, OUTPUT_PREFIX=output)) == [
+    assert problems_of(same_bucket) == [
         "REPORTS_PREFIX must not lie under OUTPUT_PREFIX (reports would re-trigger the function)"
     ]
+    # AND in a bucket of their own (the template's ReportsBucket, which nothing watches) the prefixes may agree
+    assert Settings.from_env(env(REPORTS_PREFIX=reports, OUTPUT_PREFIX=output)).reports_prefix == reports
 
 
 @pytest.mark.parametrize(

@@ -146,6 +146,36 @@ def compose_unreadable(job_id: str, datastore_id: str, error_type: str) -> Alert
     )
 
 
+def compose_open_job(job_id: str, datastore_id: str, *, open_s: float, pending: int, deadline_s: float) -> Alert:
+    """The operational message naming the oldest job still open when it is overdue (the alarm on the
+    ``OldestOpenJobAge`` metric carries no job ID; this message does)."""
+    finished = open_s > deadline_s
+    state = (
+        "It was past its deadline: the reconciliation finished it, and its report lists the unfinished work as "
+        "not verified (verdict UNVERIFIED)."
+        if finished
+        else f"If it is still open {deadline_s / 3600:g} h after it was planned, the reconciliation finishes it "
+        "and its report lists the unfinished work as not verified."
+    )
+    lines = [
+        f"The oldest open verification has been open {open_s / 3600:.1f} h with {pending} work item(s) pending.",
+        state,
+        "",
+        f"Data store: {datastore_id}",
+        f"Import job: {job_id}",
+        "",
+        "Look at the work queue's dead-letter queue, the worker's errors and throttles (dashboard), and the",
+        "job's record in the progress table.",
+    ]
+    return Alert(
+        subject=_one_line(
+            f"[ahi-verify] OPS: import job {job_id} {'finished past its deadline' if finished else 'overdue'}"
+        )[:SUBJECT_LIMIT],
+        message="\n".join(lines),
+        attributes={"severity": "OPS", "jobId": job_id, "datastoreId": datastore_id},
+    )
+
+
 def _headline(verdict: Verdict, mismatched: int) -> str:
     if verdict is Verdict.MISMATCH:
         return f"{mismatched} frame(s) differ from their published or source checksum."

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from ..ids import SERVICE_ID
 
 _BUCKET = r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]"
+_TOPIC = r"arn:aws[a-z\-]*:sns:.+"
 
 
 class SettingsError(ValueError):
@@ -22,11 +23,16 @@ class Settings:
     datastore_id: str
     output_bucket: str
     output_prefix: str
+    reports_bucket: str
+    """The stack's own reports bucket (template ReportsBucket), not the import-output bucket."""
     reports_prefix: str
     work_queue_url: str
     progress_table: str
     idempotency_table: str
     alert_topic_arn: str
+    """Verification alerts (verdicts), for the people who act on a job's result."""
+    ops_topic_arn: str
+    """Operational messages (stuck jobs, the stack's health), for whoever runs the stack."""
     notify_on_clean_jobs: bool
     frames_per_work_item: int
     fetch_concurrency: int
@@ -78,11 +84,13 @@ class Settings:
             datastore_id=text("DATASTORE_ID", SERVICE_ID.pattern),
             output_bucket=text("OUTPUT_BUCKET", _BUCKET),
             output_prefix=text("OUTPUT_PREFIX", r"(.*/)?"),
+            reports_bucket=text("REPORTS_BUCKET", _BUCKET),
             reports_prefix=text("REPORTS_PREFIX", r".+/"),
             work_queue_url=text("WORK_QUEUE_URL", r"https?://.+"),
             progress_table=text("PROGRESS_TABLE"),
             idempotency_table=text("IDEMPOTENCY_TABLE"),
-            alert_topic_arn=text("ALERT_TOPIC_ARN", r"arn:aws[a-z\-]*:sns:.+"),
+            alert_topic_arn=text("ALERT_TOPIC_ARN", _TOPIC),
+            ops_topic_arn=text("OPS_TOPIC_ARN", _TOPIC),
             notify_on_clean_jobs=flag == "true",
             frames_per_work_item=number("FRAMES_PER_WORK_ITEM", 1),
             fetch_concurrency=number("FETCH_CONCURRENCY", 1),
@@ -105,7 +113,13 @@ class Settings:
         memory_mb = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "")
         if memory_mb.isdigit():
             settings = replace(settings, memory_budget_bytes=int(memory_mb) * 1024 * 1024 * 2 // 5)
-        if settings.output_prefix and settings.reports_prefix.startswith(settings.output_prefix):
+        # The template gives reports a bucket of their own, which nothing watches; a configuration that puts
+        # them back in the output bucket must still keep them out of the watched prefix.
+        if (
+            settings.reports_bucket == settings.output_bucket
+            and settings.output_prefix
+            and settings.reports_prefix.startswith(settings.output_prefix)
+        ):
             problems.append("REPORTS_PREFIX must not lie under OUTPUT_PREFIX (reports would re-trigger the function)")
         if problems:
             raise SettingsError("invalid function configuration: " + "; ".join(problems))

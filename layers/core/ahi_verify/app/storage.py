@@ -4,8 +4,8 @@
 ``<reports>/<jobId>/parts/<item>.json`` one verified work item (:class:`ahi_verify.report.Part`)
 ``<reports>/<jobId>/report.json|.html`` the merged report
 ``<reports>/<jobId>/alert.json``        the job's alert, kept until it has been published
-The reports prefix lies outside the watched import-output prefix and no key ends with the manifest name,
-so writing reports can never trigger the function again.
+The reports bucket is not the watched import-output bucket (and no key ends with the manifest name), so
+writing reports can never trigger the function again.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def build_services(settings: Settings) -> Services:
     return Services(
         settings=settings,
         progress=JobProgress(boto3.client("dynamodb"), settings.progress_table),
-        reports=ReportStore(s3, settings.output_bucket, settings.reports_prefix),
+        reports=ReportStore(s3, settings.reports_bucket, settings.reports_prefix),
         reader=JobOutputReader(s3),
         frames=HealthImagingSource(medical_imaging),
         jobs=HealthImagingJobs(medical_imaging),
