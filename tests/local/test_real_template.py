@@ -50,7 +50,7 @@ def test_resources_follow_the_template(real_template: Path) -> None:
         dlq_arn = stack.queues["WorkDeadLetterQueue"].arn
         progress = stack.dynamodb.describe_table(TableName=stack.tables["ProgressTable"])["Table"]
         ttl = stack.dynamodb.describe_time_to_live(TableName=stack.tables["ProgressTable"])
-        (mapping,) = stack.sqs_mappings
+        mapping, dead_letters = sorted(stack.sqs_mappings, key=lambda m: m.queue.logical_id != "WorkQueue")
         # THEN the work queue keeps the template's timeout and redrives to the DLQ after 3 receives
         assert work["VisibilityTimeout"] == "5400"
         assert json.loads(work["RedrivePolicy"]) == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}
@@ -64,6 +64,12 @@ def test_resources_follow_the_template(real_template: Path) -> None:
             1,
             True,
         )
+        # and the dead letters are consumed by their recorder, also with partial batch responses
+        assert (dead_letters.function, dead_letters.queue.logical_id, dead_letters.report_failures) == (
+            "DeadLetterRecorderFunction",
+            "WorkDeadLetterQueue",
+            True,
+        )
         # and the reports bucket is created, versioned, apart from the output bucket
         reports = stack.buckets["ReportsBucket"]
         assert stack.s3.get_bucket_versioning(Bucket=reports)["Status"] == "Enabled"
@@ -73,7 +79,7 @@ def test_resources_follow_the_template(real_template: Path) -> None:
         )
         assert failures["Attributes"]["MessageRetentionPeriod"] == "1209600"
         # and both functions get the whole environment contract, resolved
-        for name in ("JobTriggerFunction", "ImageSetWorkerFunction"):
+        for name in ("JobTriggerFunction", "ImageSetWorkerFunction", "DeadLetterRecorderFunction"):
             env = stack.function(name).environment
             assert set(env) >= CONTRACT_ENV | {"REPORTS_BUCKET", "OPS_TOPIC_ARN"}, CONTRACT_ENV - set(env)
             assert env["WORK_QUEUE_URL"] == stack.queue_url("WorkQueue")

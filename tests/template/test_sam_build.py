@@ -28,10 +28,18 @@ pytestmark = pytest.mark.layer
 
 #: Lambda's limit for a function and all its layers, unzipped.
 LAMBDA_UNZIPPED_LIMIT = 262_144_000
-HANDLERS = {"JobTriggerFunction": "job_trigger", "ImageSetWorkerFunction": "image_set_worker"}
+HANDLERS = {
+    "JobTriggerFunction": "job_trigger",
+    "ImageSetWorkerFunction": "image_set_worker",
+    "DeadLetterRecorderFunction": "dead_letter_recorder",
+}
 LAYERS = ("CoreLayer", "CodecsLayer")
 #: The layers each function lists in template.yaml (checked against the template below).
-FUNCTION_LAYERS = {"JobTriggerFunction": ("CoreLayer",), "ImageSetWorkerFunction": ("CoreLayer", "CodecsLayer")}
+FUNCTION_LAYERS = {
+    "JobTriggerFunction": ("CoreLayer",),
+    "ImageSetWorkerFunction": ("CoreLayer", "CodecsLayer"),
+    "DeadLetterRecorderFunction": ("CoreLayer",),
+}
 #: What the python3.12 runtime itself provides (/var/lang/lib/python3.12/site-packages): boto3 and its closure.
 RUNTIME_SDK = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
 #: The template's environment (Globals) with the values a deployed stack would give it.
@@ -50,6 +58,7 @@ LAMBDA_ENVIRONMENT = {
     "FRAMES_PER_WORK_ITEM": "2000",
     "FETCH_CONCURRENCY": "16",
     "WORK_MAX_RECEIVE_COUNT": "5",
+    "JOB_DEADLINE_S": "43200",
     "SOURCE_BUCKET": "",
     "POWERTOOLS_SERVICE_NAME": "ahi-verify",
     "POWERTOOLS_METRICS_NAMESPACE": "AhiVerify",

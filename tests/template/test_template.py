@@ -22,7 +22,7 @@ from tests.template.conftest import DATASTORE_ID
 Template = dict[str, Any]
 Statement = dict[str, Any]
 
-FUNCTIONS = ("JobTriggerFunction", "ImageSetWorkerFunction")
+FUNCTIONS = ("JobTriggerFunction", "ImageSetWorkerFunction", "DeadLetterRecorderFunction")
 BUCKET_NAME = "${AWS::StackName}-output-${AWS::AccountId}-${AWS::Region}"
 DATASTORE_ARN = "arn:${AWS::Partition}:medical-imaging:${AWS::Region}:${AWS::AccountId}:datastore/${DatastoreId}"
 #: Actions AWS authorises only on Resource "*" (no resource-level permissions).
@@ -48,6 +48,7 @@ ENVIRONMENT = {
     "FRAMES_PER_WORK_ITEM",
     "FETCH_CONCURRENCY",
     "WORK_MAX_RECEIVE_COUNT",
+    "JOB_DEADLINE_S",
     "SOURCE_BUCKET",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
@@ -149,7 +150,7 @@ def test_every_function_has_an_explicit_role_without_managed_policies(cfn: Templ
     functions = of_type(cfn, "AWS::Lambda::Function")
     assert set(functions) == set(FUNCTIONS)
     roles = {role_of(cfn, f) for f in FUNCTIONS}
-    assert roles == {"JobTriggerRole", "ImageSetWorkerRole"}
+    assert roles == {"JobTriggerRole", "ImageSetWorkerRole", "DeadLetterRecorderRole"}
     assert set(of_type(cfn, "AWS::IAM::Role")) == roles, "a role SAM generated (with AWS-managed policies)"
     for role in roles:
         props = cfn["Resources"][role]["Properties"]
@@ -166,6 +167,7 @@ def test_no_policy_grants_an_action_pattern_or_resource_star(cfn: Template) -> N
     # The exceptions are exactly the documented ones: X-Ray (no resource-level permissions) in each role.
     star = [(n, s["Action"]) for n, kind, s in all_policy_statements(cfn) if kind == "role" and s["Resource"] == "*"]
     assert sorted(star) == [
+        ("DeadLetterRecorderRole", ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]),
         ("ImageSetWorkerRole", ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]),
         ("JobTriggerRole", ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]),
     ]
@@ -200,6 +202,7 @@ def test_medical_imaging_is_scoped_to_the_datastore(cfn: Template) -> None:
     assert by_function == {
         "JobTriggerFunction": ["medical-imaging:GetDICOMImportJob", "medical-imaging:ListDICOMImportJobs"],
         "ImageSetWorkerFunction": ["medical-imaging:GetImageFrame", "medical-imaging:GetImageSetMetadata"],
+        "DeadLetterRecorderFunction": [],  # it records and finalises; it reads nothing of HealthImaging
     }
     worker = grants(function_statements(cfn, "ImageSetWorkerFunction"), "medical-imaging:GetImageFrame")
     assert [sub_text(r) for r in listed(worker[0]["Resource"])] == [DATASTORE_ARN, DATASTORE_ARN + "/imageset/*"]
@@ -299,13 +302,12 @@ def test_every_reference_to_the_bucket_uses_the_bucket_s_own_name(cfn: Template)
     assert sub_text(permission["SourceArn"]) == "arn:${AWS::Partition}:s3:::" + BUCKET_NAME
 
 
-def test_both_functions_may_publish_to_both_encrypted_topics(cfn: Template) -> None:
+def test_the_functions_publish_only_to_the_encrypted_topics_they_use(cfn: Template) -> None:
     for function in FUNCTIONS:
         statements = function_statements(cfn, function)
-        assert [s["Resource"] for s in grants(statements, "sns:Publish")] == [
-            {"Ref": "AlertTopic"},
-            {"Ref": "OpsTopic"},
-        ]
+        # the recorder finalises jobs (their alerts); overdue-job messages come from the trigger's sweep
+        topics = [{"Ref": "AlertTopic"}] + ([] if function == "DeadLetterRecorderFunction" else [{"Ref": "OpsTopic"}])
+        assert [s["Resource"] for s in grants(statements, "sns:Publish")] == topics
         # the one key of both topics; the reports key (only with ReportsKmsKeyArn) is checked on its own
         kms = [s for s in grants(statements, "kms:GenerateDataKey") if s.get("Sid") != "EncryptReports"]
         assert [s["Resource"] for s in kms] == [{"Fn::GetAtt": ["AlertTopicKey", "Arn"]}]
@@ -317,6 +319,8 @@ def test_both_functions_may_publish_to_both_encrypted_topics(cfn: Template) -> N
         # the trigger's second queue is its OnFailure destination: Lambda sends the record with the function's role
         "JobTriggerFunction": [{"Fn::GetAtt": ["WorkQueue", "Arn"]}, {"Fn::GetAtt": ["TriggerFailureQueue", "Arn"]}],
         "ImageSetWorkerFunction": [{"Fn::GetAtt": ["WorkQueue", "Arn"]}],
+        # a dead-lettered whole-set message of a split image set queues its other ranges again
+        "DeadLetterRecorderFunction": [{"Fn::GetAtt": ["WorkQueue", "Arn"]}],
     }
 
 
@@ -324,6 +328,7 @@ def test_each_function_writes_only_its_own_log_group(cfn: Template) -> None:
     for function, group in (
         ("JobTriggerFunction", "JobTriggerLogGroup"),
         ("ImageSetWorkerFunction", "ImageSetWorkerLogGroup"),
+        ("DeadLetterRecorderFunction", "DeadLetterRecorderLogGroup"),
     ):
         props = cfn["Resources"][function]["Properties"]
         assert props["LoggingConfig"] == {"LogGroup": {"Ref": group}}
@@ -449,8 +454,10 @@ def test_the_output_bucket_is_private_encrypted_and_tls_only(cfn: Template) -> N
 
 def test_the_worker_consumes_the_work_queue_one_item_at_a_time_with_bounded_concurrency(cfn: Template) -> None:
     mappings = of_type(cfn, "AWS::Lambda::EventSourceMapping")
-    assert len(mappings) == 1
-    [props] = [m["Properties"] for m in mappings.values()]
+    assert len(mappings) == 2  # the work queue's, and the dead-letter queue's (below)
+    [props] = [
+        m["Properties"] for m in mappings.values() if m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0] == "WorkQueue"
+    ]
     assert props["FunctionName"] == {"Ref": "ImageSetWorkerFunction"}
     assert props["EventSourceArn"] == {"Fn::GetAtt": ["WorkQueue", "Arn"]}
     assert props["BatchSize"] == 1
@@ -470,6 +477,25 @@ def test_the_worker_consumes_the_work_queue_one_item_at_a_time_with_bounded_conc
     consume = grants(function_statements(cfn, "ImageSetWorkerFunction"), "sqs:ReceiveMessage")
     assert [s["Resource"] for s in consume] == [{"Fn::GetAtt": ["WorkQueue", "Arn"]}]
     assert {"sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"} <= set(consume[0]["Action"])
+
+
+def test_every_dead_letter_is_recorded_by_a_function_without_codecs(cfn: Template) -> None:
+    # GIVEN the mapping on the dead-letter queue
+    [mapping] = [
+        m["Properties"]
+        for m in of_type(cfn, "AWS::Lambda::EventSourceMapping").values()
+        if m["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["WorkDeadLetterQueue", "Arn"]}
+    ]
+    # THEN it feeds the recorder, which reports failures per message (an unrecorded one stays in the queue)
+    assert mapping["FunctionName"] == {"Ref": "DeadLetterRecorderFunction"}
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    recorder = cfn["Resources"]["DeadLetterRecorderFunction"]["Properties"]
+    assert recorder["Handler"] == "dead_letter_recorder.handler"
+    assert [next(iter(layer.values())) for layer in recorder["Layers"]] == [
+        name for name in cfn["Resources"] if name.startswith("CoreLayer")
+    ]
+    consume = grants(function_statements(cfn, "DeadLetterRecorderFunction"), "sqs:ReceiveMessage")
+    assert [s["Resource"] for s in consume] == [{"Fn::GetAtt": ["WorkDeadLetterQueue", "Arn"]}]
 
 
 def _invokes_job_trigger(target_or_function: Any) -> bool:
@@ -627,6 +653,9 @@ def test_the_alarms_watch_the_dead_letters_the_failed_triggers_and_the_mismatche
         "TriggerFailureAlarm",
         "TriggerFailureArrivalsAlarm",
         "MismatchAlarm",
+        "OldestOpenJobAlarm",
+        "WorkNotVerifiedAlarm",
+        "AlertsNotPublishedAlarm",
     }
     for name, queue in (("DeadLetterAlarm", "WorkDeadLetterQueue"), ("TriggerFailureAlarm", "TriggerFailureQueue")):
         alarm = alarms[name]
@@ -641,6 +670,19 @@ def test_the_alarms_watch_the_dead_letters_the_failed_triggers_and_the_mismatche
     )
     assert mismatch["Dimensions"] == [{"Name": "service", "Value": "ahi-verify"}]
     assert (mismatch["Period"], mismatch["TreatMissingData"]) == (300, "notBreaching")
+    oldest = alarms.pop("OldestOpenJobAlarm")
+    assert (oldest["Namespace"], oldest["MetricName"], oldest["Statistic"]) == (
+        "AhiVerify",
+        "OldestOpenJobAge",
+        "Maximum",
+    )
+    assert (oldest["Threshold"], oldest["ComparisonOperator"]) == (
+        {"Ref": "JobDeadlineSeconds"},
+        "GreaterThanOrEqualToThreshold",
+    )
+    assert oldest["AlarmActions"] == oldest["OKActions"] == [{"Ref": "OpsTopic"}]
+    for name in ("AlertsNotPublishedAlarm", "WorkNotVerifiedAlarm"):
+        assert alarms[name]["AlarmActions"] == [{"Ref": "OpsTopic"}]
     for alarm in alarms.values():
         assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
     # a mismatch concerns a job's verdict: the job alerts' topic
@@ -681,10 +723,11 @@ def test_every_function_gets_the_environment_contract(cfn: Template) -> None:
         assert env["OPS_TOPIC_ARN"] == {"Ref": "OpsTopic"}
         assert env["REPORTS_BUCKET"] == {"Ref": "ReportsBucket"}
         assert env["FRAMES_PER_WORK_ITEM"] == {"Ref": "FramesPerWorkItem"}
+        assert env["JOB_DEADLINE_S"] == {"Ref": "JobDeadlineSeconds"}
         assert props["Runtime"] == "python3.12"
         assert props["TracingConfig"] == {"Mode": "Active"}
-        # The trigger decodes nothing and carries only the core layer (tests/template/test_sam_build.py imports
-        # its handler without numpy or imagecodecs); the worker needs both.
+        # The trigger and the recorder decode nothing and carry only the core layer (tests/template/test_sam_build.py
+        # imports their handlers without numpy or imagecodecs); the worker needs both.
         prefixes = ("CoreLayer", "CodecsLayer") if function == "ImageSetWorkerFunction" else ("CoreLayer",)
         assert [next(iter(layer.values())) for layer in props["Layers"]] == [
             name for prefix in prefixes for name in cfn["Resources"] if name.startswith(prefix)
@@ -711,6 +754,7 @@ def test_the_parameters_keep_their_contract(cfn: Template) -> None:
         "FramesPerWorkItem": 2000,
         "FetchConcurrency": 16,
         "WorkMaxReceiveCount": 5,
+        "JobDeadlineSeconds": 43200,
         "ReconcileSchedule": "rate(6 hours)",
         "WorkerMemorySize": 3008,
         "LogRetentionInDays": 30,
@@ -737,6 +781,7 @@ def test_the_outputs_tell_a_user_where_everything_is(cfn: Template) -> None:
         "OpsTopicArn",
         "JobTriggerFunctionName",
         "ImageSetWorkerFunctionName",
+        "DeadLetterRecorderFunctionName",
         "DashboardUrl",
         "CodecsLayerArn",
         "CoreLayerArn",
@@ -749,7 +794,11 @@ def test_the_outputs_tell_a_user_where_everything_is(cfn: Template) -> None:
 
 # --- reports bucket, retained state ------------------------------------------------------------------------------
 
-FUNCTION_ROLES = [{"Fn::GetAtt": ["JobTriggerRole", "Arn"]}, {"Fn::GetAtt": ["ImageSetWorkerRole", "Arn"]}]
+FUNCTION_ROLES = [
+    {"Fn::GetAtt": ["JobTriggerRole", "Arn"]},
+    {"Fn::GetAtt": ["ImageSetWorkerRole", "Arn"]},
+    {"Fn::GetAtt": ["DeadLetterRecorderRole", "Arn"]},
+]
 
 
 def test_the_reports_bucket_is_versioned_kms_encrypted_private_and_retained(cfn: Template) -> None:

@@ -90,8 +90,15 @@ def aws() -> Iterator[dict[str, Any]]:
         topic = sns.create_topic(Name="alerts")["TopicArn"]
         alerts_arn = sqs.get_queue_attributes(QueueUrl=alerts, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=alerts_arn)
+        ops = sqs.create_queue(QueueName="ops")["QueueUrl"]
+        ops_topic = sns.create_topic(Name="ops")["TopicArn"]
+        ops_arn = sqs.get_queue_attributes(QueueUrl=ops, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=ops_topic, Protocol="sqs", Endpoint=ops_arn)
         plane = FakeMedicalImaging()
-        yield {"s3": s3, "ddb": ddb, "sqs": sqs, "work": work, "alerts": alerts, "topic": topic, "plane": plane}
+        yield {
+            **{"s3": s3, "ddb": ddb, "sqs": sqs, "work": work, "alerts": alerts, "topic": topic, "plane": plane},
+            **{"ops": ops, "ops_topic": ops_topic},
+        }
 
 
 class Serialised:
@@ -126,7 +133,7 @@ def services(aws: dict[str, Any], source: FakeSource, clock: Any = None, **overr
         progress_table="progress",
         idempotency_table="idempotency",
         alert_topic_arn=aws["topic"],
-        ops_topic_arn=aws["topic"],
+        ops_topic_arn=aws["ops_topic"],
         notify_on_clean_jobs=False,
         frames_per_work_item=1000,
         fetch_concurrency=4,
@@ -141,6 +148,7 @@ def services(aws: dict[str, Any], source: FakeSource, clock: Any = None, **overr
         jobs=HealthImagingJobs(aws["plane"]),
         queue=WorkQueue(Serialised(aws["sqs"]), aws["work"]),
         alerts=AlertPublisher(Serialised(boto3.client("sns")), aws["topic"]),
+        ops=AlertPublisher(Serialised(boto3.client("sns")), aws["ops_topic"]),
         **({"clock": clock} if clock else {}),
     )
 
@@ -197,6 +205,10 @@ def drain(aws: dict[str, Any], queue: str = "work") -> list[dict[str, Any]]:
 
 def alerts(aws: dict[str, Any]) -> list[dict[str, Any]]:
     return [json.loads(m["Body"]) for m in drain(aws, "alerts")]
+
+
+def ops_messages(aws: dict[str, Any]) -> list[dict[str, Any]]:
+    return [json.loads(m["Body"]) for m in drain(aws, "ops")]
 
 
 def report(aws: dict[str, Any], job: str) -> dict[str, Any]:
@@ -804,12 +816,19 @@ def test_a_job_still_running_past_its_deadline_is_finished_by_the_sweep_as_unver
     done, lost = sorted((WorkItem.from_json(m["Body"]) for m in drain(aws)), key=lambda i: i.image_set_id)
     process(done, svc)
     verify_once = lambda job: start_job(JobRef(**job), svc)  # noqa: E731
-    # WHEN the sweep runs before the deadline THEN nothing happens
-    now[0] += 3599
+    # WHEN the sweep runs before half the deadline THEN nothing happens
+    now[0] += 1799
+    reconcile(svc, verify_once)
+    assert ops_messages(aws) == []
+    # WHEN it runs before the deadline THEN the job is left running, and one operational message names it
+    now[0] += 1800
     reconcile(svc, verify_once)
     record = svc.progress.get(job_id(61))
     assert record is not None
     assert (record["state"], record["pending"]) == ("running", 1)
+    (overdue,) = ops_messages(aws)
+    assert overdue["Subject"] == f"[ahi-verify] OPS: import job {job_id(61)} overdue"
+    assert "1 work item(s) pending" in overdue["Message"]
     # WHEN it runs after the deadline
     now[0] += 2
     reconcile(svc, verify_once)
@@ -820,6 +839,8 @@ def test_a_job_still_running_past_its_deadline_is_finished_by_the_sweep_as_unver
     assert doc["verdict"] == "UNVERIFIED"
     assert any("1 work item(s) had not completed" in d for d in doc["discrepancies"])
     assert len(alerts(aws)) == 1
+    (finished,) = ops_messages(aws)
+    assert finished["Subject"] == f"[ahi-verify] OPS: import job {job_id(61)} finished past its deadline"
     # AND the lost item arriving late changes nothing: no second report or alert, no error
     process(lost, svc)
     reconcile(svc, verify_once)

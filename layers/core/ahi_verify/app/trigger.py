@@ -14,7 +14,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from ..alert import compose_manifest_changed, compose_unreadable
+from ..alert import compose_manifest_changed, compose_open_job, compose_unreadable
 from ..job_output import ManifestError
 from ..locations import job_folder
 from ..plan import JobPlan, failed_job_plan, plan_job
@@ -135,14 +135,19 @@ def reconcile(svc: Services, verify_once: VerifyOnce, limit: int = 100) -> list[
     started: list[str] = []
     datastore_id = svc.settings.datastore_id
     now = svc.clock()
-    oldest = 0.0
+    oldest: tuple[float, str, int] = (0.0, "", 0)  # age, job, pending of the oldest job found open
+    overdue: tuple[float, str, int] | None = None  # the oldest still open after the sweep, if overdue
     for status in ("COMPLETED", "FAILED"):
         for job_id in svc.jobs.job_ids(datastore_id, status):
             record = svc.progress.get(job_id)
             try:
                 if record is not None:
-                    if look_after(job_id, record, svc, verify_once) in OPEN_STATES:
-                        oldest = max(oldest, now - int(record.get("created_at", now)))
+                    opened = (now - int(record.get("created_at", now)), job_id, int(record.get("pending", 0)))
+                    was_open = record.get("state") in OPEN_STATES
+                    oldest = max(oldest, opened) if was_open else oldest
+                    still_open = look_after(job_id, record, svc, verify_once) in OPEN_STATES
+                    if still_open and opened[0] > svc.settings.job_deadline_s / 2:
+                        overdue = max(overdue or opened, opened)
                     continue
                 if len(started) >= limit:
                     continue  # started on a later sweep; the known jobs are still looked after
@@ -155,7 +160,13 @@ def reconcile(svc: Services, verify_once: VerifyOnce, limit: int = 100) -> list[
                 logger.exception("reconciliation could not handle a job; it is tried again on the next sweep")
                 continue
             started.append(job_id)
-    metrics.add_metric(name="OldestOpenJobAge", unit=MetricUnit.Seconds, value=round(oldest))
+    # Measured before the sweep acted: a job finished at its deadline drives the alarm once, by this value.
+    metrics.add_metric(name="OldestOpenJobAge", unit=MetricUnit.Seconds, value=round(oldest[0]))
+    if overdue is not None:
+        age, job_id, pending = overdue
+        svc.ops.publish(
+            compose_open_job(job_id, datastore_id, open_s=age, pending=pending, deadline_s=svc.settings.job_deadline_s)
+        )
     return started
 
 
@@ -192,10 +203,14 @@ def look_after(job_id: str, record: dict[str, Any], svc: Services, verify_once: 
             "the reconciliation finished the job and reports their frames as not verified"
         )
         abandoned = svc.progress.abandon(job_id, why)
+        finalise_job(job_id, svc, claimer="reconcile")
         if abandoned is not None:
             logger.warning("job past its deadline abandoned", extra={"job_id": job_id, "work_items": abandoned})
             metrics.add_metric(name="JobsAbandoned", unit=MetricUnit.Count, value=1)
-        finalise_job(job_id, svc, claimer="reconcile")
+            deadline = svc.settings.job_deadline_s
+            svc.ops.publish(
+                compose_open_job(job_id, svc.settings.datastore_id, open_s=age, pending=abandoned, deadline_s=deadline)
+            )
     else:
         return state
     after = svc.progress.get(job_id) or {}

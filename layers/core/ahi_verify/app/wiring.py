@@ -33,6 +33,9 @@ class Services:
     jobs: ImportJobs
     queue: WorkQueue
     alerts: AlertPublisher
+    """The job alerts (verdicts), for the people who review imports."""
+    ops: AlertPublisher
+    """Operational messages (a job overdue or finished past its deadline), for the people who run the stack."""
     clock: Callable[[], float] = time.time
     """Seconds since the epoch; tests inject their own."""
 
@@ -40,7 +43,7 @@ class Services:
 def build_services(settings: Settings) -> Services:
     """Create the AWS clients and adapters (once, at cold start)."""
     medical_imaging = make_client(max_pool_connections=settings.fetch_concurrency)
-    s3 = boto3.client("s3")
+    s3, sns = boto3.client("s3"), boto3.client("sns")
     return Services(
         settings=settings,
         progress=JobProgress(boto3.client("dynamodb"), settings.progress_table),
@@ -49,5 +52,6 @@ def build_services(settings: Settings) -> Services:
         frames=HealthImagingSource(medical_imaging),
         jobs=HealthImagingJobs(medical_imaging),
         queue=WorkQueue(boto3.client("sqs"), settings.work_queue_url),
-        alerts=AlertPublisher(boto3.client("sns"), settings.alert_topic_arn),
+        alerts=AlertPublisher(sns, settings.alert_topic_arn),
+        ops=AlertPublisher(sns, settings.ops_topic_arn),
     )
