@@ -164,6 +164,20 @@ class Outcome:
 
 
 _workers: contextvars.ContextVar[int] = contextvars.ContextVar("workers", default=WORKERS)
+_peak: contextvars.ContextVar[list[int]] = contextvars.ContextVar("peak")
+
+
+def peak_in_flight(invocations: Sequence[Any], function: str = WORKER) -> int:
+    """The most invocations of ``function`` that overlapped in time (a report of concurrency, not a check)."""
+    edges = sorted(
+        [(i.started_at, 1) for i in invocations if i.function == function]
+        + [(i.started_at + i.duration_s, -1) for i in invocations if i.function == function]
+    )
+    peak = current = 0
+    for _, step in edges:
+        current += step
+        peak = max(peak, current)
+    return peak
 
 
 class Harness:
@@ -205,6 +219,9 @@ class Harness:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        peaks = _peak.get(None)
+        if peaks is not None:
+            peaks.append(peak_in_flight(self.stack.invocations))
         self.stack.stop()
 
     # -- handler modules (loaded by the stack under their real names)
@@ -955,14 +972,16 @@ def run_scenario(name: str, workers: int = WORKERS) -> Outcome:
     """
     out = Outcome(name)
     started = time.monotonic()
-    token = _workers.set(workers)
+    token, peaks = _workers.set(workers), _peak.set([])
     try:
         with redirect_stdout(io.StringIO()):  # Powertools prints its metrics (EMF) to stdout
             SCENARIOS[name](out)
     except Exception as exc:
         out.problems.append(f"{type(exc).__name__}: {exc}")
     finally:
+        out.extra["peak workers"] = max(_peak.get(), default=0)
         _workers.reset(token)
+        _peak.reset(peaks)
     out.expect(out.alerts <= 1, f"{out.alerts} alerts for one job")
     out.seconds = time.monotonic() - started
     return out

@@ -328,9 +328,12 @@ class Container:
             return None, self._exit_error()
         started = time.monotonic()
         while True:
-            ready, _, _ = select.select([self._results], [], [], _POLL_S)
+            try:
+                ready, _, _ = select.select([self._results], [], [], _POLL_S)
+                line = self._results.readline() if ready else ""
+            except (OSError, ValueError):  # killed and closed by FunctionRunner.close (the stack is stopping)
+                return None, self._exit_error()
             if ready:
-                line = self._results.readline()
                 if not line:  # the process exited without answering
                     return None, self._exit_error()
                 out = json.loads(line)
