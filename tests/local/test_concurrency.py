@@ -117,3 +117,20 @@ def test_partial_failures_and_redrive_are_unchanged_by_concurrency(make_stack: S
     assert dead.dlq_depth == {"WorkDeadLetterQueue": 1}
     assert stack.queue_depth("WorkQueue") == 0
     assert poison
+
+
+def test_an_environment_started_meanwhile_does_not_inherit_another_functions_variables(
+    make_stack: StackFactory,
+) -> None:
+    # GIVEN the trigger's variables swapped into os.environ, as while it runs in-process
+    stack = make_stack()
+    runner = stack.runner
+    trigger = stack.function("JobTriggerFunction")
+    with runner._function_env(trigger, runner._context(trigger, "r")):
+        assert os.environ["TRIGGER_ONLY"] == "yes"
+        # WHEN a worker environment is started meanwhile (from another thread, in the stack)
+        inherited = runner._base_env()
+    # THEN it starts from the stack's environment, without the trigger's variables
+    assert "TRIGGER_ONLY" not in inherited
+    assert inherited["AWS_ENDPOINT_URL"] == stack.endpoint_url
+    assert inherited.get("AWS_LAMBDA_FUNCTION_NAME") == os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
