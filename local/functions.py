@@ -1,6 +1,8 @@
 """Runs a template's function the way Lambda runs it: its resolved environment and reserved variables, its
 code and layers on ``sys.path``, its handler imported under its real module name, a Lambda-shaped context,
-the ``Timeout``; in-process, or in a fresh Python process that can be killed mid-flight (:meth:`arm_crash`).
+the ``Timeout``; in-process (one execution environment), in warm execution environments of its own
+(:class:`Container`: a Python process each, reused one invocation at a time, as many as concurrent invocations
+need), or in a fresh Python process per invocation; a process can be killed mid-flight (:meth:`arm_crash`).
 
 ``sam local invoke`` and moto's Lambda need Docker; this module is the Docker-free stand-in for the
 invocation itself. Event sources (:mod:`local.triggers`, :mod:`local.sqs_source`) call :meth:`FunctionRunner.invoke`.
