@@ -58,9 +58,10 @@ replay: $(STAMP) ## replay one event through the local stack (no Docker): make r
 	$(BIN)/python -m local.replay $(EVENT) $(foreach p,$(PARAMS),--param $(p))
 
 ATHERIS_VERSION := 3.0.0
+WORKERS ?= 4
 
-reliability: $(STAMP) ## fault matrix + soak through the local stack, and coverage-guided fuzzing (10,000 inputs a target)
-	$(BIN)/python -m bench.reliability
+reliability: $(STAMP) ## fault matrix + soak through the local stack (WORKERS=4 concurrent workers), and coverage-guided fuzzing (10,000 inputs a target)
+	$(BIN)/python -m bench.reliability --workers $(WORKERS)
 	$(BIN)/python -m pip install --quiet atheris==$(ATHERIS_VERSION)
 	$(BIN)/python -m bench.fuzz
 

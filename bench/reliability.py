@@ -3,7 +3,8 @@ them, and prints one table.
 
 ``python -m bench.reliability`` runs the full matrix and the soak (>= 20,000 frames, random throttling) and
 prints the table; it exits non-zero on any failure. ``tests/reliability/`` runs a subset of the same
-scenarios. Options: ``--only NAME`` (repeatable), ``--no-soak``, ``--soak-sets``, ``--soak-frames``.
+scenarios. Options: ``--only NAME`` (repeatable), ``--no-soak``, ``--soak-sets``, ``--soak-frames``,
+``--workers N`` (worker batches in flight at once, default 4; 1 runs them serially, in-process).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 from ahi_emulator import Fault
-from local.fault_matrix import SCENARIOS, SOAK, WORKER, Harness, Outcome, Shape, run_scenario
+from local.fault_matrix import SCENARIOS, SOAK, WORKER, WORKERS, Harness, Outcome, Shape, run_scenario
 
 # ------------------------------------------------------------------------------------------- soak
 
@@ -62,13 +63,13 @@ class _ChildPeak:
             self.children = len(self._seen)
 
 
-def soak(shape: Shape = SOAK, seed: int = 1) -> Outcome:
-    """Many image sets with random throttling; the worker runs isolated (one process per invocation) so its
-    peak RSS is its own, not moto's or the emulator's."""
+def soak(shape: Shape = SOAK, seed: int = 1, workers: int = WORKERS) -> Outcome:
+    """Many image sets with random throttling; the worker runs isolated (one process per invocation, ``workers``
+    at once) so its peak RSS is its own, not moto's or the emulator's."""
     out = Outcome(f"soak {shape.image_sets}x{shape.frames_per_instance * shape.instances}")
     rng = random.Random(seed)
     started = time.monotonic()
-    with Harness(isolation={WORKER: "subprocess"}) as h:
+    with Harness(isolation={WORKER: "subprocess"}, workers=workers) as h:
         job = h.import_job(shape, seed=seed)
         h.wait_imported(job)
         sets = h.manifest_image_sets(job)
@@ -111,7 +112,7 @@ def _vmhwm_kb() -> int:
 
 
 def table(outcomes: Sequence[Outcome]) -> str:
-    head = ("fault", "injected", "listed", "accounted", "dup", "lost", "verdict", "alerts", "s", "result")
+    head = ("fault", "injected", "listed", "accounted", "dup", "lost", "verdict", "reports", "alerts", "s", "result")
     rows = [
         (
             o.name,
@@ -121,6 +122,7 @@ def table(outcomes: Sequence[Outcome]) -> str:
             str(o.duplicates),
             str(o.lost),
             o.verdict,
+            str(o.reports),
             str(o.alerts),
             f"{o.seconds:.0f}",
             "pass" if o.ok else "FAIL",
@@ -153,12 +155,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--soak-only", action="store_true")
     parser.add_argument("--soak-sets", type=int, default=SOAK.image_sets)
     parser.add_argument("--soak-frames", type=int, default=SOAK.frames_per_instance, help="frames per image set")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=WORKERS,
+        help=f"worker batches in flight at once (default {WORKERS}; 1: serial, in-process)",
+    )
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     outcomes: list[Outcome] = []
     with _quiet():
         if not args.soak_only:
             for name in args.only or list(SCENARIOS):
-                out = run_scenario(name)
+                out = run_scenario(name, workers=args.workers)
                 outcomes.append(out)
                 status = "pass" if out.ok else "FAIL"
                 print(f"{name}: {status} in {out.seconds:.1f} s {out.extra or ''}", file=sys.stderr, flush=True)
@@ -169,11 +179,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             shape = dataclasses.replace(SOAK, image_sets=args.soak_sets, frames_per_instance=args.soak_frames)
             try:
                 with redirect_stdout(io.StringIO()):
-                    soak_out = soak(shape)
+                    soak_out = soak(shape, workers=args.workers)
             except Exception as exc:
                 soak_out = Outcome("soak", problems=[f"{type(exc).__name__}: {exc}"])
             outcomes.append(soak_out)
     print()
+    print(f"{args.workers} concurrent worker(s)")
     print(table(outcomes))
     for o in outcomes:
         for problem in o.problems:

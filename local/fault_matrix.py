@@ -8,7 +8,14 @@ emulator's metadata lists:
 - accounting: every listed frame has exactly one result (no duplicated frame ID, none lost, none extra), or
   belongs to an image set the report marks as an image-set error (metadata faults, a dead-lettered item);
 - the verdict and the per-frame statuses/reasons expected for the fault;
-- the alerts: exactly one for a job that needs attention, none for a clean one.
+- one report: ``report.json`` written exactly once (the harness turns on versioning for the output bucket and
+  counts the versions), and valid against ``report.schema.json``;
+- the alerts: exactly one for a job that needs attention, none for a clean one (never more than one).
+
+The worker's SQS event source runs ``workers`` batches at once (default :data:`WORKERS`, each in a warm
+execution environment of its own; 1 is the serial, in-process mode), so the scenarios exercise the
+application's concurrency: concurrent conditional writes on the progress table, concurrent finalisation
+claims, parts written while others list them.
 
 ``tests/reliability`` runs a subset of :data:`SCENARIOS`; ``python -m bench.reliability`` (the front end that
 times, measures and prints the table) runs them all and a soak. Both go through :func:`run_scenario`.
@@ -18,11 +25,13 @@ What the harness changes in the running handlers (test-side only, nothing in the
 - the trigger's manifest wait (30 s by default) is shortened to ``MANIFEST_WAIT_S`` so that a missing manifest
   fails in seconds, not minutes (three asynchronous attempts);
 - the poison scenario wraps the worker's HealthImaging source so that one image set's work item raises on
-  every delivery (an item that can never succeed).
+  every delivery (an item that can never succeed), through an init hook (:mod:`local.fault_hooks`) that
+  every worker execution environment runs after its cold start.
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import io
 import json
@@ -38,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jsonschema  # type: ignore[import-untyped]
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
@@ -50,6 +60,9 @@ DS = "c0ffee00" * 4
 WORKER = "ImageSetWorkerFunction"
 TRIGGER = "JobTriggerFunction"
 MANIFEST_WAIT_S = 4.0
+WORKERS = 4
+"""Worker batches in flight at once, by default (the template's MaximumConcurrency is 5; 4 keeps a loaded
+two-core machine responsive and is still concurrent enough to interleave every claim)."""
 SECONDARY_CAPTURE = UID("1.2.840.10008.5.1.4.1.1.7")
 REPO = Path(__file__).resolve().parents[1]
 
@@ -131,6 +144,7 @@ class Outcome:
     lost: int = 0
     verdict: str = "-"
     alerts: int = 0
+    reports: int = 0
     problems: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
@@ -149,11 +163,48 @@ class Outcome:
 # ------------------------------------------------------------------------------------------- the harness
 
 
-class Harness:
-    """One LocalStack (fresh moto, fresh emulator) and the helpers every scenario uses."""
+_workers: contextvars.ContextVar[int] = contextvars.ContextVar("workers", default=WORKERS)
+_peak: contextvars.ContextVar[list[int]] = contextvars.ContextVar("peak")
 
-    def __init__(self, parameters: dict[str, str] | None = None, isolation: dict[str, Any] | None = None) -> None:
-        self.stack = LocalStack(parameters={"DatastoreId": DS, **(parameters or {})}, isolation=isolation)
+
+def peak_in_flight(invocations: Sequence[Any], function: str = WORKER) -> int:
+    """The most invocations of ``function`` that overlapped in time (a report of concurrency, not a check)."""
+    edges = sorted(
+        [(i.started_at, 1) for i in invocations if i.function == function]
+        + [(i.started_at + i.duration_s, -1) for i in invocations if i.function == function]
+    )
+    peak = current = 0
+    for _, step in edges:
+        current += step
+        peak = max(peak, current)
+    return peak
+
+
+class Harness:
+    """One LocalStack (fresh moto, fresh emulator) and the helpers every scenario uses.
+
+    Parameters
+    ----------
+    parameters
+        Template parameter overrides (``DatastoreId`` is the harness's).
+    isolation
+        Per function, as :class:`local.stack.LocalStack` takes it.
+    workers
+        Worker batches in flight at once; default the one :func:`run_scenario` was given (:data:`WORKERS`).
+    """
+
+    def __init__(
+        self,
+        parameters: dict[str, str] | None = None,
+        isolation: dict[str, Any] | None = None,
+        workers: int | None = None,
+    ) -> None:
+        self.workers = workers if workers is not None else _workers.get()
+        self.stack = LocalStack(
+            parameters={"DatastoreId": DS, **(parameters or {})},
+            isolation=isolation,
+            concurrency={WORKER: self.workers},
+        )
         self._batches = 0
 
     def __enter__(self) -> Harness:
@@ -163,22 +214,33 @@ class Harness:
         self.bucket, self.prefix, self.reports = env["OUTPUT_BUCKET"], env["OUTPUT_PREFIX"], env["REPORTS_PREFIX"]
         self.reports_bucket = env["REPORTS_BUCKET"]
         self.stack.s3.create_bucket(Bucket="site-dicom")
+        # Test-side only: every write of a report is kept as a version, so that "one report" can be counted.
+        self.stack.s3.put_bucket_versioning(Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"})
         self.shorten_manifest_wait()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        peaks = _peak.get(None)
+        if peaks is not None:
+            peaks.append(peak_in_flight(self.stack.invocations))
         self.stack.stop()
 
     # -- handler modules (loaded by the stack under their real names)
 
     def handler_module(self, function: str) -> Any:
-        """The handler's module as the stack imported it (cold-starting it first if needed)."""
+        """The handler's module as the stack imported it in this process (cold-starting it first if needed).
+
+        Only for functions that run in-process (the trigger): the worker's execution environments are processes
+        of their own, changed through init hooks instead (:meth:`local.functions.FunctionRunner.add_init_hook`).
+        """
         name = self.stack.function(function).module
         if name not in sys.modules:
             if function == TRIGGER:
                 self.stack.run_schedule()  # a reconciliation sweep over no jobs: a harmless cold start
             else:
                 self.stack.invoke(function, {"Records": []})
+        if name not in sys.modules:
+            raise LookupError(f"{function} does not run in this process; use an init hook")
         return sys.modules[name]
 
     def shorten_manifest_wait(self) -> None:
@@ -238,6 +300,12 @@ class Harness:
             return None
         doc: dict[str, Any] = json.loads(raw["Body"].read())
         return doc
+
+    def report_versions(self, job: str) -> int:
+        """How many times the job's ``report.json`` was written (versions of its key)."""
+        key = f"{self.reports}{job}/report.json"
+        listing = self.stack.s3.list_object_versions(Bucket=self.bucket, Prefix=key)
+        return sum(1 for v in listing.get("Versions", []) if v["Key"] == key)
 
     def parts(self, job: str) -> int:
         """How many partial reports the job has."""
@@ -316,11 +384,14 @@ class Harness:
         out.listed = sum(len(v) for v in listed.values())
         out.alerts = len(self.stack.alerts())
         out.expect(out.alerts == alerts, f"{out.alerts} alert(s), expected {alerts}")
+        out.reports = self.report_versions(job)
+        out.expect(out.reports == 1, f"report.json written {out.reports} time(s), expected once")
         doc = self.report(job)
         if doc is None:
             out.problems.append("no report.json")
             out.lost = out.listed
             return None
+        out.problems.extend(f"report.json breaks the schema: {v}" for v in _schema_violations(doc)[:3])
         out.verdict = doc["verdict"]
         out.expect(doc["verdict"] == verdict, f"verdict {doc['verdict']}, expected {verdict}")
         by_set = {s["imageSetId"]: s for s in doc["imageSets"]}
@@ -363,6 +434,14 @@ class Harness:
         missing_expected = set(expected) - set(results)
         out.expect(not missing_expected, f"{len(missing_expected)} faulted frame(s) have no result")
         return doc
+
+
+def _schema_violations(doc: dict[str, Any]) -> list[str]:
+    """What in a report breaks ``report.schema.json`` (the tests' in-process schema check cannot see reports
+    written in the workers' own processes)."""
+    schema = json.loads((REPO / "layers/core/ahi_verify/report.schema.json").read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator(schema)
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)]
 
 
 # ------------------------------------------------------------------------------------------- scenarios
@@ -775,22 +854,6 @@ def _crash_mid_fetch(out: Outcome) -> None:
     _crash(out, "SIGKILL during GetImageFrame", arm)
 
 
-class _PoisonSource:
-    """The worker's HealthImaging source, with one image set whose every work item raises."""
-
-    def __init__(self, inner: Any, poisoned: str) -> None:
-        self.inner, self.poisoned = inner, poisoned
-
-    def get_image_set_metadata(self, datastore_id: str, image_set_id: str, version_id: str | None) -> bytes:
-        if image_set_id == self.poisoned:
-            raise RuntimeError("poison work item (injected by the reliability harness)")
-        data: bytes = self.inner.get_image_set_metadata(datastore_id, image_set_id, version_id)
-        return data
-
-    def get_image_frame(self, datastore_id: str, image_set_id: str, image_frame_id: str) -> Any:
-        return self.inner.get_image_frame(datastore_id, image_set_id, image_frame_id)
-
-
 @scenario("poison-item-dlq")
 def _poison(out: Outcome) -> None:
     with Harness() as h:
@@ -798,8 +861,7 @@ def _poison(out: Outcome) -> None:
         h.wait_imported(job)
         h.stack.run_until_idle(timeout=120, include_mappings=False)
         sets = h.manifest_image_sets(job)
-        services = h.handler_module(WORKER).SERVICES
-        services.frames = _PoisonSource(services.frames, sets[5])
+        h.stack.runner.add_init_hook(WORKER, "local.fault_hooks:poison_image_set", sets[5])
         summary = h.stack.run_until_idle(timeout=300)
         out.injected = "1 item raising on every delivery"
         receives = int(h.stack.function(WORKER).environment["WORK_MAX_RECEIVE_COUNT"])  # the template's redrive
@@ -906,14 +968,33 @@ def _manifest_rewritten(out: Outcome) -> None:
 # ------------------------------------------------------------------------------------------- running
 
 
-def run_scenario(name: str) -> Outcome:
-    """Run one scenario of the matrix by name; exceptions become problems of its outcome."""
+def run_scenario(name: str, workers: int = WORKERS) -> Outcome:
+    """Run one scenario of the matrix by name; exceptions become problems of its outcome.
+
+    Parameters
+    ----------
+    name
+        A key of :data:`SCENARIOS`.
+    workers
+        Worker batches in flight at once (1: serial, in-process).
+
+    Returns
+    -------
+    Outcome
+        The row of the table. Whatever the scenario, more than one alert is a problem.
+    """
     out = Outcome(name)
     started = time.monotonic()
+    token, peaks = _workers.set(workers), _peak.set([])
     try:
         with redirect_stdout(io.StringIO()):  # Powertools prints its metrics (EMF) to stdout
             SCENARIOS[name](out)
     except Exception as exc:
         out.problems.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        out.extra["peak workers"] = max(_peak.get(), default=0)
+        _workers.reset(token)
+        _peak.reset(peaks)
+    out.expect(out.alerts <= 1, f"{out.alerts} alerts for one job")
     out.seconds = time.monotonic() - started
     return out

@@ -1,6 +1,8 @@
 """Runs a template's function the way Lambda runs it: its resolved environment and reserved variables, its
 code and layers on ``sys.path``, its handler imported under its real module name, a Lambda-shaped context,
-the ``Timeout``; in-process, or in a fresh Python process that can be killed mid-flight (:meth:`arm_crash`).
+the ``Timeout``; in-process (one execution environment), in warm execution environments of its own
+(:class:`Container`: a Python process each, reused one invocation at a time, as many as concurrent invocations
+need), or in a fresh Python process per invocation; a process can be killed mid-flight (:meth:`arm_crash`).
 
 ``sam local invoke`` and moto's Lambda need Docker; this module is the Docker-free stand-in for the
 invocation itself. Event sources (:mod:`local.triggers`, :mod:`local.sqs_source`) call :meth:`FunctionRunner.invoke`.
@@ -14,10 +16,10 @@ import json
 import logging
 import os
 import secrets
+import select
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -32,6 +34,7 @@ from typing import Any, Literal
 from .template import Resource, Template, TemplateError
 
 __all__ = [
+    "Container",
     "FakeLambdaContext",
     "FunctionRunner",
     "Invocation",
@@ -43,7 +46,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Isolation = Literal["inprocess", "subprocess"]
+Isolation = Literal["inprocess", "subprocess", "container"]
 LAYER_TYPE = "AWS::Serverless::LayerVersion"
 
 
@@ -182,10 +185,11 @@ class _CrashPlan:
     times: int
 
 
-_CHILD_BOOTSTRAP = r"""
-import importlib, json, sys, time, traceback
-spec = json.loads(sys.stdin.read())
+_CONTAINER_BOOTSTRAP = r"""
+import importlib, json, os, sys, time, traceback
+spec = json.loads(sys.stdin.readline())
 sys.path[:0] = spec["sys_path"]
+results = os.fdopen(spec["result_fd"], "w", encoding="utf-8")
 
 class FakeLambdaContext:
     def __init__(self, fields):
@@ -195,17 +199,199 @@ class FakeLambdaContext:
     def get_remaining_time_in_millis(self):
         return max(0, self.deadline_epoch_ms - int(time.time() * 1000))
 
-context = FakeLambdaContext(spec["context"])
+def answer(out):
+    results.write(json.dumps(out) + "\n")
+    results.flush()
+
+def failure(exc, error_type=None):
+    traceback.print_exc()
+    return {"ok": False, "errorType": error_type or type(exc).__name__, "errorMessage": str(exc)}
+
+init_error = None
 try:
     module = importlib.import_module(spec["module"])
-    result = getattr(module, spec["attribute"])(spec["event"], context)
-    out = {"ok": True, "result": json.loads(json.dumps(result))}
+    handler = getattr(module, spec["attribute"])
+    for target, args in spec["hooks"]:
+        hook_module, _, hook_name = target.partition(":")
+        getattr(importlib.import_module(hook_module), hook_name)(module, *args)
 except Exception as exc:
-    traceback.print_exc()
-    out = {"ok": False, "errorType": type(exc).__name__, "errorMessage": str(exc)}
-with open(spec["result_path"], "w", encoding="utf-8") as handle:
-    json.dump(out, handle)
+    init_error = failure(exc)
+sys.stdout.flush()
+
+for line in sys.stdin:
+    request = json.loads(line)
+    if init_error is not None:
+        answer(init_error)  # the init failed: this environment is discarded, the next invocation starts afresh
+        sys.exit(1)
+    try:
+        result = handler(request["event"], FakeLambdaContext(request["context"]))
+    except Exception as exc:
+        out = failure(exc)
+    else:
+        try:
+            out = {"ok": True, "result": json.loads(json.dumps(result))}
+        except (TypeError, ValueError) as exc:
+            out = failure(exc, "Runtime.MarshalError")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    answer(out)
 """
+
+_POLL_S = 0.02  # how often a running invocation's crash plan and timeout are checked
+
+
+class Container:
+    """One execution environment of a function: a Python process that cold-starts the handler once and then
+    runs invocations one at a time, as a warm Lambda execution environment does.
+
+    The process gets the function's environment (with the reserved variables of its first invocation: an
+    environment keeps its log stream), the function's code and layers on ``sys.path``, and runs the init
+    hooks after the import. Requests go in on its stdin, results come back on a pipe of their own (the
+    handler's stdout is its log, as on Lambda: forwarded line by line to the logger
+    ``local.functions.<LogicalId>`` at INFO). A killed or timed-out container is gone; the next invocation
+    gets a new one.
+
+    Parameters
+    ----------
+    fn
+        The function.
+    env
+        The process environment, the function's variables included.
+    sys_path
+        Put in front of the child's ``sys.path``.
+    hooks
+        ``(module:callable, args)`` called with the handler's module after the cold start.
+    log_stream
+        The log stream every invocation's context reports.
+    """
+
+    def __init__(
+        self,
+        fn: LocalFunction,
+        env: Mapping[str, str],
+        sys_path: list[str],
+        hooks: list[tuple[str, list[Any]]],
+        log_stream: str,
+    ) -> None:
+        self.fn, self.log_stream = fn, log_stream
+        read_fd, write_fd = os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _CONTAINER_BOOTSTRAP],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=dict(env),
+                cwd=fn.code_dir,
+                pass_fds=(write_fd,),
+            )
+        finally:
+            os.close(write_fd)
+        self._results = os.fdopen(read_fd, "r", encoding="utf-8")
+        spec = {
+            "sys_path": sys_path,
+            "module": fn.module,
+            "attribute": fn.attribute,
+            "hooks": hooks,
+            "result_fd": write_fd,
+        }
+        self._send(spec)
+        self._log = logging.getLogger(f"{__name__}.{fn.logical_id}")
+        self._output = threading.Thread(target=self._forward_output, name=f"log-{fn.logical_id}", daemon=True)
+        self._output.start()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the process still runs (a container that was killed or exited cannot be reused)."""
+        return self.process.poll() is None
+
+    def _send(self, message: Mapping[str, Any]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write((json.dumps(message) + "\n").encode())
+        self.process.stdin.flush()
+
+    def _forward_output(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            self._log.info("%s", raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def invoke(self, payload: Any, context: FakeLambdaContext, plan: _CrashPlan | None) -> tuple[Any, str | None]:
+        """Run one invocation; kill the process when the crash plan says so or the ``Timeout`` has passed.
+
+        Returns
+        -------
+        tuple
+            The JSON result and None, or None and ``"<ErrorType>: <message>"``.
+        """
+        fields = {k: v for k, v in vars(context).items() if k not in ("identity", "client_context")}
+        try:
+            self._send({"event": payload, "context": fields})
+        except (BrokenPipeError, OSError):
+            return None, self._exit_error()
+        started = time.monotonic()
+        while True:
+            try:
+                ready, _, _ = select.select([self._results], [], [], _POLL_S)
+                line = self._results.readline() if ready else ""
+            except (OSError, ValueError):  # killed and closed by FunctionRunner.close (the stack is stopping)
+                return None, self._exit_error()
+            if ready:
+                if not line:  # the process exited without answering
+                    return None, self._exit_error()
+                out = json.loads(line)
+                if out.get("ok"):
+                    return out.get("result"), None
+                return None, f"{out.get('errorType')}: {out.get('errorMessage')}"
+            elapsed = time.monotonic() - started
+            reason: str | None = None
+            if plan is not None and (
+                (plan.after_s is not None and elapsed >= plan.after_s) or (plan.when is not None and plan.when())
+            ):
+                reason = f"Runtime.ExitError: killed (SIGKILL) after {elapsed:.2f} s, as arranged by arm_crash"
+            elif elapsed > self.fn.timeout_s:
+                reason = f"Sandbox.Timedout: Task timed out after {self.fn.timeout_s:.2f} seconds"
+            if reason is not None:
+                self.kill()
+                return None, reason
+
+    def _exit_error(self) -> str:
+        status = self.process.wait()
+        return f"Runtime.ExitError: the process exited with status {status} and no result"
+
+    def kill(self) -> None:
+        """SIGKILL the process (a crashed execution environment) and wait for it."""
+        if self.alive:
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        self._close_pipes()
+
+    def close(self) -> None:
+        """Let the process end (its stdin closes), killing it if it does not within a few seconds."""
+        if self.alive:
+            with contextlib.suppress(OSError):
+                assert self.process.stdin is not None
+                self.process.stdin.close()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        for stream in (self.process.stdin, self._results):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        self._output.join(timeout=5)
+        if self.process.stdout is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdout.close()
+
+
+def _run_hook(module: ModuleType, target: str, args: list[Any]) -> None:
+    hook_module, _, name = target.partition(":")
+    getattr(importlib.import_module(hook_module), name)(module, *args)
 
 
 def is_under(path: str | None, directory: Path) -> bool:
@@ -332,9 +518,21 @@ class FunctionRunner:
     region
         Reported in the reserved variables.
     isolation
-        Per logical ID, ``"subprocess"`` for a fresh Python process per invocation (default in-process).
+        Per logical ID: ``"inprocess"`` (the default) runs the handler in this process, one invocation at a
+        time (one execution environment); ``"container"`` in warm execution environments of their own, a
+        Python process each, reused one invocation at a time and started as concurrent invocations need
+        them; ``"subprocess"`` in a fresh process per invocation (a cold start each time).
     invocations
         The list every invocation is appended to (the stack's record).
+
+    Notes
+    -----
+    Invocations may come from several threads at once (the SQS event source runs batches concurrently).
+    In-process invocations still run one at a time: the handler module's state (its ``SERVICES``, Powertools'
+    logger keys, metrics and batch processor) belongs to one execution environment, and Lambda never runs two
+    invocations in one environment at once; os.environ is the process's. Concurrent invocations of a function
+    therefore need ``"container"`` (or ``"subprocess"``) isolation, which is what :class:`local.stack.LocalStack`
+    picks for a mapping that runs batches concurrently.
     """
 
     def __init__(
@@ -352,7 +550,15 @@ class FunctionRunner:
         self._handlers: dict[str, Callable[..., Any]] = {}
         # The process environment is shared: one invocation at a time may swap in its function's variables.
         self._invoke_lock = threading.RLock()
+        # Guards os.environ while it is swapped, and the variables it replaced (to start children without them).
+        self._env_lock = threading.Lock()
+        self._env_saved: dict[str, str | None] | None = None
+        self._state_lock = threading.Lock()  # crash plans, hooks and containers, taken by concurrent invocations
         self._crash_plans: dict[str, list[_CrashPlan]] = {}
+        self._hooks: dict[str, list[tuple[str, list[Any]]]] = {}
+        self._idle: dict[str, list[Container]] = {}
+        self._containers: set[Container] = set()
+        self._closed = False
 
     def function(self, logical_id: str) -> LocalFunction:
         """Return a function of the template.
@@ -377,26 +583,62 @@ class FunctionRunner:
     ) -> None:
         """Kill the next ``times`` invocations of ``function`` mid-flight, like a crashed execution environment.
 
-        Those invocations run in a fresh Python process (the handler imported under its real module name,
-        with the function's environment), which gets SIGKILL once ``after_s`` seconds have passed or ``when()``
-        returns true, whichever comes first. The invocation then fails as a whole: for an SQS batch every
-        message stays in the queue and is redelivered. An invocation that finishes first is not killed.
+        Those invocations run in a Python process of their own (a fresh one, or for ``"container"`` isolation
+        the warm execution environment that takes the invocation), which gets SIGKILL once ``after_s`` seconds
+        of the invocation have passed or ``when()`` returns true, whichever comes first. The invocation then
+        fails as a whole: for an SQS batch every message stays in the queue and is redelivered. An invocation
+        that finishes first is not killed. With concurrent invocations, the plan goes to whichever starts next.
 
         Parameters
         ----------
         function
             Logical ID.
         after_s
-            Kill this long after the process starts.
+            Kill this long after the invocation starts.
         when
-            Polled (every 20 ms) while the process runs, in this process; e.g. "a progress item exists".
+            Polled (every 20 ms) while the invocation runs, in this process (on the invoking thread); e.g.
+            "a progress item exists".
         times
             How many invocations to kill.
         """
         if after_s is None and when is None:
             raise ValueError("arm_crash needs after_s or when")
         self.function(function)
-        self._crash_plans.setdefault(function, []).append(_CrashPlan(after_s, when, times))
+        with self._state_lock:
+            self._crash_plans.setdefault(function, []).append(_CrashPlan(after_s, when, times))
+
+    def add_init_hook(self, function: str, target: str, *args: Any) -> None:
+        """Run ``target(handler_module, *args)`` after the function's cold start, in every execution environment.
+
+        The test-side way to change a running handler (wrap one of its services) that works whatever the
+        isolation: in-process the hook runs now (cold-starting the handler if needed) and after any later cold
+        start; containers run it after their import, and the idle ones are retired so that no invocation runs
+        without it.
+
+        Parameters
+        ----------
+        function
+            Logical ID.
+        target
+            ``"package.module:callable"``, importable in the child processes too (on this process's ``sys.path``).
+        args
+            JSON-serialisable arguments.
+        """
+        fn = self.function(function)
+        json.dumps(args)  # refused here rather than in a child
+        with self._state_lock:
+            self._hooks.setdefault(function, []).append((target, list(args)))
+            retired = self._idle.pop(function, [])
+            for container in retired:
+                self._containers.discard(container)
+        for container in retired:
+            container.close()
+        if self.isolation.get(function, "inprocess") == "inprocess":
+            with self._function_env(fn, self._context(fn, str(uuid.uuid4()))):
+                if fn.logical_id in self._handlers:
+                    _run_hook(sys.modules[fn.module], target, list(args))
+                else:
+                    self._load_handler(fn)  # the cold start, which runs every hook
 
     def invoke(
         self,
@@ -438,7 +680,9 @@ class FunctionRunner:
         plan = self._take_crash_plan(fn.logical_id)
         mode = isolation or self.isolation.get(fn.logical_id, "inprocess")
         started = time.monotonic()
-        if plan is not None or mode == "subprocess":
+        if mode == "container":
+            result, error = self._invoke_in_container(fn, payload, context, plan)
+        elif plan is not None or mode == "subprocess":
             result, error = self._invoke_subprocess(fn, payload, context, plan)
         else:
             result, error = self._invoke_inprocess(fn, payload, context)
@@ -463,24 +707,41 @@ class FunctionRunner:
         )
 
     def _take_crash_plan(self, function: str) -> _CrashPlan | None:
-        plans = self._crash_plans.get(function)
-        if not plans:
-            return None
-        plan = plans[0]
-        plan.times -= 1
-        if plan.times <= 0:
-            plans.pop(0)
-        return plan
+        with self._state_lock:
+            plans = self._crash_plans.get(function)
+            if not plans:
+                return None
+            plan = plans[0]
+            plan.times -= 1
+            if plan.times <= 0:
+                plans.pop(0)
+            return plan
 
     @contextlib.contextmanager
     def _function_env(self, fn: LocalFunction, context: FakeLambdaContext) -> Iterator[None]:
         values: dict[str, str | None] = {**fn.environment, **fn.reserved_environment(context, self.region)}
         with self._invoke_lock:
-            saved = apply_env(values)
+            with self._env_lock:
+                saved = apply_env(values)
+                self._env_saved = saved
             try:
                 yield
             finally:
-                apply_env(saved)
+                with self._env_lock:
+                    apply_env(saved)
+                    self._env_saved = None
+
+    def _base_env(self) -> dict[str, str]:
+        """The process environment without the variables an in-process invocation has swapped in right now
+        (a child started meanwhile from another thread must not inherit another function's variables)."""
+        with self._env_lock:
+            env = dict(os.environ)
+            for key, value in (self._env_saved or {}).items():
+                if value is None:
+                    env.pop(key, None)
+                else:
+                    env[key] = value
+        return env
 
     def _load_handler(self, fn: LocalFunction) -> Callable[..., Any]:
         cached = self._handlers.get(fn.logical_id)
@@ -500,6 +761,10 @@ class FunctionRunner:
         if not is_under(getattr(module, "__file__", None), fn.code_dir):
             raise ImportError(f"{fn.module} was imported from {module.__file__}, not from {fn.code_dir}")
         handler: Callable[..., Any] = getattr(module, fn.attribute)
+        with self._state_lock:
+            hooks = list(self._hooks.get(fn.logical_id, []))
+        for target, args in hooks:
+            _run_hook(module, target, args)
         self._handlers[fn.logical_id] = handler
         return handler
 
@@ -516,47 +781,60 @@ class FunctionRunner:
         except (TypeError, ValueError) as exc:
             return None, f"Runtime.MarshalError: {exc}"
 
+    def _new_container(self, fn: LocalFunction, context: FakeLambdaContext) -> Container:
+        env = {**self._base_env(), **fn.environment, **fn.reserved_environment(context, self.region)}
+        sys_path = [str(d) for d in (fn.code_dir, *fn.layer_dirs)] + [p or os.getcwd() for p in sys.path]
+        with self._state_lock:
+            hooks = list(self._hooks.get(fn.logical_id, []))
+        return Container(fn, env, sys_path, hooks, context.log_stream_name)
+
     def _invoke_subprocess(
         self, fn: LocalFunction, payload: Any, context: FakeLambdaContext, plan: _CrashPlan | None
     ) -> tuple[Any, str | None]:
-        env = {**os.environ, **fn.environment, **fn.reserved_environment(context, self.region)}
-        with tempfile.TemporaryDirectory(prefix="ahi-local-invoke-") as scratch:
-            result_path = Path(scratch) / "result.json"
-            spec = {
-                "sys_path": [str(d) for d in (fn.code_dir, *fn.layer_dirs)] + [p or os.getcwd() for p in sys.path],
-                "module": fn.module,
-                "attribute": fn.attribute,
-                "event": payload,
-                "context": {k: v for k, v in vars(context).items() if k not in ("identity", "client_context")},
-                "result_path": str(result_path),
-            }
-            process = subprocess.Popen(
-                [sys.executable, "-c", _CHILD_BOOTSTRAP], stdin=subprocess.PIPE, env=env, cwd=fn.code_dir
-            )
-            assert process.stdin is not None
-            process.stdin.write(json.dumps(spec).encode())
-            process.stdin.close()
-            started = time.monotonic()
-            reason: str | None = None
-            while process.poll() is None:
-                elapsed = time.monotonic() - started
-                if plan is not None and (
-                    (plan.after_s is not None and elapsed >= plan.after_s) or (plan.when is not None and plan.when())
-                ):
-                    reason = f"Runtime.ExitError: killed (SIGKILL) after {elapsed:.2f} s, as arranged by arm_crash"
-                elif elapsed > fn.timeout_s:
-                    reason = f"Sandbox.Timedout: Task timed out after {fn.timeout_s:.2f} seconds"
-                if reason is not None:
-                    process.send_signal(signal.SIGKILL)
-                    process.wait()
-                    return None, reason
-                time.sleep(0.02)
-            if not result_path.exists():
-                return None, f"Runtime.ExitError: the process exited with status {process.returncode} and no result"
-            out = json.loads(result_path.read_text(encoding="utf-8"))
-        if out.get("ok"):
-            return out.get("result"), None
-        return None, f"{out.get('errorType')}: {out.get('errorMessage')}"
+        container = self._new_container(fn, context)
+        with self._state_lock:
+            self._containers.add(container)
+        try:
+            return container.invoke(payload, context, plan)
+        finally:
+            with self._state_lock:
+                self._containers.discard(container)
+            container.close()
+
+    def _invoke_in_container(
+        self, fn: LocalFunction, payload: Any, context: FakeLambdaContext, plan: _CrashPlan | None
+    ) -> tuple[Any, str | None]:
+        with self._state_lock:
+            if self._closed:
+                return None, "Runtime.ExitError: the local stack is stopping"
+            idle = self._idle.setdefault(fn.logical_id, [])
+            container = idle.pop() if idle else None
+        if container is None:
+            container = self._new_container(fn, context)
+            with self._state_lock:
+                self._containers.add(container)
+        context.log_stream_name = container.log_stream  # an execution environment keeps its log stream
+        result, error = container.invoke(payload, context, plan)
+        with self._state_lock:
+            if container.alive and not self._closed:
+                self._idle.setdefault(fn.logical_id, []).append(container)
+                container = None
+            else:
+                self._containers.discard(container)
+        if container is not None:
+            container.close()
+        return result, error
+
+    def close(self) -> None:
+        """Kill every execution environment (idle or running an invocation, which then fails) and refuse new
+        container invocations: the stack is stopping."""
+        with self._state_lock:
+            self._closed = True
+            containers = list(self._containers)
+            self._containers.clear()
+            self._idle.clear()
+        for container in containers:
+            container.kill()
 
     def forget_modules(self, modules_before: set[str]) -> None:
         """Drop the handlers and every module imported from the functions' code, and the layers' modules that

@@ -55,12 +55,14 @@ class LocalQueue:
 
 @dataclass(frozen=True)
 class SqsMapping:
-    """An SQS event source of a function: queue, batch size, and whether partial batch responses count."""
+    """An SQS event source of a function: queue, batch size, whether partial batch responses count, and
+    ``ScalingConfig.MaximumConcurrency`` (None when the template sets none)."""
 
     function: str
     queue: LocalQueue
     batch_size: int
     report_failures: bool
+    maximum_concurrency: int | None = None
 
 
 @dataclass(frozen=True)
@@ -417,8 +419,14 @@ class _Builder:
                         queue=source,
                         batch_size=int(props.get("BatchSize", 10)),
                         report_failures="ReportBatchItemFailures" in (props.get("FunctionResponseTypes") or []),
+                        maximum_concurrency=_maximum_concurrency(props.get("ScalingConfig")),
                     )
                 )
+
+
+def _maximum_concurrency(scaling: Any) -> int | None:
+    value = scaling.get("MaximumConcurrency") if isinstance(scaling, dict) else None
+    return None if value is None or value is NO_VALUE else int(value)
 
 
 def _as_bool(value: Any, default: bool) -> bool:

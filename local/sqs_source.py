@@ -5,20 +5,28 @@ moves a message to the dead-letter queue after ``maxReceiveCount`` receives.
 A failed message becomes visible again after ``retry_visibility_timeout`` seconds instead of the queue's full
 visibility timeout, so that a run with retries takes seconds, not hours; the queue keeps the template's
 attributes. Each batch is handed to a :class:`BatchExecutor`: :class:`SerialExecutor` runs it at once, on the
-polling thread; a concurrent executor (several batches in flight, as ``ScalingConfig`` allows) plugs in there.
+polling thread; :class:`ConcurrentExecutor` keeps up to ``ScalingConfig.MaximumConcurrency`` batches in flight,
+each on a thread of its own (the invocation itself runs in an execution environment of its own, see
+:class:`local.functions.FunctionRunner`). The poller receives a batch only when its mapping's executor has a
+free slot, as Lambda's pollers stop receiving at the maximum concurrency: a received message's visibility
+timeout runs from the moment a batch can start.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from .functions import FunctionRunner, Invocation
 from .resources import SqsMapping
 
-__all__ = ["BatchExecutor", "SerialExecutor", "SqsPoller", "failed_message_ids"]
+__all__ = ["BatchExecutor", "ConcurrentExecutor", "SerialExecutor", "SqsPoller", "failed_message_ids"]
+
+logger = logging.getLogger(__name__)
 
 SQS_RECEIVE_MAX = 10  # the most messages one ReceiveMessage returns
 
@@ -43,16 +51,110 @@ class BatchExecutor(Protocol):
     still running without asking the executor.
     """
 
+    def has_capacity(self) -> bool:
+        """Whether a batch submitted now would start at once (the poller receives only then)."""
+
     def submit(self, batch: Callable[[], None]) -> None:
         """Run ``batch`` (now or later, on this thread or another)."""
+
+    def close(self) -> None:
+        """Wait for the batches in flight."""
 
 
 class SerialExecutor:
     """One batch at a time, on the polling thread: the batch is done when :meth:`submit` returns."""
 
+    def has_capacity(self) -> bool:
+        """Always: nothing is ever in flight between two calls."""
+        return True
+
     def submit(self, batch: Callable[[], None]) -> None:
         """Run ``batch`` now."""
         batch()
+
+    def close(self) -> None:
+        """Nothing to wait for."""
+
+
+class ConcurrentExecutor:
+    """Up to ``max_concurrency`` batches at once, each on a thread of its own.
+
+    A batch that raises (a bug of the local run, not a failed invocation: those are results) is logged, and
+    the first such exception is raised again on the polling thread by the next :meth:`has_capacity`,
+    :meth:`submit` or :meth:`close`, so that it fails the run instead of leaving its messages in flight.
+
+    Parameters
+    ----------
+    max_concurrency
+        Batches in flight at most (``ScalingConfig.MaximumConcurrency``).
+    name
+        Names the threads (the function's logical ID).
+    """
+
+    def __init__(self, max_concurrency: int, name: str = "batch") -> None:
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
+        self.max_concurrency, self.name = max_concurrency, name
+        self._lock = threading.Lock()
+        self._threads: set[threading.Thread] = set()
+        self._error: BaseException | None = None
+        self._count = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Batches running now."""
+        with self._lock:
+            return len(self._threads)
+
+    def has_capacity(self) -> bool:
+        """Whether fewer than ``max_concurrency`` batches run."""
+        self._raise_error()
+        return self.in_flight < self.max_concurrency
+
+    def submit(self, batch: Callable[[], None]) -> None:
+        """Start ``batch`` on a new thread.
+
+        Raises
+        ------
+        RuntimeError
+            When ``max_concurrency`` batches already run (the poller asks :meth:`has_capacity` first).
+        """
+        self._raise_error()
+        with self._lock:
+            if len(self._threads) >= self.max_concurrency:
+                raise RuntimeError(f"{self.name}: {self.max_concurrency} batches already in flight")
+            self._count += 1
+            thread = threading.Thread(target=self._run, args=(batch,), name=f"{self.name}-{self._count}", daemon=True)
+            self._threads.add(thread)
+        thread.start()
+
+    def _run(self, batch: Callable[[], None]) -> None:
+        try:
+            batch()
+        except BaseException as exc:
+            logger.exception("%s: a batch raised", self.name)
+            with self._lock:
+                self._error = self._error or exc
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def _raise_error(self) -> None:
+        with self._lock:
+            error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        """Wait for the batches in flight, then raise the first exception a batch raised, if any."""
+        while True:
+            with self._lock:
+                threads = list(self._threads)
+            if not threads:
+                break
+            for thread in threads:
+                thread.join()
+        self._raise_error()
 
 
 class SqsPoller:
@@ -69,7 +171,9 @@ class SqsPoller:
     retry_visibility_timeout
         Seconds after which a failed message is visible again.
     executor
-        Runs each batch (default :class:`SerialExecutor`).
+        Runs the batches of every mapping (default: per mapping, what ``executor_for`` makes).
+    executor_for
+        Makes the executor of a mapping, on its first poll (default :class:`SerialExecutor` for each).
     """
 
     def __init__(
@@ -80,19 +184,42 @@ class SqsPoller:
         region: str,
         retry_visibility_timeout: int,
         executor: BatchExecutor | None = None,
+        executor_for: Callable[[SqsMapping], BatchExecutor] | None = None,
     ) -> None:
         self.sqs, self.runner, self.region = sqs, runner, region
         self.retry_visibility_timeout = retry_visibility_timeout
-        self.executor: BatchExecutor = executor if executor is not None else SerialExecutor()
+        self.executor = executor
+        self._executor_for = executor_for or (lambda _mapping: SerialExecutor())
+        self._executors: dict[tuple[str, str], BatchExecutor] = {}
+
+    def executor_of(self, mapping: SqsMapping) -> BatchExecutor:
+        """The executor that runs the mapping's batches."""
+        if self.executor is not None:
+            return self.executor
+        key = (mapping.function, mapping.queue.url)
+        if key not in self._executors:
+            self._executors[key] = self._executor_for(mapping)
+        return self._executors[key]
+
+    def close(self) -> None:
+        """Wait for every batch in flight (see :meth:`BatchExecutor.close`)."""
+        executors = [self.executor] if self.executor is not None else list(self._executors.values())
+        for executor in executors:
+            executor.close()
 
     def poll(self, mapping: SqsMapping) -> bool:
         """Receive one batch (up to ``BatchSize`` messages) from the mapping's queue and submit it.
+
+        Nothing is received while the mapping's executor has no free slot.
 
         Returns
         -------
         bool
             Whether there was anything to process.
         """
+        executor = self.executor_of(mapping)
+        if not executor.has_capacity():
+            return False
         messages: list[dict[str, Any]] = []
         while len(messages) < mapping.batch_size:
             response = self.sqs.receive_message(
@@ -110,7 +237,7 @@ class SqsPoller:
         if not messages:
             return False
         records = [self._sqs_record(mapping, m) for m in messages]
-        self.executor.submit(lambda: self._process(mapping, records))
+        executor.submit(lambda: self._process(mapping, records))
         return True
 
     def _process(self, mapping: SqsMapping, records: Sequence[Mapping[str, Any]]) -> None:

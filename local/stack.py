@@ -17,6 +17,7 @@ template (read by :mod:`local.template`), so resources and environment cannot dr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -36,9 +37,10 @@ from moto.server import ThreadedMotoServer
 from ahi_emulator import Emulator, EmulatorServer
 
 from .async_invoke import AsyncInvoker
+from .atomic_moto import atomic_moto
 from .functions import FakeLambdaContext, FunctionRunner, Invocation, Isolation, LocalFunction, apply_env
 from .resources import LocalQueue, Resources, Rule, S3Route, SqsMapping, provision
-from .sqs_source import BatchExecutor, SqsPoller
+from .sqs_source import BatchExecutor, ConcurrentExecutor, SerialExecutor, SqsPoller
 from .template import ACCOUNT_ID, Template, TemplateError, load_template
 from .triggers import Triggers
 
@@ -61,6 +63,9 @@ logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TEMPLATE = REPO / "template.yaml"
+DEFAULT_SQS_CONCURRENCY = 5
+"""Batches in flight for an SQS event source without ``ScalingConfig.MaximumConcurrency`` (Lambda starts such a
+mapping with five concurrent pollers and scales on from there; the local run stays at five)."""
 
 
 @dataclass(frozen=True)
@@ -151,14 +156,25 @@ class LocalStack:
         enabled as the deployment instructions require. Default: the values of parameters named
         ``Existing...BucketName`` that are not empty.
     isolation
-        Per function logical ID, ``"subprocess"`` to run every invocation in a fresh Python process (a cold
-        start each time; the ``Timeout`` is enforced); default in-process.
+        Per function logical ID: ``"subprocess"`` to run every invocation in a fresh Python process (a cold
+        start each time; the ``Timeout`` is enforced), ``"container"`` for warm execution environments (a
+        process each, reused), ``"inprocess"``. Default in-process, except for the functions whose SQS event
+        source runs batches concurrently: containers (see ``concurrency``).
     region
         The local region.
     reset_moto
         Reset moto's in-process state when starting (moto's backends are global to the Python process).
+    concurrency
+        Batches each SQS event source mapping runs at once, like its ``ScalingConfig.MaximumConcurrency``: one
+        number for every mapping, or a number per function logical ID. Default: the template's
+        ``MaximumConcurrency`` (:data:`DEFAULT_SQS_CONCURRENCY` for a mapping without one). 1 is the serial
+        mode: one batch at a time, on the pumping thread. Above 1, each batch runs on a thread of its own and
+        its invocation in an execution environment of its own (``"container"`` isolation unless ``isolation``
+        names the function; ``"inprocess"`` cannot run concurrently and is refused), because the handler's
+        module state is one environment's (see :class:`local.functions.FunctionRunner`).
     executor
-        Runs the SQS event sources' batches (default: one at a time, on the pumping thread).
+        Runs every SQS event source's batches, instead of what ``concurrency`` sets up (the caller then
+        chooses the functions' isolation too).
 
     Examples
     --------
@@ -181,6 +197,7 @@ class LocalStack:
         isolation: Mapping[str, Isolation] | None = None,
         region: str = "us-east-1",
         reset_moto: bool = True,
+        concurrency: int | Mapping[str, int] | None = None,
         executor: BatchExecutor | None = None,
     ) -> None:
         self.template_path = Path(template) if template is not None else DEFAULT_TEMPLATE
@@ -194,6 +211,9 @@ class LocalStack:
         self.region = region
         self.reset_moto = reset_moto
         self._executor = executor
+        self.concurrency_option = concurrency
+        self.concurrency: dict[str, int] = {}
+        """Batches in flight at most, per SQS-mapped function (once started)."""
         self.invocations: list[Invocation] = []
         self.notes: list[str] = []
         """What the local run does not emulate for this template (each said once)."""
@@ -209,6 +229,8 @@ class LocalStack:
         self._done_jobs: set[str] = set()
         self._running = False
         self._runner: FunctionRunner | None = None
+        self._poller: SqsPoller | None = None
+        self._atomic = contextlib.ExitStack()
 
         self.template: Template
         self.endpoint_url = ""
@@ -258,6 +280,9 @@ class LocalStack:
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._moto.start()
         self._running = True
+        # Before anything sends a request: concurrent workers need DynamoDB's and SQS's atomicity (moto has none).
+        self._atomic = contextlib.ExitStack()
+        self._atomic.enter_context(atomic_moto())
         try:
             host, port = self._moto.get_host_and_port()
             self.endpoint_url = f"http://{host}:{port}"
@@ -310,8 +335,17 @@ class LocalStack:
         self.functions, self.queues, self.tables, self.topics = res.functions, res.queues, res.tables, res.topics
         self.buckets, self.existing_buckets, self.rules = res.buckets, res.existing_buckets, res.rules
         self.sqs_mappings, self.s3_routes = res.sqs_mappings, res.s3_routes
+        isolation = dict(self.isolation)
+        if self._executor is None:
+            for mapping in self.sqs_mappings:
+                n = self.concurrency[mapping.function] = self._concurrency_of(mapping)
+                if n > 1 and isolation.setdefault(mapping.function, "container") == "inprocess":
+                    raise ValueError(
+                        f"{mapping.function}: in-process invocations run one at a time; "
+                        f"ask for concurrency 1 or for container isolation (concurrency {n})"
+                    )
         self._runner = FunctionRunner(
-            self.functions, region=self.region, isolation=self.isolation, invocations=self.invocations
+            self.functions, region=self.region, isolation=isolation, invocations=self.invocations
         )
         invoker = AsyncInvoker(
             self._runner, self.template, self.sns, self.topics, self.async_retries, sqs=self.sqs, queues=self.queues
@@ -323,7 +357,20 @@ class LocalStack:
             region=self.region,
             retry_visibility_timeout=self.retry_visibility_timeout,
             executor=self._executor,
+            executor_for=self._executor_for,
         )
+
+    def _concurrency_of(self, mapping: SqsMapping) -> int:
+        option = self.concurrency_option
+        if isinstance(option, int):
+            return option
+        if option is not None and mapping.function in option:
+            return int(option[mapping.function])
+        return mapping.maximum_concurrency or DEFAULT_SQS_CONCURRENCY
+
+    def _executor_for(self, mapping: SqsMapping) -> BatchExecutor:
+        n = self.concurrency.get(mapping.function, 1)
+        return ConcurrentExecutor(n, name=mapping.function) if n > 1 else SerialExecutor()
 
     def stop(self) -> None:
         """Stop the servers, restore the environment, ``sys.path`` and ``sys.modules`` (handlers imported by
@@ -333,6 +380,12 @@ class LocalStack:
         self._running = False
         if self.emulator.on_event == self._on_emulator_event:
             self.emulator.on_event = self._saved_on_event
+        if self._runner is not None:
+            # Running invocations fail at once (their environments are killed), so their batches end quickly.
+            self._runner.close()
+        if self._poller is not None:
+            with contextlib.suppress(Exception):  # a batch cut short by the stop may fail on its way out
+                self._poller.close()
         if self._runner is not None:
             self._runner.forget_modules(self._modules_before)
         if self._saved_sys_path:
@@ -345,6 +398,7 @@ class LocalStack:
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
+        self._atomic.close()
         logging.getLogger("werkzeug").setLevel(self._saved_werkzeug_level)
 
     def _note(self, text: str) -> None:
@@ -473,6 +527,8 @@ class LocalStack:
         bool
             Whether anything was delivered.
         """
+        if self._poller is None:
+            raise RuntimeError("the stack is not started")
         progressed = self._triggers.pump()
         for mapping in self.sqs_mappings if include_mappings else []:
             progressed = self._poller.poll(mapping) or progressed

@@ -314,7 +314,7 @@ def test_subprocess_isolation_enforces_the_timeout(make_stack: StackFactory, tmp
     # THEN the hanging invocation was stopped at the timeout, and the redelivery succeeded in a new process
     assert timed_out.error == "Sandbox.Timedout: Task timed out after 1.00 seconds"
     assert retry.ok, retry.error
-    assert retry.result == {"batchItemFailures": []}
+    assert retry.result["batchItemFailures"] == []
 
 
 def test_stopping_restores_the_process(app_dir: Path) -> None:
