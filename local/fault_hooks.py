@@ -7,10 +7,13 @@ nothing of it) and take JSON arguments.
 
 from __future__ import annotations
 
+import time
 from types import ModuleType
 from typing import Any
 
-__all__ = ["PoisonSource", "poison_image_set"]
+from botocore.exceptions import ClientError
+
+__all__ = ["HangingSource", "PoisonSource", "RefusingPublisher", "hang_image_set", "poison_image_set", "refuse_alerts"]
 
 
 class PoisonSource:
@@ -43,3 +46,42 @@ def poison_image_set(handler_module: ModuleType, image_set_id: str) -> None:
     """
     services = handler_module.SERVICES
     services.frames = PoisonSource(services.frames, image_set_id)
+
+
+class HangingSource:
+    """The worker's HealthImaging source, with one image set whose frame fetches never answer in time."""
+
+    def __init__(self, inner: Any, stuck: str, seconds: float) -> None:
+        self.inner, self.stuck, self.seconds = inner, stuck, seconds
+
+    def get_image_set_metadata(self, datastore_id: str, image_set_id: str, version_id: str | None) -> bytes:
+        """The inner source's metadata."""
+        data: bytes = self.inner.get_image_set_metadata(datastore_id, image_set_id, version_id)
+        return data
+
+    def get_image_frame(self, datastore_id: str, image_set_id: str, image_frame_id: str) -> Any:
+        """The inner source's frame, after ``seconds`` for the stuck image set (the function times out first)."""
+        if image_set_id == self.stuck:
+            time.sleep(self.seconds)
+        return self.inner.get_image_frame(datastore_id, image_set_id, image_frame_id)
+
+
+def hang_image_set(handler_module: ModuleType, image_set_id: str, seconds: float) -> None:
+    """Init hook: every frame fetch of ``image_set_id`` hangs ``seconds`` in this worker, so each delivery of its
+    work item is killed at the function's timeout instead of raising (nothing of it is recorded by the worker)."""
+    services = handler_module.SERVICES
+    services.frames = HangingSource(services.frames, image_set_id, seconds)
+
+
+class RefusingPublisher:
+    """SNS refusing every publish, as when the alert topic's KMS key is disabled."""
+
+    def publish(self, alert: Any) -> str:
+        """Raise what SNS raises for a topic whose key is disabled."""
+        error = {"Error": {"Code": "KMSDisabledException", "Message": "the topic's key is disabled (harness)"}}
+        raise ClientError(error, "Publish")
+
+
+def refuse_alerts(handler_module: ModuleType) -> None:
+    """Init hook: the function's alert topic refuses every publish."""
+    handler_module.SERVICES.alerts = RefusingPublisher()

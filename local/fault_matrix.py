@@ -8,7 +8,7 @@ emulator's metadata lists:
 - accounting: every listed frame has exactly one result (no duplicated frame ID, none lost, none extra), or
   belongs to an image set the report marks as an image-set error (metadata faults, a dead-lettered item);
 - the verdict and the per-frame statuses/reasons expected for the fault;
-- one report: ``report.json`` written exactly once (the harness turns on versioning for the output bucket and
+- one report: ``report.json`` written exactly once (the template's reports bucket is versioned: the harness
   counts the versions), and valid against ``report.schema.json``;
 - the alerts: exactly one for a job that needs attention, none for a clean one (never more than one).
 
@@ -49,6 +49,8 @@ from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
 import numpy as np
+from moto.dynamodb.exceptions import TransactionCanceledException
+from moto.dynamodb.models import DynamoDBBackend
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
@@ -59,6 +61,8 @@ from .stack import LocalStack
 DS = "c0ffee00" * 4
 WORKER = "ImageSetWorkerFunction"
 TRIGGER = "JobTriggerFunction"
+RECORDER = "DeadLetterRecorderFunction"
+ALERT_TOPIC, OPS_TOPIC = "AlertTopic", "OpsTopic"
 MANIFEST_WAIT_S = 4.0
 WORKERS = 4
 """Worker batches in flight at once, by default (the template's MaximumConcurrency is 5; 4 keeps a loaded
@@ -214,8 +218,6 @@ class Harness:
         self.bucket, self.prefix, self.reports = env["OUTPUT_BUCKET"], env["OUTPUT_PREFIX"], env["REPORTS_PREFIX"]
         self.reports_bucket = env["REPORTS_BUCKET"]
         self.stack.s3.create_bucket(Bucket="site-dicom")
-        # Test-side only: every write of a report is kept as a version, so that "one report" can be counted.
-        self.stack.s3.put_bucket_versioning(Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"})
         self.shorten_manifest_wait()
         return self
 
@@ -304,8 +306,24 @@ class Harness:
     def report_versions(self, job: str) -> int:
         """How many times the job's ``report.json`` was written (versions of its key)."""
         key = f"{self.reports}{job}/report.json"
-        listing = self.stack.s3.list_object_versions(Bucket=self.bucket, Prefix=key)
+        listing = self.stack.s3.list_object_versions(Bucket=self.reports_bucket, Prefix=key)
         return sum(1 for v in listing.get("Versions", []) if v["Key"] == key)
+
+    def shorten_timeout(self, function: str, seconds: int) -> None:
+        """Give a function a shorter timeout than the template's 900 s, before its first invocation, so that a
+        scenario about the deadline runs in seconds (the context's remaining time follows it)."""
+        self.stack.runner.shorten_timeout(function, seconds)
+
+    def job_record(self, job: str) -> dict[str, Any]:
+        """The job's record in the progress table (attribute values as DynamoDB returns them)."""
+        key = {"pk": {"S": f"JOB#{job}"}, "sk": {"S": "JOB"}}
+        item = self.stack.dynamodb.get_item(TableName=self.stack.tables["ProgressTable"], Key=key).get("Item", {})
+        return {k: next(iter(v.values())) for k, v in item.items()}
+
+    def trigger_settings(self, **changes: Any) -> None:
+        """Change the in-process trigger's settings (test-side, like the manifest wait)."""
+        services = self.handler_module(TRIGGER).SERVICES
+        services.settings = dataclasses.replace(services.settings, **changes)
 
     def parts(self, job: str) -> int:
         """How many partial reports the job has."""
@@ -382,7 +400,7 @@ class Harness:
         expected, set_errors = expected or {}, set_errors or {}
         listed = self.listed(image_sets)
         out.listed = sum(len(v) for v in listed.values())
-        out.alerts = len(self.stack.alerts())
+        out.alerts = len(self.stack.alerts(ALERT_TOPIC))  # job alerts; operational messages are counted apart
         out.expect(out.alerts == alerts, f"{out.alerts} alert(s), expected {alerts}")
         out.reports = self.report_versions(job)
         out.expect(out.reports == 1, f"report.json written {out.reports} time(s), expected once")
@@ -867,9 +885,12 @@ def _poison(out: Outcome) -> None:
         receives = int(h.stack.function(WORKER).environment["WORK_MAX_RECEIVE_COUNT"])  # the template's redrive
         failed = summary.failed_items.get(WORKER)
         out.expect(failed == receives, f"{failed} failed deliveries, expected {receives}")
+        # The message reached the DLQ, and the recorder took it off (the worker had recorded the item already).
         depth = h.stack.dlq_depths().get("WorkDeadLetterQueue")
-        out.extra["dlq"] = depth
-        out.expect(depth == 1, f"DLQ depth {depth}, expected 1")
+        recorded = [i for i in h.runs(RECORDER) if i.ok]
+        out.extra["dead letters"] = len(recorded)
+        out.expect(depth == 0, f"DLQ depth {depth}, expected 0 (the recorder consumes it)")
+        out.expect(len(recorded) == 1, f"{len(recorded)} recorder invocation(s), expected 1")
         h.check(out, job, sets, verdict="UNVERIFIED", alerts=1, set_errors={sets[5]: "dead-letter queue"})
 
 
@@ -998,3 +1019,167 @@ def run_scenario(name: str, workers: int = WORKERS) -> Outcome:
     out.expect(out.alerts <= 1, f"{out.alerts} alerts for one job")
     out.seconds = time.monotonic() - started
     return out
+
+
+# ------------------------------------------------------------------------------- every job ends in a report
+
+
+@scenario("worker-timeout-every-delivery")
+def _timeout_every_delivery(out: Outcome) -> None:
+    """One work item whose invocations are killed at the function's timeout on every delivery (a hang, not an
+    exception: the worker never records it). The dead-letter recorder must record it, so the job gets its
+    report and its one alert."""
+    with Harness() as h:
+        h.shorten_timeout(WORKER, 10)
+        job = h.import_job()
+        h.wait_imported(job)
+        h.stack.run_until_idle(timeout=120, include_mappings=False)
+        sets = h.manifest_image_sets(job)
+        h.stack.runner.add_init_hook(WORKER, "local.fault_hooks:hang_image_set", sets[5], 3600)
+        h.stack.run_until_idle(timeout=600)
+        out.injected = "1 item timing out on every delivery"
+        receives = int(h.stack.function(WORKER).environment["WORK_MAX_RECEIVE_COUNT"])
+        timed_out = [i for i in h.runs(WORKER) if i.error and "Timedout" in i.error]
+        recorded = [i for i in h.runs(RECORDER) if i.ok]
+        out.extra["timeouts"], out.extra["dead letters"] = len(timed_out), len(recorded)
+        out.expect(len(timed_out) == receives, f"{len(timed_out)} timed-out deliveries, expected {receives}")
+        out.expect(len(recorded) == 1, f"{len(recorded)} recorder invocation(s), expected 1")
+        out.expect(h.stack.dlq_depths().get("WorkDeadLetterQueue") == 0, "the dead letter stayed in the DLQ")
+        h.check(out, job, sets, verdict="UNVERIFIED", alerts=1, set_errors={sets[5]: "ran out of time"})
+
+
+@scenario("throttling-sustained-handback")
+def _throttling_sustained(out: Outcome) -> None:
+    """Every 7th GetImageFrame throttled for the whole job, 20 ms latency, and a 30-s function timeout: the
+    workers slow down and hand the frames they cannot reach on before their deadline; nothing times out,
+    nothing is dead-lettered, and the job is CLEAN."""
+    with Harness() as h:
+        h.shorten_timeout(WORKER, 30)
+        h.stack.emulator.add_fault(Fault("throttle", operation="GetImageFrame", every=7))
+        h.stack.emulator.add_fault(Fault("latency", operation="GetImageFrame", latency_ms=20))
+        job = h.import_job()
+        h.stack.run_until_idle(timeout=1200)
+        sets = h.manifest_image_sets(job)
+        out.injected = h.fired()
+        timed_out = [i for i in h.runs(WORKER) if i.error and "Timedout" in i.error]
+        handed_on = h.parts(job) - len(sets)
+        out.extra["hand-backs"] = handed_on
+        out.expect(handed_on > 0, "no work item was handed on (the timeout was never near)")
+        out.expect(not timed_out, f"{len(timed_out)} worker invocation(s) timed out")
+        out.expect(not h.runs(RECORDER), "a work item was dead-lettered")
+        h.check(out, job, sets, verdict="CLEAN", alerts=0)
+
+
+@scenario("alert-publish-refused")
+def _alert_refused(out: Outcome) -> None:
+    """SNS refuses the finaliser's publish (the alert topic's KMS key disabled): the job must still be done,
+    with its report, and the next reconciliation sweep sends the kept alert, once."""
+    with Harness() as h:
+        job = h.import_job()
+        h.wait_imported(job)
+        h.stack.run_until_idle(timeout=120, include_mappings=False)
+        sets = h.manifest_image_sets(job)
+        frame = h.listed(sets)[sets[1]][4]
+        h.stack.emulator.corrupt_frame(DS, sets[1], frame)
+        for function in (WORKER, RECORDER):
+            h.stack.runner.add_init_hook(function, "local.fault_hooks:refuse_alerts")
+        h.stack.run_until_idle(timeout=300)
+        out.injected = "SNS Publish refused at finalisation"
+        record = h.job_record(job)
+        out.extra["state"] = record.get("state")
+        out.expect(record.get("state") == "done", f"job state {record.get('state')}, expected done")
+        out.expect(record.get("alert_due") is True, "the job has no alert due")
+        out.expect(not h.stack.alerts(ALERT_TOPIC), "an alert was published while SNS refused")
+        h.stack.run_schedule()
+        h.stack.run_schedule()  # a second sweep sends nothing more
+        h.check(out, job, sets, verdict="MISMATCH", alerts=1, expected={frame: ("MISMATCH", {"checksum-differs"})})
+
+
+@scenario("job-stuck-past-deadline")
+def _job_stuck(out: Outcome) -> None:
+    """One work item lost (its message gone from the queue): the job stays running. Past the job deadline,
+    the reconciliation finishes it: UNVERIFIED, the image set named, one job alert, one operational message
+    naming the job."""
+    with Harness() as h:
+        job = h.import_job()
+        h.wait_imported(job)
+        h.stack.run_until_idle(timeout=120, include_mappings=False)
+        sets = h.manifest_image_sets(job)
+        url = h.stack.queue_url("WorkQueue")
+        lost = 0
+        while lost == 0:
+            for message in h.stack.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+                if json.loads(message["Body"])["imageSetId"] == sets[6]:
+                    h.stack.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+                    lost += 1
+                else:
+                    h.stack.sqs.change_message_visibility(
+                        QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+                    )
+        h.stack.run_until_idle(timeout=300)
+        out.injected = "1 work item lost"
+        out.expect(h.report(job) is None, "the job was finalised with a work item missing")
+        h.trigger_settings(job_deadline_s=2)
+        time.sleep(3)
+        h.stack.run_schedule()
+        ops = [a for a in h.stack.alerts(OPS_TOPIC) if job in (a.subject or "")]
+        out.extra["ops messages"] = len(ops)
+        out.expect(len(ops) == 1, f"{len(ops)} operational message(s) naming the job, expected 1")
+        doc = h.check(
+            out, job, sets, verdict="UNVERIFIED", alerts=1, set_errors={sets[6]: "no work item of this image set"}
+        )
+        if doc is not None:
+            out.expect(any("had not completed" in d for d in doc["discrepancies"]), "the report does not say why")
+
+
+@scenario("reconcile-unreadable-and-lost")
+def _reconcile_unreadable(out: Outcome) -> None:
+    """Two jobs whose events were lost; the first one's manifest is not JSON. One sweep must verify the
+    second job and record (and alert) the first once; a second sweep changes nothing."""
+    with Harness() as h:
+        bad, good = h.import_job(seed=1), h.import_job(seed=2)
+        h.wait_imported(bad)
+        h.wait_imported(good)
+        key = h.folder_key(bad) + "job-output-manifest.json"
+        h.stack.s3.put_object(Bucket=h.bucket, Key=key, Body=b"{not json")
+        dropped = h.stack.discard_pending()
+        out.injected = f"{dropped} events lost, 1 manifest not JSON"
+        h.stack.run_schedule()
+        h.stack.run_until_idle(timeout=300)
+        h.stack.run_schedule()
+        h.stack.run_until_idle(timeout=60)
+        unreadable = [a for a in h.stack.alerts(ALERT_TOPIC) if bad in (a.subject or "")]
+        out.expect(len(unreadable) == 1, f"{len(unreadable)} alert(s) naming the unreadable job, expected 1")
+        out.expect(h.job_record(bad).get("state") == "unreadable", "the unreadable job was not recorded")
+        h.check(out, good, h.manifest_image_sets(good), verdict="CLEAN", alerts=1)
+
+
+@scenario("dynamodb-transaction-conflicts")
+def _transaction_conflicts(out: Outcome) -> None:
+    """Every 3rd TransactWriteItems of the progress table is cancelled by a conflicting transaction (12
+    times): the ledger retries them, so nothing waits a visibility timeout or dead-letters uncounted."""
+    original = DynamoDBBackend.transact_write_items
+    calls, fired = [0], [0]
+    lock = threading.Lock()
+
+    def conflicting(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        with lock:
+            calls[0] += 1
+            conflict = calls[0] % 3 == 0 and fired[0] < 12
+            fired[0] += conflict
+        if conflict:
+            raise TransactionCanceledException([("TransactionConflict", "Transaction is ongoing", None)] * 2)
+        original(self, transact_items)
+
+    DynamoDBBackend.transact_write_items = conflicting  # type: ignore[method-assign]
+    try:
+        with Harness() as h:
+            job = h.import_job()
+            h.stack.run_until_idle(timeout=300)
+            out.injected = f"{fired[0]} transaction conflicts"
+            out.expect(fired[0] > 0, "no conflict fired")
+            failed = [i for i in h.runs(WORKER) if not i.ok]
+            out.expect(not failed, f"{len(failed)} worker invocation(s) failed")
+            h.check(out, job, h.manifest_image_sets(job), verdict="CLEAN", alerts=0)
+    finally:
+        DynamoDBBackend.transact_write_items = original  # type: ignore[method-assign]

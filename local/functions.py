@@ -11,6 +11,7 @@ invocation itself. Event sources (:mod:`local.triggers`, :mod:`local.sqs_source`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import json
 import logging
@@ -543,7 +544,7 @@ class FunctionRunner:
         isolation: Mapping[str, Isolation],
         invocations: list[Invocation],
     ) -> None:
-        self.functions = functions
+        self.functions = dict(functions)
         self.region = region
         self.isolation = isolation
         self.invocations = invocations
@@ -559,6 +560,14 @@ class FunctionRunner:
         self._idle: dict[str, list[Container]] = {}
         self._containers: set[Container] = set()
         self._closed = False
+
+    def shorten_timeout(self, logical_id: str, seconds: int) -> None:
+        """Give a function a shorter ``Timeout`` than the template's, for invocations from now on (the context's
+        remaining time and the kill follow it): scenarios about deadlines then run in seconds, not minutes."""
+        fn = self.function(logical_id)
+        if not 0 < seconds <= fn.timeout_s:
+            raise ValueError(f"a shorter timeout than {fn.timeout_s} s is expected, got {seconds}")
+        self.functions[logical_id] = dataclasses.replace(fn, timeout_s=seconds)
 
     def function(self, logical_id: str) -> LocalFunction:
         """Return a function of the template.

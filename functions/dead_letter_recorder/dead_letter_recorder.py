@@ -24,12 +24,12 @@ PROCESSOR = BatchProcessor(event_type=EventType.SQS)
 
 
 @tracer.capture_method
-def record(message: SQSRecord) -> str:
-    return record_dead_letter(message.body, SERVICES)  # a failure keeps the message in the queue, to retry
+def record_message(record: SQSRecord) -> str:  # Powertools passes the record by this keyword
+    return record_dead_letter(record.body, SERVICES)  # a failure keeps the message in the queue, to retry
 
 
 @logger.inject_lambda_context(log_event=False)
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    return process_partial_response(event=event, record_handler=record, processor=PROCESSOR, context=context)
+    return process_partial_response(event=event, record_handler=record_message, processor=PROCESSOR, context=context)

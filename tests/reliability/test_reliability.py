@@ -64,7 +64,7 @@ def test_poison_item_is_dead_lettered_and_reported() -> None:
     # GIVEN an item that raises on every delivery, WHEN its job runs with concurrent workers
     out = run_scenario("poison-item-dlq", workers=CONCURRENT_WORKERS)
     # THEN it is dead-lettered, and the job still ends in one report and one alert
-    assert out.extra.get("dlq") == 1, "; ".join(out.problems)
+    assert out.extra.get("dead letters") == 1, "; ".join(out.problems)
     assert_passed(out)
     assert (out.accounted, out.duplicates, out.lost, out.verdict, out.alerts, out.reports) == (
         out.listed,
