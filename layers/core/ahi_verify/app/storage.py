@@ -76,8 +76,7 @@ class StreamedUpload:
     ) -> None:
         self._s3, self._bucket, self._key, self._type = s3, bucket, key, content_type
         self._part_bytes = part_bytes
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
+        self._pending = bytearray()
         self._upload_id: str | None = None
         self._etags: list[dict[str, Any]] = []
         self.size = 0
@@ -102,20 +101,16 @@ class StreamedUpload:
         """Add text (UTF-8) to the object; uploads a part each time ``part_bytes`` have accumulated."""
         data = text.encode()
         self.size += len(data)
-        self._pending.append(data)
-        self._pending_bytes += len(data)
-        if self._pending_bytes >= self._part_bytes:
-            buffered = b"".join(self._pending)
-            cut = len(buffered) - len(buffered) % self._part_bytes
-            for start in range(0, cut, self._part_bytes):
-                self._upload_part(buffered[start : start + self._part_bytes])
-            rest = buffered[cut:]
-            self._pending, self._pending_bytes = ([rest] if rest else []), len(rest)
+        self._pending += data
+        while len(self._pending) >= self._part_bytes:
+            body = bytes(self._pending[: self._part_bytes])
+            del self._pending[: self._part_bytes]
+            self._upload_part(body)
 
     def complete(self) -> None:
         """Finish the object: a PutObject if no part was uploaded, else the last part and CompleteMultipartUpload."""
-        body = b"".join(self._pending)
-        self._pending, self._pending_bytes = [], 0
+        body = bytes(self._pending)
+        self._pending.clear()
         if self._upload_id is None:
             self._s3.put_object(Bucket=self._bucket, Key=self._key, Body=body, ContentType=self._type)
             return
@@ -128,7 +123,7 @@ class StreamedUpload:
 
     def abort(self) -> None:
         """Discard what was uploaded (an unfinished multipart upload is otherwise stored, and billed, forever)."""
-        self._pending, self._pending_bytes = [], 0
+        self._pending.clear()
         if self._upload_id is not None:
             upload_id, self._upload_id = self._upload_id, None
             self._s3.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=upload_id)
