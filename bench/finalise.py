@@ -17,7 +17,7 @@ moto's included), because tracing slows every allocation (about 2.5x here) and w
 ``--latency-ms`` adds a delay to every part GET, to show the fetch pool hiding S3's latency.
 
     python -m bench.finalise [--parts 50000] [--frames-per-part 20] [--baseline-parts 5000] [--latency-ms 0]
-    python -m bench.finalise --quick   # 40 and 160 parts, in this process (what the test runs)
+    python -m bench.finalise --quick   # 20 and 80 parts, in this process (what the test runs)
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def build_job(s3: Any, parts: int, frames_per_part: int) -> int:
     Parts go straight into moto's S3 backend: putting 50,000 objects through boto3 would take longer than
     the finalisation measured, and only the finalisation's reads need the client.
     """
-    from moto.core import DEFAULT_ACCOUNT_ID  # noqa: PLC0415 - only the benchmark touches moto's internals
+    from moto.core.models import DEFAULT_ACCOUNT_ID  # noqa: PLC0415 - only the benchmark touches moto's internals
     from moto.s3.models import s3_backends  # noqa: PLC0415
 
     from ahi_verify.app.storage import ReportStore  # noqa: PLC0415
@@ -104,7 +104,9 @@ def build_job(s3: Any, parts: int, frames_per_part: int) -> int:
             frames = []
             for index in range(first, first + frames_per_part):
                 frame_number += 1
-                status, reason, actual = Status.MATCH, None, 123456789
+                status: Status = Status.MATCH
+                reason: Reason | None = None
+                actual: int | None = 123456789
                 if frame_number % MISMATCH_EVERY == 0:
                     status, reason, actual = Status.MISMATCH, Reason.CHECKSUM_DIFFERS, 987654321
                 elif frame_number % ERROR_EVERY == 0:
@@ -268,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--frames-per-part", type=int, default=20)
     parser.add_argument("--baseline-parts", type=int, default=5_000)
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay added to every part GET")
-    parser.add_argument("--quick", action="store_true", help="40 and 160 parts, in this process")
+    parser.add_argument("--quick", action="store_true", help="20 and 80 parts, in this process")
     parser.add_argument("--child", choices=PATHS)
     parser.add_argument("--trace", action="store_true", help="(child) trace allocations")
     args = parser.parse_args(argv)
@@ -277,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(figures.to_json()))
         return 0
     if args.quick:
-        args.parts, args.baseline_parts = 160, 40
+        args.parts, args.baseline_parts = 80, 20
     runs = [("in-memory", args.baseline_parts), ("streaming", args.baseline_parts), ("streaming", args.parts)]
     run = measure if args.quick else timed_and_traced
     results = [run(path, parts, args.frames_per_part, args.latency_ms) for path, parts in runs]

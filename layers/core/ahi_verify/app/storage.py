@@ -51,7 +51,7 @@ PART_FETCHES = 16
 """Parts fetched at once: 16 GETs of 20-30 ms each keep the merge (~1 ms a part) busy."""
 PART_LOOK_AHEAD = 32
 """Parts fetched, or being fetched, beyond the image set being merged: the window held in memory."""
-ROW_SPOOL_BYTES = 1024 * 1024
+ROW_SPOOL_BYTES = 256 * 1024
 """The page's image set rows stay in memory up to this size, then go to a temporary file."""
 _COPY_CHARS = 1024 * 1024
 
@@ -218,17 +218,26 @@ class ReportStore:
         planned = [s.image_set_id for s in plan.image_sets]
         others = sorted(set(by_set) - set(planned))
         groups = [(image_set_id, by_set.get(image_set_id, [])) for image_set_id in [*planned, *others]]
-        keys = [(n, key) for n, (_, group) in enumerate(groups) for key in group]
         pool = ThreadPoolExecutor(max_workers=self._fetches, thread_name_prefix="part-fetch")
         window: deque[tuple[int, Future[Part]]] = deque()
-        submitted = 0
+        next_group, next_key = 0, 0  # the next key to fetch: groups[next_group][1][next_key]
+
+        def fetch_next() -> None:
+            nonlocal next_group, next_key
+            while next_group < len(groups) and next_key == len(groups[next_group][1]):
+                next_group, next_key = next_group + 1, 0
+            if next_group < len(groups):
+                image_set_id, keys = groups[next_group]
+                window.append((next_group, pool.submit(self._get_part, keys[next_key], image_set_id)))
+                next_key += 1
+
         try:
-            for n, (image_set_id, _) in enumerate(groups):
-                # Keep the window full, and always hold every part of the image set about to be yielded.
-                while submitted < len(keys) and (len(window) < self._look_ahead or keys[submitted][0] <= n):
-                    group, key = keys[submitted]
-                    window.append((group, pool.submit(self._get_part, key, groups[group][0])))
-                    submitted += 1
+            for n, (image_set_id, keys) in enumerate(groups):
+                # Every part of the image set about to be yielded, and the window kept full beyond it.
+                while next_group <= n and not (next_group == n and next_key == len(keys)):
+                    fetch_next()
+                while len(window) < self._look_ahead and next_group < len(groups):
+                    fetch_next()
                 parts = []
                 while window and window[0][0] == n:
                     parts.append(window.popleft()[1].result())
