@@ -56,29 +56,43 @@ def clean_python312(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class _SchemaCheck:
-    """Wraps :meth:`JobReport.to_json`, the one writer of report documents, with schema validation."""
+    """Wraps :meth:`JobReport.to_json`, the writer of whole report documents, with schema validation; and
+    :meth:`JobReport.from_json`, so that a document written in pieces (the finaliser streams report.json) is
+    validated when a test reads it back: every document the parser accepts must follow the schema too."""
 
     def __init__(self) -> None:
         self.validator = jsonschema.Draft202012Validator(REPORT_SCHEMA)
         self.checked = 0
         self.violations: list[str] = []
         self._original = JobReport.to_json
+        self._original_from_json = JobReport.__dict__["from_json"]
+
+    def check(self, doc: Any) -> None:
+        self.checked += 1
+        self.violations += [
+            f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in self.validator.iter_errors(doc)
+        ]
 
     def install(self) -> None:
         check = self
+        parse = self._original_from_json.__func__
 
         def to_json(report: JobReport) -> dict[str, Any]:
             doc = check._original(report)
-            check.checked += 1
-            check.violations += [
-                f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in check.validator.iter_errors(doc)
-            ]
+            check.check(doc)
             return doc
 
+        def from_json(cls: type[JobReport], doc: Any) -> JobReport:
+            report: JobReport = parse(cls, doc)
+            check.check(doc)
+            return report
+
         JobReport.to_json = to_json  # type: ignore[method-assign]
+        JobReport.from_json = classmethod(from_json)  # type: ignore[method-assign,assignment]
 
     def uninstall(self) -> None:
         JobReport.to_json = self._original  # type: ignore[method-assign]
+        JobReport.from_json = self._original_from_json  # type: ignore[method-assign]
 
 
 SCHEMA_CHECK = _SchemaCheck()

@@ -31,7 +31,7 @@ SNS_MESSAGE_BYTES = 262_144
 
 
 def alert_for(doc: JobReport, *, notify_clean: bool = False) -> Alert:
-    alert = compose_alert(doc, REPORT_URI, notify_clean=notify_clean)
+    alert = compose_alert(doc.outcome(), REPORT_URI, notify_clean=notify_clean)
     assert alert is not None
     return alert
 
@@ -44,7 +44,7 @@ def assert_valid_subject(subject: str) -> None:
 def test_clean_job_sends_no_alert_by_default() -> None:
     doc = report(header(), image_set(ISET_A, matching(5)))
     assert doc.verdict is Verdict.CLEAN
-    assert compose_alert(doc, REPORT_URI, notify_clean=False) is None
+    assert compose_alert(doc.outcome(), REPORT_URI, notify_clean=False) is None
 
 
 def test_clean_job_sends_an_ok_alert_when_asked() -> None:
@@ -111,7 +111,7 @@ def test_completed_job_with_failed_files_alerts_even_when_every_frame_matches() 
 )
 def test_warning_codes(code: int, severity: str | None) -> None:
     doc = report(header(warnings=[warned(code)]), image_set(ISET_A, matching(2)))
-    alert = compose_alert(doc, REPORT_URI, notify_clean=False)
+    alert = compose_alert(doc.outcome(), REPORT_URI, notify_clean=False)
     assert (alert.attributes["severity"] if alert else None) == severity
     if alert:
         assert "Files the import rejected: 0; imported with warnings: 1" in alert.message

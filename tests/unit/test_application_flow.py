@@ -28,7 +28,7 @@ from ahi_verify.app.wiring import Services
 from ahi_verify.app.worker import process_work_item
 from ahi_verify.healthimaging import HealthImagingJobs
 from ahi_verify.image_set import VerifyOptions
-from ahi_verify.report import FrameCounts, Part
+from ahi_verify.report import FrameCounts, JobReport, Part
 from ahi_verify.s3_output import JobOutputReader
 from ahi_verify.work import verify_work_item
 from ahi_verify.work_items import WorkItem, WorkItemError
@@ -213,7 +213,9 @@ def ops_messages(aws: dict[str, Any]) -> list[dict[str, Any]]:
 
 def report(aws: dict[str, Any], job: str) -> dict[str, Any]:
     body = aws["s3"].get_object(Bucket=BUCKET, Key=f"ahi-verify-reports/{job}/report.json")["Body"].read()
-    return dict(json.loads(body))
+    doc = dict(json.loads(body))
+    JobReport.from_json(doc)  # the streamed document: its summary and verdict re-checked, and the schema
+    return doc
 
 
 def test_job_is_queued_verified_and_reported_once_with_one_alert(aws: dict[str, Any]) -> None:

@@ -1,8 +1,10 @@
 """The one alert per job: composed from the report, IDs and counts only.
 
 A person reads it in ten seconds: what happened, how many frames, which data store, job, image sets and
-frames, and where the full report is. No patient data can reach it: it is built from the report, which
-holds none, and file keys (which may embed names) are counted, never listed.
+frames, and where the full report is. It is composed from the job's :class:`~ahi_verify.report.JobOutcome`
+(totals and the first problems), which a streaming merge gives without the frames. No patient data can
+reach it: the outcome comes from the report, which holds none, and file keys (which may embed names) are
+counted, never listed.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .report import JobReport, Verdict
+from .report import PROBLEMS_KEPT, JobOutcome, Verdict
 
 SUBJECT_LIMIT = 99  # SNS: "less than 100 characters"
 MAX_LISTED_FRAMES = 50
 MESSAGE_LIMIT = 200_000  # well under SNS's 256 KB
+assert MAX_LISTED_FRAMES <= PROBLEMS_KEPT  # an outcome keeps enough problem frames and image sets to list
 
 
 @dataclass(frozen=True)
@@ -48,12 +51,23 @@ class Alert:
         return cls(doc["subject"], doc["message"], attributes)
 
 
-def compose_alert(report: JobReport, report_uri: str, *, notify_clean: bool) -> Alert | None:
-    """Return the job's alert, or None for a clean job unless ``notify_clean``."""
-    verdict = report.verdict
+def compose_alert(outcome: JobOutcome, report_uri: str, *, notify_clean: bool) -> Alert | None:
+    """Return the job's alert, or None for a clean job unless ``notify_clean``.
+
+    Parameters
+    ----------
+    outcome : JobOutcome
+        The merged job (:meth:`StreamingMerge.outcome <ahi_verify.merge.StreamingMerge.outcome>`, or
+        :meth:`JobReport.outcome <ahi_verify.report.JobReport.outcome>`).
+    report_uri : str
+        Where ``report.json`` is; the page is beside it.
+    notify_clean : bool
+        Alert a CLEAN job too.
+    """
+    verdict = outcome.verdict
     if verdict is Verdict.CLEAN and not notify_clean:
         return None
-    job, summary = report.job, report.summary
+    job, summary, totals = outcome.job, outcome.summary, outcome.totals
     frames = summary.frames
     job_id = job.job_id
     subject = {
@@ -74,23 +88,23 @@ def compose_alert(report: JobReport, report_uri: str, *, notify_clean: bool) -> 
     ]
     if job.message:
         lines.append("The import job reported a failure (see the report for its message).")
-    if report.discrepancies:
+    if outcome.discrepancies:
         # IDs and counts only (plan.py and merge.py write them so): safe to list, and the cause of UNVERIFIED.
         lines += ["", "Counts and identities that disagree:"]
-        lines += [f"  {d}" for d in report.discrepancies[:MAX_LISTED_FRAMES]]
-    problems = report.problem_frames()
-    if problems:
+        lines += [f"  {d}" for d in outcome.discrepancies[:MAX_LISTED_FRAMES]]
+    if totals.problem_count:
         lines += ["", "Frames (status, image set, frame ID, frame number, reason):"]
         lines += [
             f"  {f.status} {image_set_id} {f.image_frame_id} #{f.frame_number} {f.reason or ''}".rstrip()
-            for image_set_id, f in problems[:MAX_LISTED_FRAMES]
+            for image_set_id, f in totals.problems[:MAX_LISTED_FRAMES]
         ]
-        if len(problems) > MAX_LISTED_FRAMES:
-            lines.append(f"  ... and {len(problems) - MAX_LISTED_FRAMES} more in the report")
-    errored_sets = [s.image_set_id for s in report.image_sets if s.error]
-    if errored_sets:
-        more = f" and {len(errored_sets) - MAX_LISTED_FRAMES} more" if len(errored_sets) > MAX_LISTED_FRAMES else ""
-        lines += ["", "Image sets that could not be read: " + ", ".join(errored_sets[:MAX_LISTED_FRAMES]) + more]
+        if totals.problem_count > MAX_LISTED_FRAMES:
+            lines.append(f"  ... and {totals.problem_count - MAX_LISTED_FRAMES} more in the report")
+    errored = summary.image_set_errors
+    if errored:
+        more = f" and {errored - MAX_LISTED_FRAMES} more" if errored > MAX_LISTED_FRAMES else ""
+        listed = totals.unreadable_image_sets[:MAX_LISTED_FRAMES]
+        lines += ["", "Image sets that could not be read: " + ", ".join(listed) + more]
     lines += ["", f"Full report: {report_uri}", f"Readable report: {report_uri.removesuffix('.json')}.html"]
     message = "\n".join(lines)[:MESSAGE_LIMIT]
     return Alert(

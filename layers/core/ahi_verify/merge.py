@@ -9,14 +9,102 @@ instances): fewer instances than either, or two counts of the import that disagr
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 
 from .plan import JobPlan, PlannedImageSet
-from .report import FrameResult, ImageSetReport, JobReport, Part, Timings
+from .report import FrameResult, ImageSetReport, JobOutcome, JobReport, JobTally, Part, Timings
+
+
+class StreamingMerge:
+    """The merge, one image set at a time: the job's report without holding more than one image set's frames.
+
+    :meth:`image_sets` assembles the image sets in plan order as their parts arrive and keeps running totals
+    (:class:`~ahi_verify.report.JobTally`), the discrepancies and the timings; :meth:`outcome` then gives the
+    :class:`~ahi_verify.report.JobOutcome` the verdict, the alert and the HTML page are made from.
+    :func:`merge_parts` is this merge with every image set kept.
+
+    Parameters
+    ----------
+    plan : JobPlan
+        The job as planned: header, findings, notes, image sets.
+    finished_at : str
+        ISO 8601 time of the merge.
+    """
+
+    def __init__(self, plan: JobPlan, *, finished_at: str) -> None:
+        self._plan = plan
+        self._finished_at = finished_at
+        self._tally = JobTally(plan.findings)
+        # Discrepancies are bounded by the image sets (at most two each), not by their frames.
+        self._discrepancies: list[str] = list(plan.discrepancies)
+        self._work_items = 0
+        self._seconds = 0.0
+        self._done = False
+
+    def image_sets(self, grouped: Iterable[tuple[str, Sequence[Part]]]) -> Iterator[ImageSetReport]:
+        """Assemble each planned image set from its parts, in plan order.
+
+        Parameters
+        ----------
+        grouped : iterable of (str, sequence of Part)
+            ``(image set ID, its parts)``: every planned image set once, in plan order (an empty sequence for
+            one no work item completed), then any other image set's parts, which count in the timings only
+            (as a part of no planned image set always has).
+
+        Yields
+        ------
+        ImageSetReport
+            Each planned image set, already counted in the totals.
+
+        Raises
+        ------
+        ValueError
+            ``grouped`` skips a planned image set or gives one out of plan order.
+        """
+        planned = iter(self._plan.image_sets)
+        planned_ids = {s.image_set_id for s in self._plan.image_sets}
+        counted: set[str] = set()  # a plan listing an image set twice gets its parts twice, counted once
+        expected = next(planned, None)
+        for image_set_id, parts in grouped:
+            if image_set_id not in counted:
+                counted.add(image_set_id)
+                self._work_items += len(parts)
+                self._seconds += sum(p.seconds for p in parts)
+            if expected is not None and image_set_id == expected.image_set_id:
+                image_set = _image_set(expected, parts)
+                self._tally.add(image_set)
+                self._discrepancies += count_discrepancies(image_set)
+                yield image_set
+                expected = next(planned, None)
+            elif image_set_id in planned_ids:
+                raise ValueError(f"parts of image set {image_set_id} arrived out of plan order")
+        if expected is not None:
+            raise ValueError(f"no parts (not even none) were given for planned image set {expected.image_set_id}")
+        self._done = True
+
+    def outcome(self) -> JobOutcome:
+        """The merged job without its frames (once :meth:`image_sets` has been consumed)."""
+        if not self._done:
+            raise RuntimeError("the merge has not seen every image set yet")
+        plan = self._plan
+        return JobOutcome(
+            job=plan.job,
+            findings=plan.findings,
+            notes=plan.notes,
+            discrepancies=tuple(self._discrepancies),
+            totals=self._tally.totals(),
+            timings=Timings(
+                started_at=plan.started_at,
+                finished_at=self._finished_at,
+                work_items=self._work_items,
+                # Summed in plan order, which merge_parts follows too: the same total from either path.
+                verification_seconds=round(self._seconds, 3),
+            ),
+        )
 
 
 def merge_parts(plan: JobPlan, parts: Iterable[Part], *, finished_at: str) -> JobReport:
-    """Build the job's report.
+    """Build the job's whole report in memory (the CLI's way; the application streams with :class:`StreamingMerge`).
 
     Parameters
     ----------
@@ -27,28 +115,34 @@ def merge_parts(plan: JobPlan, parts: Iterable[Part], *, finished_at: str) -> Jo
     finished_at : str
         ISO 8601 time of the merge.
     """
-    collected = list(parts)
     by_set: dict[str, list[Part]] = {}
-    for part in collected:
+    for part in parts:
         by_set.setdefault(part.image_set_id, []).append(part)
-    image_sets = tuple(_image_set(planned, by_set.get(planned.image_set_id, [])) for planned in plan.image_sets)
+    merge = StreamingMerge(plan, finished_at=finished_at)
+    image_sets = tuple(merge.image_sets(group_in_plan_order(plan, by_set)))
+    outcome = merge.outcome()
     return JobReport(
         job=plan.job,
         findings=plan.findings,
         notes=plan.notes,
-        discrepancies=plan.discrepancies + tuple(d for s in image_sets for d in count_discrepancies(s)),
+        discrepancies=outcome.discrepancies,
         evidence=plan.evidence,
         image_sets=image_sets,
-        timings=Timings(
-            started_at=plan.started_at,
-            finished_at=finished_at,
-            work_items=len(collected),
-            verification_seconds=round(sum(p.seconds for p in collected), 3),
-        ),
+        timings=outcome.timings,
     )
 
 
-def _image_set(planned: PlannedImageSet, parts: list[Part]) -> ImageSetReport:
+def group_in_plan_order(plan: JobPlan, by_set: dict[str, list[Part]]) -> Iterator[tuple[str, list[Part]]]:
+    """``(image set ID, parts)`` as :meth:`StreamingMerge.image_sets` takes them, from parts grouped by image set."""
+    planned = {s.image_set_id for s in plan.image_sets}
+    for image_set in plan.image_sets:
+        yield image_set.image_set_id, by_set.get(image_set.image_set_id, [])
+    for image_set_id, parts in by_set.items():
+        if image_set_id not in planned:
+            yield image_set_id, parts
+
+
+def _image_set(planned: PlannedImageSet, parts: Sequence[Part]) -> ImageSetReport:
     frames: dict[int, FrameResult] = {}
     errors = sorted({p.error for p in parts if p.error})
     total = max((p.total_frames for p in parts), default=0)

@@ -13,7 +13,8 @@ import's own file keys and messages; never patient or study attributes (the veri
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -212,6 +213,15 @@ class FrameCounts:
             match=by_status[Status.MATCH],
             mismatch=by_status[Status.MISMATCH],
             error=by_status[Status.ERROR],
+        )
+
+    def __add__(self, other: FrameCounts) -> FrameCounts:
+        """Both counts together (an image set's added to a running total)."""
+        return FrameCounts(
+            total=self.total + other.total,
+            match=self.match + other.match,
+            mismatch=self.mismatch + other.mismatch,
+            error=self.error + other.error,
         )
 
     @property
@@ -630,6 +640,110 @@ class JobSummary:
         }
 
 
+PROBLEMS_KEPT = 1_000
+"""Problem frames a :class:`JobTally` keeps (mismatches first, then the rest, each in report order): the most
+the HTML page lists (``report_html.PAGE_PROBLEM_ROWS``) and more than the alert's 50. A job of a million
+frames may have a million problems; beyond this many, a person reads ``report.json``, not a page."""
+
+
+@dataclass(frozen=True)
+class JobTotals:
+    """What a pass over a job's image sets adds up to, without holding its frames."""
+
+    summary: JobSummary
+    source_incomplete: bool
+    """Some frame could not be compared with its source, or some image set lists a source file problem."""
+    problems: tuple[tuple[str, FrameResult], ...]
+    """``(image set ID, frame)``: the first :data:`PROBLEMS_KEPT` of :meth:`JobReport.problem_frames`."""
+    problem_count: int
+    """How many problem frames the job has in all."""
+    unreadable_image_sets: tuple[str, ...]
+    """The first :data:`PROBLEMS_KEPT` image sets (in report order) with an error."""
+
+
+class JobTally:
+    """Running totals over a job's image sets, added in report order: the one place the summary and the
+    problem list are counted, for a whole :class:`JobReport` and for a merge that streams its image sets."""
+
+    def __init__(self, findings: ImportFindings, *, kept: int = PROBLEMS_KEPT) -> None:
+        self._findings = findings
+        self._kept = kept
+        self._image_sets = 0
+        self._frames = FrameCounts()
+        self._source_incomplete = False
+        # Mismatches are listed before every other problem, so each kind is kept (and counted) on its own.
+        self._mismatches: list[tuple[str, FrameResult]] = []
+        self._others: list[tuple[str, FrameResult]] = []
+        self._mismatch_count = 0
+        self._other_count = 0
+        self._unreadable: list[str] = []
+        self._unreadable_count = 0
+
+    def add(self, image_set: ImageSetReport) -> None:
+        """Count one image set (the next in report order)."""
+        self._image_sets += 1
+        self._frames = self._frames + image_set.counts
+        if image_set.error:
+            self._unreadable_count += 1
+            if len(self._unreadable) < self._kept:
+                self._unreadable.append(image_set.image_set_id)
+        if image_set.source_errors or image_set.orphan_source_frames:
+            self._source_incomplete = True
+        for frame in image_set.frames:
+            unchecked = frame.source_unchecked
+            self._source_incomplete = self._source_incomplete or unchecked
+            if frame.status is Status.MISMATCH:
+                self._mismatch_count += 1
+                if len(self._mismatches) < self._kept:
+                    self._mismatches.append((image_set.image_set_id, frame))
+            elif frame.status is not Status.MATCH or unchecked:
+                self._other_count += 1
+                if len(self._others) < self._kept:
+                    self._others.append((image_set.image_set_id, frame))
+
+    def totals(self) -> JobTotals:
+        """The totals of the image sets added so far."""
+        findings = self._findings
+        problems = (self._mismatches + self._others)[: self._kept]
+        return JobTotals(
+            summary=JobSummary(
+                image_sets=self._image_sets,
+                image_set_errors=self._unreadable_count,
+                frames=self._frames,
+                import_failures=len(findings.failures),
+                import_warnings=len(findings.warnings),
+                unreadable_lines=len(findings.unreadable_lines),
+            ),
+            source_incomplete=self._source_incomplete,
+            problems=tuple(problems),
+            problem_count=self._mismatch_count + self._other_count,
+            unreadable_image_sets=tuple(self._unreadable),
+        )
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """A verified job without its frames: header, findings, totals and the bounded problem lists. Enough for
+    the verdict, the alert and the HTML page; a streaming merge returns it, :meth:`JobReport.outcome` too."""
+
+    job: JobHeader
+    findings: ImportFindings
+    notes: tuple[str, ...]
+    discrepancies: tuple[str, ...]
+    totals: JobTotals
+    timings: Timings | None = None
+
+    @property
+    def summary(self) -> JobSummary:
+        """The report's ``summary``."""
+        return self.totals.summary
+
+    @property
+    def verdict(self) -> Verdict:
+        """The one decision (see :func:`decide`)."""
+        return decide(self)
+
+
 @dataclass(frozen=True)
 class JobReport:
     """Everything known about one job after verification; the verdict follows from it."""
@@ -651,22 +765,22 @@ class JobReport:
             for frame in image_set.frames:
                 yield image_set.image_set_id, frame
 
+    def outcome(self) -> JobOutcome:
+        """The report without its frames, tallied as a streaming merge tallies it."""
+        tally = JobTally(self.findings)
+        for image_set in self.image_sets:
+            tally.add(image_set)
+        return JobOutcome(self.job, self.findings, self.notes, self.discrepancies, tally.totals(), self.timings)
+
     @property
     def summary(self) -> JobSummary:
         """The totals."""
-        return JobSummary(
-            image_sets=len(self.image_sets),
-            image_set_errors=sum(1 for s in self.image_sets if s.error),
-            frames=FrameCounts.of(f for _, f in self.frames()),
-            import_failures=len(self.findings.failures),
-            import_warnings=len(self.findings.warnings),
-            unreadable_lines=len(self.findings.unreadable_lines),
-        )
+        return self.outcome().summary
 
     @property
     def verdict(self) -> Verdict:
         """The one decision: MISMATCH, IMPORT_FAILED, UNVERIFIED or CLEAN (see :func:`decide`)."""
-        return decide(self)
+        return self.outcome().verdict
 
     def problem_frames(self) -> list[tuple[str, FrameResult]]:
         """``(image set ID, frame)`` for every frame that is not a clean MATCH, mismatches first."""
@@ -674,21 +788,16 @@ class JobReport:
         return sorted(found, key=lambda pair: pair[1].status is not Status.MISMATCH)
 
     def to_json(self) -> dict[str, Any]:
-        """The report document (``report.json``, and ``ahi-verify job --format json``)."""
-        doc: dict[str, Any] = {
-            "schemaVersion": SCHEMA_VERSION,
-            "job": self.job.to_json(),
-            **self.findings.to_json(),
-            "notes": list(self.notes),
-            "discrepancies": list(self.discrepancies),
-            "evidence": [e.to_json() for e in self.evidence],
-            "summary": self.summary.to_json(),
+        """The report document (``report.json``, and ``ahi-verify job --format json``).
+
+        Members in the order :class:`ReportDocumentWriter` streams them: what the plan knows, the image sets,
+        then what only the whole merge knows (discrepancies, summary, verdict, timings).
+        """
+        return {
+            **report_opening(self.job, self.findings, self.notes, self.evidence),
             "imageSets": [s.to_json() for s in self.image_sets],
-            "verdict": self.verdict.value,
+            **report_closing(self.outcome()),
         }
-        if self.timings is not None:
-            doc["timings"] = self.timings.to_json()
-        return doc
 
     @classmethod
     def from_json(cls, doc: Any) -> JobReport:
@@ -713,13 +822,79 @@ class JobReport:
             image_sets=items(obj, "imageSets", "report", ImageSetReport.from_json),
             timings=None if timings is None else Timings.from_json(timings),
         )
-        same(obj.get("summary"), report.summary.to_json(), "report.summary")
-        same(obj.get("verdict"), report.verdict.value, "report.verdict")
+        outcome = report.outcome()
+        same(obj.get("summary"), outcome.summary.to_json(), "report.summary")
+        same(obj.get("verdict"), outcome.verdict.value, "report.verdict")
         return report
 
 
-def decide(report: JobReport) -> Verdict:
-    """The job's verdict.
+def report_opening(
+    job: JobHeader, findings: ImportFindings, notes: tuple[str, ...], evidence: tuple[ObjectEvidence, ...]
+) -> dict[str, Any]:
+    """The report document's members that come before ``imageSets``: all known once the job is planned."""
+    return {
+        "schemaVersion": SCHEMA_VERSION,
+        "job": job.to_json(),
+        **findings.to_json(),
+        "notes": list(notes),
+        "evidence": [e.to_json() for e in evidence],
+    }
+
+
+def report_closing(outcome: JobOutcome) -> dict[str, Any]:
+    """The report document's members after ``imageSets``: known only once every image set is merged."""
+    doc: dict[str, Any] = {
+        "discrepancies": list(outcome.discrepancies),
+        "summary": outcome.summary.to_json(),
+        "verdict": outcome.verdict.value,
+    }
+    if outcome.timings is not None:
+        doc["timings"] = outcome.timings.to_json()
+    return doc
+
+
+def _compact(doc: Any) -> str:
+    return json.dumps(doc, separators=(",", ":"))
+
+
+class ReportDocumentWriter:
+    """``report.json`` written in pieces as a merge produces image sets: the document of
+    :meth:`JobReport.to_json` for the same job, member for member, with one image set in memory at a time.
+
+    Parameters
+    ----------
+    write : callable
+        Takes each piece of text, in order (a file's or an upload's ``write``).
+    job, findings, notes, evidence
+        What the plan knows: the members before ``imageSets``.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[str], object],
+        job: JobHeader,
+        findings: ImportFindings,
+        notes: tuple[str, ...],
+        evidence: tuple[ObjectEvidence, ...],
+    ) -> None:
+        self._write = write
+        self._written = 0
+        opening = _compact(report_opening(job, findings, notes, evidence))
+        # The opening object without its closing brace, so the image sets follow as its next member.
+        write(opening[:-1] + ',"imageSets":[')
+
+    def add(self, image_set: ImageSetReport) -> None:
+        """Write the next image set's entry."""
+        self._write(("," if self._written else "") + _compact(image_set.to_json()))
+        self._written += 1
+
+    def finish(self, outcome: JobOutcome) -> None:
+        """Close ``imageSets`` and write the members only the whole merge knows."""
+        self._write("]," + _compact(report_closing(outcome))[1:])
+
+
+def decide(outcome: JobOutcome) -> Verdict:
+    """The job's verdict, from its totals (a whole report's or a streaming merge's: one rule for both).
 
     MISMATCH when any frame's pixels differ (from the published checksum or, with the three-way check,
     from the source). IMPORT_FAILED when the import job failed. CLEAN only when there is at least one
@@ -727,22 +902,20 @@ def decide(report: JobReport) -> Verdict:
     the import reported no failed file, no unreadable line and no warning that affects frames, and no
     count or identity disagrees (``discrepancies``). Anything else is UNVERIFIED.
     """
-    summary = report.summary
+    summary, job = outcome.summary, outcome.job
     if summary.frames.mismatch:
         return Verdict.MISMATCH
-    if report.job.status is JobStatus.FAILED:
+    if job.status is JobStatus.FAILED:
         return Verdict.IMPORT_FAILED
-    job = report.job
     unclean = (
         summary.frames.error
         or summary.image_set_errors
         or summary.import_failures
         or summary.unreadable_lines
-        or report.findings.frame_warnings
+        or outcome.findings.frame_warnings
         or (job.files_with_customer_error or 0) + (job.files_with_server_error or 0)
         or summary.frames.total == 0
-        or report.discrepancies
-        or any(f.source_unchecked for _, f in report.frames())
-        or any(s.source_errors or s.orphan_source_frames for s in report.image_sets)
+        or outcome.discrepancies
+        or outcome.totals.source_incomplete
     )
     return Verdict.UNVERIFIED if unclean else Verdict.CLEAN

@@ -16,6 +16,14 @@ class WorkItemError(ValueError):
     """A work message that cannot be processed (not JSON, wrong schema); names the field."""
 
 
+def image_set_of(item_id: str) -> str:
+    """The image set a work item ID (:attr:`WorkItem.item_id`) names.
+
+    Item IDs are ``<imageSetId>`` or ``<imageSetId>-<start>-<end>``, and image set IDs have no hyphen.
+    """
+    return item_id.partition("-")[0]
+
+
 @dataclass(frozen=True)
 class WorkItem:
     """Verify one image set, or the frames ``[start, end)`` of it (metadata order)."""

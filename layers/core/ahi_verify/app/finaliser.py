@@ -1,5 +1,8 @@
 """Finaliser: once nothing of a job is pending, merge its parts into the report and send its one alert.
 
+The merge streams (:meth:`ahi_verify.app.storage.ReportStore.write_merged_report`): parts are read a window
+at a time and the report is written as it is merged, so a job of a million frames fits the function's memory.
+
 Whoever completes a job's last work item (or the trigger, for a job with nothing to verify) calls
 :func:`finalise_job`; a conditional claim in the progress table lets exactly one caller through, and a
 claim that has gone stale (its finaliser died) can be taken over by the next delivery. The alert is kept
@@ -14,7 +17,6 @@ from dataclasses import replace
 from aws_lambda_powertools.metrics import MetricUnit
 
 from ..alert import Alert, compose_alert
-from ..merge import merge_parts
 from ..report import iso_time
 from .observability import logger, metrics
 from .wiring import Services
@@ -26,17 +28,16 @@ def finalise_job(job_id: str, svc: Services, claimer: str) -> str | None:
         return None
     record = svc.progress.get(job_id) or {}
     plan = svc.reports.get_plan(job_id)
-    report = merge_parts(plan, svc.reports.parts(job_id), finished_at=iso_time(svc.clock()))
-    if record.get("abandoned"):
-        report = replace(report, discrepancies=(*report.discrepancies, str(record["abandoned"])))
-    uri = svc.reports.put_report(report)
-    alert = compose_alert(report, uri, notify_clean=svc.settings.notify_on_clean_jobs)
+    if record.get("abandoned"):  # finished by the reconciliation past its deadline: the report says why
+        plan = replace(plan, discrepancies=(*plan.discrepancies, str(record["abandoned"])))
+    uri, outcome = svc.reports.write_merged_report(plan, finished_at=iso_time(svc.clock()))
+    alert = compose_alert(outcome, uri, notify_clean=svc.settings.notify_on_clean_jobs)
     due = alert is not None and not record.get("alert_message_id")
     if alert is not None and due:
         svc.reports.put_alert(job_id, alert)  # kept first: a publish that fails is sent by the reconciliation
-    svc.progress.mark_finalised(job_id, uri, report.verdict.value, alert_due=due)
+    svc.progress.mark_finalised(job_id, uri, outcome.verdict.value, alert_due=due)
     metrics.add_metric(name="JobsFinalised", unit=MetricUnit.Count, value=1)
-    logger.info("job finalised", extra={"verdict": report.verdict.value, "report": uri})
+    logger.info("job finalised", extra={"verdict": outcome.verdict.value, "report": uri})
     if alert is not None and due:
         send_kept_alert(job_id, svc, alert)
     return uri

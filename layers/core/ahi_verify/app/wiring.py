@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import boto3
+from botocore.config import Config
 
 from ..healthimaging import HealthImagingJobs, HealthImagingSource, make_client
 from ..ports import FrameSource, ImportJobs, JobOutputStore
@@ -18,7 +19,7 @@ from ..s3_output import JobOutputReader
 from .messaging import AlertPublisher, WorkQueue
 from .progress import JobProgress
 from .settings import Settings
-from .storage import ReportStore
+from .storage import PART_FETCHES, ReportStore
 
 
 @dataclass
@@ -43,7 +44,8 @@ class Services:
 def build_services(settings: Settings) -> Services:
     """Create the AWS clients and adapters (once, at cold start)."""
     medical_imaging = make_client(max_pool_connections=settings.fetch_concurrency)
-    s3, sns = boto3.client("s3"), boto3.client("sns")
+    # One pooled connection per concurrent part fetch of the finaliser (botocore's default pool holds 10).
+    s3, sns = boto3.client("s3", config=Config(max_pool_connections=PART_FETCHES)), boto3.client("sns")
     return Services(
         settings=settings,
         progress=JobProgress(boto3.client("dynamodb"), settings.progress_table),
