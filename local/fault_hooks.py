@@ -7,13 +7,25 @@ nothing of it) and take JSON arguments.
 
 from __future__ import annotations
 
+import os
 import time
 from types import ModuleType
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-__all__ = ["HangingSource", "PoisonSource", "RefusingPublisher", "hang_image_set", "poison_image_set", "refuse_alerts"]
+from ahi_verify.ports import ImageSetError
+
+__all__ = [
+    "GatedSource",
+    "HangingSource",
+    "PoisonSource",
+    "RefusingPublisher",
+    "gate_image_set",
+    "hang_image_set",
+    "poison_image_set",
+    "refuse_alerts",
+]
 
 
 class PoisonSource:
@@ -85,3 +97,36 @@ class RefusingPublisher:
 def refuse_alerts(handler_module: ModuleType) -> None:
     """Init hook: the function's alert topic refuses every publish."""
     handler_module.SERVICES.alerts = RefusingPublisher()
+
+
+class GatedSource:
+    """The worker's HealthImaging source, steered by the harness through two files every container sees: while
+    ``hold`` exists, fetches of the ``held`` frames wait; while ``fail`` exists, the image set's metadata cannot
+    be read (as a GetImageSetMetadata that fails after its retries)."""
+
+    HOLD_LIMIT_S = 300.0  # a harness that died must not leave workers waiting forever
+
+    def __init__(self, inner: Any, image_set_id: str, held: list[str], hold: str, fail: str) -> None:
+        self.inner, self.image_set_id, self.held = inner, image_set_id, set(held)
+        self.hold, self.fail = hold, fail
+
+    def get_image_set_metadata(self, datastore_id: str, image_set_id: str, version_id: str | None) -> bytes:
+        """The inner source's metadata, or ImageSetError while ``fail`` exists."""
+        if image_set_id == self.image_set_id and os.path.exists(self.fail):
+            raise ImageSetError(f"GetImageSetMetadata for image set {image_set_id} failed: InternalServerException")
+        data: bytes = self.inner.get_image_set_metadata(datastore_id, image_set_id, version_id)
+        return data
+
+    def get_image_frame(self, datastore_id: str, image_set_id: str, image_frame_id: str) -> Any:
+        """The inner source's frame, once ``hold`` is gone for the held frames."""
+        waited = 0.0
+        while image_frame_id in self.held and os.path.exists(self.hold) and waited < self.HOLD_LIMIT_S:
+            time.sleep(0.05)
+            waited += 0.05
+        return self.inner.get_image_frame(datastore_id, image_set_id, image_frame_id)
+
+
+def gate_image_set(handler_module: ModuleType, image_set_id: str, held: list[str], hold: str, fail: str) -> None:
+    """Init hook: steer one image set's fetches from the harness (see :class:`GatedSource`)."""
+    services = handler_module.SERVICES
+    services.frames = GatedSource(services.frames, image_set_id, held, hold, fail)

@@ -38,6 +38,7 @@ import json
 import os
 import random
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -1050,14 +1051,14 @@ def _timeout_every_delivery(out: Outcome) -> None:
 
 @scenario("throttling-sustained-handback")
 def _throttling_sustained(out: Outcome) -> None:
-    """Every 7th GetImageFrame throttled for the whole job, 20 ms latency, and a 30-s function timeout: the
-    workers slow down and hand the frames they cannot reach on before their deadline; nothing times out,
-    nothing is dead-lettered, and the job is CLEAN."""
+    """Every 4th GetImageFrame throttled for the whole job, 20 ms latency, two image sets of 120 frames and a
+    40-s function timeout: the workers slow down and hand the frames they cannot reach on before their
+    deadline; nothing times out, nothing is dead-lettered, and the job is CLEAN."""
     with Harness() as h:
-        h.shorten_timeout(WORKER, 30)
-        h.stack.emulator.add_fault(Fault("throttle", operation="GetImageFrame", every=7))
+        h.shorten_timeout(WORKER, 40)
+        h.stack.emulator.add_fault(Fault("throttle", operation="GetImageFrame", every=4))
         h.stack.emulator.add_fault(Fault("latency", operation="GetImageFrame", latency_ms=20))
-        job = h.import_job()
+        job = h.import_job(Shape(image_sets=2, instances=4, frames_per_instance=30))
         h.stack.run_until_idle(timeout=1200)
         sets = h.manifest_image_sets(job)
         out.injected = h.fired()
@@ -1156,8 +1157,9 @@ def _reconcile_unreadable(out: Outcome) -> None:
 
 @scenario("dynamodb-transaction-conflicts")
 def _transaction_conflicts(out: Outcome) -> None:
-    """Every 3rd TransactWriteItems of the progress table is cancelled by a conflicting transaction (12
-    times): the ledger retries them, so nothing waits a visibility timeout or dead-letters uncounted."""
+    """Every 2nd TransactWriteItems of the progress table (item completions, splits) is cancelled by a
+    conflicting transaction: the ledger retries them, so nothing waits a visibility timeout or dead-letters
+    uncounted."""
     original = DynamoDBBackend.transact_write_items
     calls, fired = [0], [0]
     lock = threading.Lock()
@@ -1165,7 +1167,7 @@ def _transaction_conflicts(out: Outcome) -> None:
     def conflicting(self: Any, transact_items: list[dict[str, Any]]) -> None:
         with lock:
             calls[0] += 1
-            conflict = calls[0] % 3 == 0 and fired[0] < 12
+            conflict = calls[0] % 2 == 0
             fired[0] += conflict
         if conflict:
             raise TransactionCanceledException([("TransactionConflict", "Transaction is ongoing", None)] * 2)
@@ -1183,3 +1185,54 @@ def _transaction_conflicts(out: Outcome) -> None:
             h.check(out, job, h.manifest_image_sets(job), verdict="CLEAN", alerts=0)
     finally:
         DynamoDBBackend.transact_write_items = original  # type: ignore[method-assign]
+
+
+@scenario("split-message-redelivered")
+def _split_redelivered(out: Outcome) -> None:
+    """An image set split into three work items; after its first range is counted, and while the others are
+    still running, its whole-set message is delivered again and GetImageSetMetadata fails on that delivery.
+    The duplicate must count nothing: no early report, no "metadata failed" error, each frame once."""
+    with Harness(parameters={"FramesPerWorkItem": "10"}) as h, tempfile.TemporaryDirectory() as gates:
+        hold, fail = os.path.join(gates, "hold"), os.path.join(gates, "fail")
+        job = h.import_job()
+        h.wait_imported(job)
+        h.stack.run_until_idle(timeout=120, include_mappings=False)
+        sets = h.manifest_image_sets(job)
+        target = sets[2]
+        url = h.stack.queue_url("WorkQueue")
+        body = None
+        while body is None:
+            for message in h.stack.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+                if json.loads(message["Body"])["imageSetId"] == target:
+                    body = message["Body"]
+                h.stack.sqs.change_message_visibility(
+                    QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+                )
+        open(hold, "w").close()
+        held = h.listed([target])[target][10:]
+        h.stack.runner.add_init_hook(WORKER, "local.fault_hooks:gate_image_set", target, held, hold, fail)
+        runner = threading.Thread(target=lambda: h.stack.run_until_idle(timeout=600))
+        runner.start()
+        first_range = {"pk": {"S": f"JOB#{job}"}, "sk": {"S": f"ITEM#{target}-0-10"}}
+        table = h.stack.tables["ProgressTable"]
+        deadline = time.monotonic() + 120
+        while "Item" not in h.stack.dynamodb.get_item(TableName=table, Key=first_range) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        open(fail, "w").close()
+
+        def delivered() -> int:  # finished worker invocations that carried the whole-set message
+            return sum(any(r.get("body") == body for r in i.event.get("Records", [])) for i in h.runs(WORKER))
+
+        deliveries = delivered()
+        h.stack.sqs.send_message(QueueUrl=url, MessageBody=body)
+        while delivered() <= deliveries:
+            if time.monotonic() > deadline + 120:
+                break
+            time.sleep(0.1)
+        out.expect(h.report(job) is None, "the job was finalised while two ranges were still running")
+        os.remove(fail)
+        os.remove(hold)
+        runner.join()
+        out.injected = "whole-set message again, metadata failing"
+        out.extra["worker runs"] = len(h.runs(WORKER))
+        h.check(out, job, sets, verdict="CLEAN", alerts=0)

@@ -41,6 +41,14 @@ CI_SCENARIOS = [
     "manifest-instances-lost",
     "manifest-forged-unknown-job",
     "manifest-rewritten-after-verification",
+    # every job ends in a report, whatever is killed, throttled or lost
+    "worker-timeout-every-delivery",
+    "throttling-sustained-handback",
+    "alert-publish-refused",
+    "job-stuck-past-deadline",
+    "reconcile-unreadable-and-lost",
+    "dynamodb-transaction-conflicts",
+    "split-message-redelivered",
 ]
 
 

@@ -125,7 +125,7 @@ def test_a_deadline_stops_new_fetches_and_the_checked_frames_are_a_prefix(stop_a
             ISET,
             listed,
             VerifyOptions(fetch_concurrency=8, decode_workers=2),
-            stop=lambda: len(source.fetched) >= stop_after,
+            stop=lambda _draining: len(source.fetched) >= stop_after,
         )
     )
     # THEN it stopped early, what it checked is the first frames in order, each once, all matching
@@ -141,6 +141,40 @@ def test_a_deadline_already_past_still_checks_the_first_frame() -> None:
     source = FakeSource(make_frames(5))
     listed = load_image_set_frames(source, DS, ISET).frames
     # WHEN the engine runs
-    results = list(iter_frame_results(source, DS, ISET, listed, stop=lambda: True))
+    results = list(iter_frame_results(source, DS, ISET, listed, stop=lambda _draining: True))
     # THEN the first frame is checked (every run makes progress) and nothing else
     assert [r.index for r in results] == [listed[0].index]
+
+
+def test_a_deadline_that_raises_ends_in_results_not_a_hang() -> None:
+    # GIVEN a deadline callback with a bug
+    source = FakeSource(make_frames(6))
+    listed = load_image_set_frames(source, DS, ISET).frames
+
+    def broken(_draining: float) -> bool:
+        raise RuntimeError("deadline bug")
+
+    # WHEN the engine runs THEN every frame still ends in one result (the first one is fetched: the deadline
+    # is never asked for it; the others carry the internal error)
+    results = list(iter_frame_results(source, DS, ISET, listed, stop=broken))
+    assert sorted(r.index for r in results) == sorted(f.index for f in listed)
+    assert {r.reason for r in results if r.status is Status.ERROR} == {Reason.INTERNAL}
+
+
+def test_the_deadline_is_told_how_long_the_fetches_in_flight_take_to_drain() -> None:
+    # GIVEN 40 frames fetched 8 at a time at 20 ms each
+    source = FakeSource(make_frames(40), delay=0.02)
+    listed = load_image_set_frames(source, DS, ISET).frames
+    seen: list[float] = []
+
+    def deadline(draining: float) -> bool:
+        seen.append(draining)
+        return False
+
+    # WHEN the engine runs
+    list(iter_frame_results(source, DS, ISET, listed, VerifyOptions(fetch_concurrency=8), stop=deadline))
+    # THEN once fetches have finished, the estimate is about 8 in flight x 20 ms / 8 at a time, never negative
+    later = seen[10:]
+    assert later
+    assert all(d >= 0 for d in seen)
+    assert 0 < sorted(later)[len(later) // 2] < 1.0

@@ -12,6 +12,8 @@ import os
 import queue
 import sys
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -105,27 +107,70 @@ class _ByteBudget:
             self._cond.notify_all()
 
 
+Stop = Callable[[float], bool]
+"""The caller's deadline, asked as each fetch starts with the seconds the fetches already started are expected
+to take to finish (at the rate fetches have been finishing); True: start no more."""
+
+
 class _StartGate:
     """Decides which fetches may start once the deadline has passed, so that the started frames stay a
     prefix: the pool takes frames in order, but a thread may ask later than one that took a later frame;
-    the cut is set past every position already started, and everything from it on is held back."""
+    the cut is set past every position already started, and everything from it on is held back.
 
-    def __init__(self, stop: Callable[[], bool] | None) -> None:
+    It also estimates how long the fetches in flight will take to drain, because that is what the deadline
+    must leave room for: 16 fetches in flight take milliseconds normally, and 8-15 s when throttling has
+    slowed the client's adaptive retry to 1-2 requests a second (measured against the emulator with every
+    4th GetImageFrame throttled).
+    """
+
+    def __init__(self, stop: Stop | None) -> None:
         self._stop = stop
         self._lock = threading.Lock()
         self._started_up_to = -1
         self._cut: int | None = None
+        self._in_flight = 0
+        self._oldest_start: deque[float] = deque()
+        self._finishes: deque[float] = deque(maxlen=DRAIN_WINDOW)
 
     def may_start(self, position: int) -> bool:
         if self._stop is None:
             return True
         with self._lock:
-            if self._cut is None and position > 0 and self._stop():
+            if self._cut is None and position > 0 and self._stop(self._drain_estimate()):
                 self._cut = max(position, self._started_up_to + 1)
             if self._cut is not None and position >= self._cut:
                 return False
             self._started_up_to = max(self._started_up_to, position)
+            self._in_flight += 1
+            self._oldest_start.append(time.monotonic())
             return True
+
+    def finished(self) -> None:
+        if self._stop is None:
+            return
+        with self._lock:
+            self._in_flight -= 1
+            self._oldest_start.popleft()  # the oldest start: fetches finish roughly in the order they began
+            self._finishes.append(time.monotonic())
+
+    def _drain_estimate(self) -> float:
+        """Seconds the fetches in flight need, at the rate of the last :data:`DRAIN_WINDOW` finishes (an adaptive
+        client slows down as throttling goes on, so the recent rate, not the average); with too few finishes to
+        tell, the time the oldest fetch in flight has already taken, per fetch in flight."""
+        if not self._in_flight:
+            return 0.0
+        now = time.monotonic()
+        waited = now - self._oldest_start[0]
+        if len(self._finishes) >= 2 and self._finishes[-1] > self._finishes[0]:
+            rate = (len(self._finishes) - 1) / (now - self._finishes[0])
+            return DRAIN_SAFETY * max(self._in_flight / rate, waited)
+        return DRAIN_SAFETY * waited * self._in_flight
+
+
+DRAIN_WINDOW = 16
+"""Finishes the drain estimate looks back over: one fetch pool's worth."""
+DRAIN_SAFETY = 1.5
+"""The estimate is a rate measured while the client slows down: half again, to be early rather than killed."""
 
 
 def load_image_set_frames(
@@ -151,7 +196,7 @@ def iter_frame_results(
     image_set_id: str,
     frames: tuple[FrameRef, ...],
     options: VerifyOptions | None = None,
-    stop: Callable[[], bool] | None = None,
+    stop: Stop | None = None,
 ) -> Iterator[FrameResult]:
     """Yield one result per frame, in completion order.
 
@@ -159,10 +204,10 @@ def iter_frame_results(
     become ERROR results for that frame instead of ending the run. Closing the iterator early cancels
     the frames not yet started.
 
-    ``stop`` (the caller's deadline) is asked as each fetch starts; once it says True, no further fetch
-    starts, and every frame already started still yields its result. The frames that yield form a prefix
-    of ``frames`` (frames answered without a fetch may yield beyond it): the first frame never stops, so
-    a run always makes progress.
+    ``stop`` (the caller's deadline, see :data:`Stop`) is asked as each fetch starts; once it says True, no
+    further fetch starts, and every frame already started still yields its result. The frames that yield form
+    a prefix of ``frames`` (frames answered without a fetch may yield beyond it): the first frame never
+    stops, so a run always makes progress.
     """
     options = options or VerifyOptions()
     done: queue.SimpleQueue[FrameResult | None] = queue.SimpleQueue()
@@ -179,7 +224,11 @@ def iter_frame_results(
             budget.release(reserved)
 
     def fetch(position: int, frame: FrameRef) -> None:
-        if not gate.may_start(position):
+        started = _guarded(frame, partial(gate.may_start, position))
+        if isinstance(started, FrameResult):  # the caller's deadline raised: this frame's result says so
+            done.put(started)
+            return
+        if not started:
             done.put(None)  # not started: the caller hands this frame on
             return
         reserved = budget.acquire(int(frame.decoded_size_estimate() * IN_FLIGHT_FACTOR), cancelled)
@@ -187,15 +236,10 @@ def iter_frame_results(
         try:
             if cancelled.is_set():
                 return
-            try:
-                fetched = source.get_image_frame(datastore_id, image_set_id, frame.image_frame_id)
-            except FrameFetchError as exc:
-                done.put(
-                    FrameResult.of(frame, Status.ERROR, expected=_expected(frame), reason=exc.reason, detail=str(exc))
-                )
-                return
-            except Exception as exc:  # one frame's failure never ends the run
-                done.put(_internal_error(frame, exc))
+            fetched = _fetch(source, datastore_id, image_set_id, frame)
+            gate.finished()
+            if isinstance(fetched, FrameResult):
+                done.put(fetched)
                 return
             decode_pool.submit(decode, frame, fetched, reserved)
             handed_over = True
@@ -220,6 +264,16 @@ def iter_frame_results(
         cancelled.set()
         fetch_pool.shutdown(wait=True, cancel_futures=True)
         decode_pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _fetch(source: FrameSource, datastore_id: str, image_set_id: str, frame: FrameRef) -> FetchedFrame | FrameResult:
+    """The frame's stored bytes, or its ERROR result (one frame's failure never ends the run)."""
+    try:
+        return source.get_image_frame(datastore_id, image_set_id, frame.image_frame_id)
+    except FrameFetchError as exc:
+        return FrameResult.of(frame, Status.ERROR, expected=_expected(frame), reason=exc.reason, detail=str(exc))
+    except Exception as exc:
+        return _internal_error(frame, exc)
 
 
 def verify_image_set(

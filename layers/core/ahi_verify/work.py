@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from .image_set import VerifyOptions, iter_frame_results, load_image_set_frames
+from .image_set import Stop, VerifyOptions, iter_frame_results, load_image_set_frames
 from .locations import S3Location
 from .metadata import FrameRef
 from .outcomes import MISMATCH_RELATIONS, Reason, Status, ThreeWay, three_way
@@ -76,7 +76,7 @@ def verify_frames(
     *,
     sources: SourceInputs | None = None,
     on_result: OnResult | None = None,
-    stop: Callable[[], bool] | None = None,
+    stop: Stop | None = None,
     upto: int | None = None,
 ) -> Part:
     """Check the item's frames (all of ``listed``, or the item's range of it) and build its part.
@@ -97,7 +97,8 @@ def verify_frames(
     on_result : callable, optional
         Progress callback.
     stop : callable, optional
-        Asked before each fetch starts; True ends the check after the frames already started.
+        The deadline (:data:`ahi_verify.image_set.Stop`): asked before each fetch starts; True ends the check
+        after the frames already started.
     upto : int, optional
         Check only the item's frames before this one (an item that handed the rest on before).
     """

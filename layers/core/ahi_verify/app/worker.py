@@ -17,7 +17,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from ..image_set import VerifyOptions
+from ..image_set import Stop, VerifyOptions
 from ..report import Part
 from ..work import list_frames, source_inputs, unreached, verify_frames
 from ..work_items import WorkItem, WorkItemError, frame_ranges
@@ -105,9 +105,11 @@ def process_work_item(
     return {"itemId": part.item_id, **counts.to_json()}
 
 
-def _deadline(remaining_s: RemainingSeconds) -> Callable[[], bool]:
+def _deadline(remaining_s: RemainingSeconds) -> Stop:
+    """Stop starting fetches when what is left of the invocation no longer covers the reserve plus the time
+    the fetches in flight need to drain (long when throttling has slowed the client)."""
     reserve = min(HANDBACK_RESERVE_S, remaining_s() * HANDBACK_RESERVE_SHARE)
-    return lambda: remaining_s() < reserve
+    return lambda draining_s: remaining_s() < reserve + draining_s
 
 
 def _hand_back(current: WorkItem, part: Part, rest: WorkItem, svc: Services) -> None:
