@@ -101,8 +101,9 @@ def refuse_alerts(handler_module: ModuleType) -> None:
 
 class GatedSource:
     """The worker's HealthImaging source, steered by the harness through two files every container sees: while
-    ``hold`` exists, fetches of the ``held`` frames wait; while ``fail`` exists, the image set's metadata cannot
-    be read (as a GetImageSetMetadata that fails after its retries)."""
+    ``hold`` exists, fetches of the ``held`` frames wait (each writes ``<hold>.<frame ID>`` as it starts to
+    wait, so the harness knows its work item has listed the metadata); while ``fail`` exists, the image set's
+    metadata cannot be read (as a GetImageSetMetadata that fails after its retries)."""
 
     HOLD_LIMIT_S = 300.0  # a harness that died must not leave workers waiting forever
 
@@ -120,6 +121,8 @@ class GatedSource:
     def get_image_frame(self, datastore_id: str, image_set_id: str, image_frame_id: str) -> Any:
         """The inner source's frame, once ``hold`` is gone for the held frames."""
         waited = 0.0
+        if image_frame_id in self.held and os.path.exists(self.hold):
+            open(f"{self.hold}.{image_frame_id}", "w").close()
         while image_frame_id in self.held and os.path.exists(self.hold) and waited < self.HOLD_LIMIT_S:
             time.sleep(0.05)
             waited += 0.05

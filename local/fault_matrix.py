@@ -1216,7 +1216,17 @@ def _split_redelivered(out: Outcome) -> None:
         first_range = {"pk": {"S": f"JOB#{job}"}, "sk": {"S": f"ITEM#{target}-0-10"}}
         table = h.stack.tables["ProgressTable"]
         deadline = time.monotonic() + 120
-        while "Item" not in h.stack.dynamodb.get_item(TableName=table, Key=first_range) and time.monotonic() < deadline:
+
+        def waiting(frames: list[str]) -> bool:  # a work item of these frames has listed and is held
+            return any(os.path.exists(f"{hold}.{f}") for f in frames)
+
+        # The first range counted, and both other ranges past their metadata (held at their first fetch), so
+        # that only the duplicate can meet the failing metadata.
+        while time.monotonic() < deadline and not (
+            "Item" in h.stack.dynamodb.get_item(TableName=table, Key=first_range)
+            and waiting(held[:10])
+            and waiting(held[10:])
+        ):
             time.sleep(0.1)
         open(fail, "w").close()
 

@@ -118,16 +118,18 @@ def test_a_killed_worker_is_redelivered_alone_and_the_job_completes(stack: Local
     assert len(frame_ids) == len(set(frame_ids)) == 4
 
 
-def test_poison_message_ends_in_the_dlq(stack: LocalStack) -> None:
+def test_poison_message_ends_in_the_dlq_and_its_recorder_takes_it_off(stack: LocalStack) -> None:
+    # GIVEN a message on the work queue that is no work item
     env = stack.function("ImageSetWorkerFunction").environment
     stack.sqs.send_message(QueueUrl=env["WORK_QUEUE_URL"], MessageBody='{"v": 1, "jobId": "nope"}')
     summary = stack.run_until_idle(timeout=60)
-    # THEN it was tried maxReceiveCount (5, the template's default) times, then moved to the DLQ the
-    # DeadLetterAlarm watches
+    # THEN it was tried maxReceiveCount (5, the template's default) times, then moved to the DLQ, where the
+    # dead-letter recorder found no job to record it in, counted it and removed it (nothing left to alarm on)
     assert summary.failures.get("ImageSetWorkerFunction") == 5
-    assert stack.dlq_depths() == {"WorkDeadLetterQueue": 1}
-    alarm = stack.template.resources["DeadLetterAlarm"].properties
-    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    recorder = [i for i in stack.invocations if i.function == "DeadLetterRecorderFunction" and i.source == "sqs"]
+    assert [i.ok for i in recorder] == [True]
+    assert stack.dlq_depths() == {"WorkDeadLetterQueue": 0}
+    assert stack.alerts() == []
 
 
 def test_large_image_set_is_split_and_merged_into_one_report() -> None:

@@ -97,7 +97,11 @@ def test_application_never_emits_patient_data(faulty_run: LocalStack, emitted: E
     # event source mapping) quote them by nature and are no output of the functions.
     for where in [w for w in emitted.texts if w.startswith("poison") and SDK_LOG.search(w)]:
         del emitted.texts[where]
-    assert stack.dlq_depths() == {"WorkDeadLetterQueue": 2}
+    # Both reached the DLQ, and the dead-letter recorder took them off: no job to record them in.
+    assert stack.dlq_depths() == {"WorkDeadLetterQueue": 0}
+    recorder = [i for i in stack.invocations if i.function == "DeadLetterRecorderFunction" and i.source == "sqs"]
+    assert recorder
+    assert all(i.ok for i in recorder)
     reports = capture_stack(stack, emitted, "application")
     (report,) = reports.values()
     assert (report["job"]["jobId"], report["verdict"]) == (job, "MISMATCH")

@@ -633,7 +633,7 @@ def test_a_redelivered_handed_back_item_checks_only_up_to_its_cut(aws: dict[str,
     (rest,) = [WorkItem.from_json(m["Body"]) for m in drain(aws)]
     assert rest.frames is not None
     assert rest.frames[1] == 10
-    assert svc.progress.handed_back(job_id(41), item.item_id) == rest.frames
+    assert svc.progress.handed_back(job_id(41), item.item_id) == (*rest.frames, True)
     # WHEN the original message is delivered again with plenty of time, then the rest is processed twice
     fetched_before = len(source.fetched)
     assert process(item, svc)["outcome"] == "already-done"
@@ -898,3 +898,24 @@ def test_a_job_whose_trigger_died_while_planning_is_planned_again_by_the_sweep(a
         process(WorkItem.from_json(m["Body"]), svc)
     # THEN the job is verified to the end
     assert report(aws, job_id(64))["verdict"] == "CLEAN"
+
+
+def test_of_two_concurrent_deliveries_the_first_part_written_is_the_one_counted(aws: dict[str, Any]) -> None:
+    # GIVEN an item whose first delivery verified its frames and wrote its part, but has not counted it yet
+    source = FakeSource()
+    frames = make_frames(3, seed=44)
+    source.add_image_set(image_set_id(70), frames)
+    svc = services(aws, source)
+    start_job(JobRef(DS, job_id(70), write_job(aws, job_id(70), [image_set_id(70)]), "s3"), svc)
+    (item,) = [WorkItem.from_json(m["Body"]) for m in drain(aws)]
+    assert svc.reports.put_part(job_id(70), verify_frames_for(item, svc)).error is None
+    # WHEN a second delivery of the same item runs while GetImageSetMetadata fails for it
+    stored = source.image_sets.pop(image_set_id(70))
+    process(item, svc)
+    source.image_sets[image_set_id(70)] = stored
+    # THEN the part that stands (and is counted) is the first one: the report and the ledger agree, CLEAN
+    doc = report(aws, job_id(70))
+    assert (doc["verdict"], doc["imageSets"][0]["error"], doc["summary"]["frames"]["match"]) == ("CLEAN", None, 3)
+    record = svc.progress.get(job_id(70))
+    assert record is not None
+    assert (record["frames_match"], record["frames_error"]) == (3, 0)

@@ -2,8 +2,8 @@
 
 SQS delivers at least once, and a delivery may die anywhere. So before anything is checked or recorded, a
 message is resolved against the ledger: a whole-set message whose image set was split stands for the
-first range (the others were queued; they are queued again, harmlessly, in case the split's delivery
-died first); an item that handed frames on stands for the frames before the cut; an item already counted
+first range (the others were queued; they are queued here only if the split's delivery died before it
+could); an item that handed frames on stands for the frames before the cut; an item already counted
 is done. Whatever fails on the second delivery (the metadata, say), a frame is never counted twice and a
 job never ends early. Nothing here decodes, so the dead-letter recorder uses it without the codecs layer.
 """
@@ -36,14 +36,20 @@ def resolve_delivery(item: WorkItem, svc: Services) -> Delivery:
     if item.frames is None:
         split = svc.progress.split_of(item.job_id, item.image_set_id)
         if split is not None:
-            first, *others = frame_ranges(*split)
-            svc.queue.send([item.with_frames(start, end) for start, end in others])
+            total, per_item, queued = split
+            first, *others = frame_ranges(total, per_item)
+            if not queued:  # the delivery that split it died before sending them
+                svc.queue.send([item.with_frames(start, end) for start, end in others])
+                svc.progress.mark_queued(item.job_id, f"SPLIT#{item.image_set_id}")
             current = item.with_frames(*first)
     handed_on = svc.progress.handed_back(item.job_id, current.item_id)
     if handed_on is None:
         return Delivery(current)
-    svc.queue.send([current.with_frames(*handed_on)])
-    return Delivery(current, upto=handed_on[0])
+    at, end, queued = handed_on
+    if not queued:
+        svc.queue.send([current.with_frames(at, end)])
+        svc.progress.mark_queued(item.job_id, f"HANDBACK#{current.item_id}")
+    return Delivery(current, upto=at)
 
 
 def record_not_verified(item: WorkItem, error: str, svc: Services) -> bool:
@@ -67,8 +73,8 @@ def record_not_verified(item: WorkItem, error: str, svc: Services) -> bool:
         error=error,
         frames=(),
     )
-    svc.reports.put_part(item.job_id, part)
-    recorded = svc.progress.complete_item(item.job_id, current.item_id, part.counts)
+    standing = svc.reports.put_part(item.job_id, part)  # a part already written (then not counted) stands
+    recorded = svc.progress.complete_item(item.job_id, current.item_id, standing.counts)
     if recorded:
         metrics.add_metric(name="WorkItemsNotVerified", unit=MetricUnit.Count, value=1)
     finalise_if_done(item.job_id, svc, claimer=current.item_id)

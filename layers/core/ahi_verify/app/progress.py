@@ -180,12 +180,25 @@ class JobProgress:
             {"total_frames": _n(total_frames), "per_item": _n(per_item)},
         )
 
-    def split_of(self, job_id: str, image_set_id: str) -> tuple[int, int] | None:
-        """``(total frames, frames per item)`` of an image set already split, or None."""
+    def split_of(self, job_id: str, image_set_id: str) -> tuple[int, int, bool] | None:
+        """``(total frames, frames per item, queued)`` of an image set already split, or None; ``queued``
+        says the other ranges were sent (see :meth:`mark_queued`)."""
         marker = self._marker(job_id, f"SPLIT#{image_set_id}")
         if marker is None:
             return None
-        return int(marker["total_frames"]), int(marker["per_item"])
+        return int(marker["total_frames"]), int(marker["per_item"]), bool(marker.get("queued"))
+
+    def mark_queued(self, job_id: str, marker: str) -> None:
+        """Remember that the work items a split (``SPLIT#<imageSetId>``) or a hand-back (``HANDBACK#<itemId>``)
+        created were sent, so a redelivery does not send them again: a second copy of a work item would run
+        beside the first, and whichever part is written first stands."""
+        self._db.update_item(
+            TableName=self._table,
+            Key={"pk": _pk(job_id), "sk": {"S": marker}},
+            UpdateExpression="SET queued = :yes",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":yes": {"BOOL": True}},
+        )
 
     def record_handback(self, job_id: str, item_id: str, rest: tuple[int, int]) -> tuple[int, int]:
         """Count the work item that continues ``item_id`` with the frames ``rest`` (``[start, end)``), once;
@@ -196,12 +209,13 @@ class JobProgress:
         recorded = self.handed_back(job_id, item_id)
         if recorded is None:  # pragma: no cover - the conditional put failed, so the marker exists
             raise RuntimeError(f"hand-back of work item {item_id} neither recorded nor found")
-        return recorded
+        return recorded[0], recorded[1]
 
-    def handed_back(self, job_id: str, item_id: str) -> tuple[int, int] | None:
-        """The frames ``[start, end)`` a work item handed on to another item, or None."""
+    def handed_back(self, job_id: str, item_id: str) -> tuple[int, int, bool] | None:
+        """The frames ``[start, end)`` a work item handed on to another item, and whether that item was sent,
+        or None."""
         marker = self._marker(job_id, f"HANDBACK#{item_id}")
-        return None if marker is None else (int(marker["at"]), int(marker["end"]))
+        return None if marker is None else (int(marker["at"]), int(marker["end"]), bool(marker.get("queued")))
 
     def item_done(self, job_id: str, item_id: str) -> bool:
         """True when the work item's completion has been counted."""

@@ -24,6 +24,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from ..alert import Alert
 from ..documents import ReportFormatError
 from ..merge import StreamingMerge
@@ -190,9 +192,26 @@ class ReportStore:
         """Read the job's plan."""
         return JobPlan.from_json(self._get_json(self._key(job_id, PLAN)))
 
-    def put_part(self, job_id: str, part: Part) -> str:
-        """Write one work item's part (idempotent: a redelivered item overwrites its own part)."""
-        return self._put_json(job_id, f"parts/{part.item_id}.json", part.to_json())
+    def put_part(self, job_id: str, part: Part) -> Part:
+        """Write one work item's part unless it has one already; return the part that stands.
+
+        The first part written for an item is the item's result: two deliveries of one item can run at once
+        (SQS delivers at least once; a redelivered whole-set message queues its ranges again) and see
+        different things (one reads the metadata, the other meets a failure). The write is conditional
+        (``If-None-Match: *``), so the later one reads the standing part back and counts that, and the
+        ledger's counts and the report always describe the same part.
+        """
+        key = self._key(job_id, f"parts/{part.item_id}.json")
+        body = json.dumps(part.to_json(), separators=(",", ":")).encode()
+        try:
+            self._s3.put_object(
+                Bucket=self._bucket, Key=key, Body=body, ContentType="application/json", IfNoneMatch="*"
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise
+            return Part.from_json(self._get_json(key), where=key)
+        return part
 
     def part_keys(self, job_id: str) -> dict[str, list[str]]:
         """The keys of the job's parts by image set (from the item ID in each key), in key order."""

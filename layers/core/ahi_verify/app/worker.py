@@ -80,7 +80,8 @@ def process_work_item(
         svc.progress.record_split(
             item.job_id, item.image_set_id, len(extra), len(listing.frames), settings.frames_per_work_item
         )
-        svc.queue.send(extra)  # re-sent on redelivery: duplicates are counted once by the ledger
+        svc.queue.send(extra)
+        svc.progress.mark_queued(item.job_id, f"SPLIT#{item.image_set_id}")
         current = current.with_frames(*first)
         logger.info("image set split into work items", extra={"work_items": len(rest) + 1})
     sources = None
@@ -92,7 +93,7 @@ def process_work_item(
     rest_item = unreached(current, part)
     if rest_item is not None and effective.upto is None:
         _hand_back(current, part, rest_item, svc)
-    svc.reports.put_part(item.job_id, part)
+    part = svc.reports.put_part(item.job_id, part)  # a concurrent delivery's part, if it was written first
     counts = part.counts
     if svc.progress.complete_item(item.job_id, part.item_id, counts):
         metrics.add_metric(name="FramesVerified", unit=MetricUnit.Count, value=counts.total)
@@ -122,6 +123,7 @@ def _hand_back(current: WorkItem, part: Part, rest: WorkItem, svc: Services) -> 
         # does not end where that item starts, so it is not counted: the redelivery checks up to that cut.
         raise RuntimeError(f"work item {current.item_id} was handed on at frame {recorded[0]} by another delivery")
     svc.queue.send([rest])
+    svc.progress.mark_queued(current.job_id, f"HANDBACK#{current.item_id}")
     metrics.add_metric(name="WorkItemsHandedBack", unit=MetricUnit.Count, value=1)
     logger.info(
         "deadline near: frames handed on to a new work item",

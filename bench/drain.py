@@ -1,0 +1,75 @@
+"""Drain benchmark: how long the fetches already in flight take to finish once a worker's deadline stops new
+ones, without and with throttling, and what the engine estimated at the moment it stopped.
+
+The worker's hand-back must leave room for this drain (``app/worker.py``): normally milliseconds, but an
+adaptive-retry client slowed by 429s finishes its 16 fetches in flight at 1-2 requests a second. Both runs use
+the same emulator process (120 frames of 64x64, 20 ms latency), the same client settings as the worker, and a
+deadline that passes 3 s after the first fetch; the figure is the ratio of the throttled to the unthrottled
+drain, and of each drain to its estimate (>= 1 means the estimate was long enough).
+
+    python -m bench.drain
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ahi_emulator import Emulator, InstanceSpec
+from ahi_verify.healthimaging import HealthImagingSource, make_client
+from ahi_verify.image_set import VerifyOptions, iter_frame_results, load_image_set_frames, prefer_io_threads
+from bench.served import point_boto3_at, served, set_faults
+
+STOP_AFTER_S = 3.0
+LATENCY = {"kind": "latency", "operation": "GetImageFrame", "latency_ms": 20}
+THROTTLE = {"kind": "throttle", "operation": "GetImageFrame", "every": 4}
+
+
+def main() -> int:
+    prefer_io_threads()
+    emulator = Emulator()
+    datastore = emulator.create_datastore()
+    rng = np.random.default_rng(0)
+    instances = [
+        InstanceSpec(frames=[rng.integers(-1024, 3072, size=(64, 64), dtype=np.int16) for _ in range(30)])
+        for _ in range(4)
+    ]
+    info = emulator.add_image_set(datastore, instances, resolution_levels=False)
+    options = VerifyOptions()
+    rows = {}
+    with served(emulator) as endpoint:
+        point_boto3_at(endpoint)
+        for label, faults in (("unthrottled", [LATENCY]), ("every 4th throttled", [LATENCY, THROTTLE])):
+            set_faults(endpoint, faults)
+            source = HealthImagingSource(make_client(max_pool_connections=options.fetch_concurrency))
+            frames = load_image_set_frames(source, datastore, info.image_set_id).frames
+            began = time.monotonic()
+            stopped: list[tuple[float, float]] = []
+
+            def deadline(draining: float, began: float = began, stopped: list[tuple[float, float]] = stopped) -> bool:
+                if time.monotonic() - began < STOP_AFTER_S:
+                    return False
+                if not stopped:
+                    stopped.append((time.monotonic(), draining))
+                return True
+
+            checked = sum(
+                1 for _ in iter_frame_results(source, datastore, info.image_set_id, frames, options, deadline)
+            )
+            ended = time.monotonic()
+            at, estimate = stopped[0] if stopped else (ended, 0.0)
+            rows[label] = (checked, ended - at, estimate)
+    shape = f"{len(info.frame_ids)} frames, fetch concurrency {options.fetch_concurrency}"
+    print(f"{shape}, deadline after {STOP_AFTER_S:g} s")
+    print(f"  {'run':22} {'checked':>7} {'drain s':>8} {'estimate s':>10} {'drain/estimate':>14}")
+    for label, (checked, drain, estimate) in rows.items():
+        ratio = drain / estimate if estimate else float("inf")
+        print(f"  {label:22} {checked:7d} {drain:8.2f} {estimate:10.2f} {ratio:14.2f}")
+    base, throttled = rows["unthrottled"][1], rows["every 4th throttled"][1]
+    print(f"  throttled drain = {throttled / base if base else float('inf'):.1f}x the unthrottled drain")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
