@@ -16,7 +16,7 @@ from ahi_verify.app.delivery import record_not_verified
 from ahi_verify.app.observability import logger, metrics, tracer
 from ahi_verify.app.settings import Settings
 from ahi_verify.app.wiring import build_services
-from ahi_verify.app.worker import process_work_item, verify_options
+from ahi_verify.app.worker import budget_claimed, process_work_item, verify_options
 from ahi_verify.image_set import prefer_io_threads
 from ahi_verify.work_items import WorkItem
 
@@ -50,4 +50,5 @@ def verify_record(record: SQSRecord, lambda_context: LambdaContext) -> dict[str,
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    return process_partial_response(event=event, record_handler=verify_record, processor=PROCESSOR, context=context)
+    with budget_claimed(SERVICES):  # the deployment's request rate, shared by the workers running
+        return process_partial_response(event=event, record_handler=verify_record, processor=PROCESSOR, context=context)

@@ -216,7 +216,7 @@ def test_pinned_version_and_unknown_image_set(
         pytest.param(["image-set", "short", "a" * 32], id="bad-datastore-id"),
         pytest.param(["image-set", "a" * 32, "A" * 32], id="uppercase-image-set-id"),
         pytest.param(["image-set", "a" * 32, "b" * 32, "--version", "x"], id="bad-version"),
-        pytest.param(["image-set", "a" * 32, "b" * 32, "--concurrency", "0"], id="zero-concurrency"),
+        pytest.param(["image-set", "a" * 32, "b" * 32, "--frame-rate", "0"], id="zero-frame-rate"),
         pytest.param(["frobnicate"], id="unknown-command"),
     ],
 )

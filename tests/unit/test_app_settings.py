@@ -22,7 +22,9 @@ ENV = {
     "OPS_TOPIC_ARN": "arn:aws:sns:us-east-1:111122223333:ahi-verify-ops",
     "NOTIFY_ON_CLEAN_JOBS": "false",
     "FRAMES_PER_WORK_ITEM": "2000",
-    "FETCH_CONCURRENCY": "16",
+    "FRAME_RATE_BUDGET": "300",
+    "METADATA_RATE_BUDGET": "10",
+    "WORKER_MAXIMUM_CONCURRENCY": "5",
 }
 
 
@@ -63,7 +65,9 @@ def test_complete_environment_gives_typed_settings() -> None:
         ops_topic_arn="arn:aws:sns:us-east-1:111122223333:ahi-verify-ops",
         notify_on_clean_jobs=False,
         frames_per_work_item=2000,
-        fetch_concurrency=16,
+        frame_rate_budget=300,
+        metadata_rate_budget=10,
+        worker_max_concurrency=5,
         manifest_wait_s=30.0,
     )
 
@@ -82,7 +86,7 @@ def test_every_problem_is_listed_at_once() -> None:
         ALERT_TOPIC_ARN=None,
         NOTIFY_ON_CLEAN_JOBS="yes",
         FRAMES_PER_WORK_ITEM="0",
-        FETCH_CONCURRENCY="many",
+        FRAME_RATE_BUDGET="many",
     )
     # WHEN the settings are read THEN one error names each of them
     assert sorted(problems_of(broken)) == sorted(
@@ -93,7 +97,7 @@ def test_every_problem_is_listed_at_once() -> None:
             "ALERT_TOPIC_ARN is missing",
             "NOTIFY_ON_CLEAN_JOBS must be true or false",
             "FRAMES_PER_WORK_ITEM must be an integer >= 1",
-            "FETCH_CONCURRENCY must be an integer >= 1",
+            "FRAME_RATE_BUDGET must be an integer >= 1",
         ]
     )
 
@@ -113,7 +117,9 @@ def test_empty_environment_names_every_required_variable() -> None:
         "ALERT_TOPIC_ARN",
         "OPS_TOPIC_ARN",
         "FRAMES_PER_WORK_ITEM",
-        "FETCH_CONCURRENCY",
+        "FRAME_RATE_BUDGET",
+        "METADATA_RATE_BUDGET",
+        "WORKER_MAXIMUM_CONCURRENCY",
     }
     assert "DATASTORE_ID is missing" in problems
 
@@ -217,8 +223,8 @@ def test_notify_on_clean_jobs_accepts_only_true_or_false(value: str) -> None:
     ],
 )
 def test_numbers_are_parsed(value: str, expected: int) -> None:
-    settings = Settings.from_env(env(FRAMES_PER_WORK_ITEM=value, FETCH_CONCURRENCY=value))
-    assert (settings.frames_per_work_item, settings.fetch_concurrency) == (expected, expected)
+    settings = Settings.from_env(env(FRAMES_PER_WORK_ITEM=value, FRAME_RATE_BUDGET=value))
+    assert (settings.frames_per_work_item, settings.frame_rate_budget) == (expected, expected)
 
 
 @pytest.mark.parametrize(
@@ -234,9 +240,9 @@ def test_numbers_are_parsed(value: str, expected: int) -> None:
     ],
 )
 def test_bad_numbers_are_named(value: str) -> None:
-    assert sorted(problems_of(env(FRAMES_PER_WORK_ITEM=value, FETCH_CONCURRENCY=value))) == [
-        "FETCH_CONCURRENCY must be an integer >= 1",
+    assert sorted(problems_of(env(FRAMES_PER_WORK_ITEM=value, FRAME_RATE_BUDGET=value))) == [
         "FRAMES_PER_WORK_ITEM must be an integer >= 1",
+        "FRAME_RATE_BUDGET must be an integer >= 1",
     ]
 
 

@@ -136,7 +136,9 @@ def services(aws: dict[str, Any], source: FakeSource, clock: Any = None, **overr
         ops_topic_arn=aws["ops_topic"],
         notify_on_clean_jobs=False,
         frames_per_work_item=1000,
-        fetch_concurrency=4,
+        frame_rate_budget=300,
+        metadata_rate_budget=10,
+        worker_max_concurrency=5,
         manifest_wait_s=0,
     )
     return Services(

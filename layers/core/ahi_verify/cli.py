@@ -16,6 +16,7 @@ from typing import TextIO
 
 import boto3
 
+from .budget import DEFAULT_BUDGET, MAX_FETCH_THREADS, Rates, sole_budget
 from .healthimaging import DEFAULT_MAX_ATTEMPTS, HealthImagingJobs, HealthImagingSource, make_client
 from .ids import is_job_id, is_service_id
 from .image_set import VerifyOptions, prefer_io_threads, verify_image_set
@@ -88,7 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_common(command: argparse.ArgumentParser) -> None:
     command.add_argument("--format", choices=("table", "json"), default="table")
     command.add_argument(
-        "--concurrency", type=_positive, default=VerifyOptions().fetch_concurrency, help="frames fetched at once"
+        "--frame-rate",
+        type=_positive,
+        default=int(DEFAULT_BUDGET.frames),
+        metavar="PER_SECOND",
+        help=f"GetImageFrame requests per second, retries included (default {DEFAULT_BUDGET.frames:.0f}; the "
+        "account's quota, shared with its viewers, is 1000)",
+    )
+    command.add_argument(
+        "--metadata-rate",
+        type=_positive,
+        default=int(DEFAULT_BUDGET.metadata),
+        metavar="PER_SECOND",
+        help=f"GetImageSetMetadata requests per second (default {DEFAULT_BUDGET.metadata:.0f}; quota 50)",
     )
     command.add_argument(
         "--max-attempts", type=_positive, default=None, help="attempts per request, the first included (default 10)"
@@ -102,12 +115,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "job" and bool(args.job) == bool(args.datastore_id and args.job_id):
         parser.error("job: give either JOB (an s3:// URI) or both --datastore-id and --job-id")
     prefer_io_threads()
-    client = make_client(max_pool_connections=args.concurrency, max_attempts=args.max_attempts or DEFAULT_MAX_ATTEMPTS)
+    budget = sole_budget(Rates(args.frame_rate, args.metadata_rate))
+    attempts = args.max_attempts or DEFAULT_MAX_ATTEMPTS
+    client = make_client(max_pool_connections=MAX_FETCH_THREADS, max_attempts=attempts, budget=budget)
+    args.options = VerifyOptions.budgeted(budget)
     progress = _Progress(sys.stderr)
     try:
-        if args.command == "job":
-            return _run_job(args, client, progress)
-        return _run_image_set(args, client, progress)
+        with budget.running():
+            if args.command == "job":
+                return _run_job(args, client, progress)
+            return _run_image_set(args, client, progress)
     finally:
         progress.finish()
 
@@ -119,7 +136,7 @@ def _run_image_set(args: argparse.Namespace, client: object, progress: _Progress
             args.datastore_id,
             args.image_set_id,
             version_id=args.version,
-            options=VerifyOptions(fetch_concurrency=args.concurrency),
+            options=args.options,
             on_result=progress.update,
         )
     except ImageSetError as exc:
@@ -148,7 +165,7 @@ def _run_job(args: argparse.Namespace, client: object, progress: _Progress) -> i
             JobOutputReader(boto3.client("s3")),
             HealthImagingSource(client),
             job_folder(uri),
-            options=VerifyOptions(fetch_concurrency=args.concurrency),
+            options=args.options,
             manifest_wait_s=args.manifest_wait,
             with_sources=args.source,
             on_result=progress.update,

@@ -1,9 +1,12 @@
 """The adapter to AWS HealthImaging: frames and metadata (``ports.FrameSource``) and import jobs
 (``ports.ImportJobs``), through one boto3 client.
 
-One client per process, shared by every fetch thread: botocore's adaptive retry mode keeps its
-client-side rate limiter in the client, so sharing it is what makes throttling back-off work across
-threads. The connection pool is sized to the fetch concurrency so threads never wait for a socket.
+One client per process, shared by every fetch thread. Its retries are botocore's standard mode; the rate is
+the request-rate budget's (:func:`attach_budget`): every attempt of a budgeted operation, retries included,
+waits for its token. botocore's adaptive mode is not used: its limiter is per process, reacts only after 429s,
+and on sustained throttling slowed one worker to 1-2 requests/s (600 frames took 261 s with every 7th request
+refused); the budget's deployment-wide ceiling replaces it. The connection pool is sized to the fetch threads
+so they never wait for a socket.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, IncompleteReadError, ResponseStreamingError
 
+from .budget import OPERATIONS, RequestBudget
 from .outcomes import Reason
 from .ports import FetchedFrame, FrameFetchError, ImageSetError, ImportJob, ImportJobError
 
@@ -28,19 +32,45 @@ _REASON_BY_CODE = {
 }
 
 
-def make_client(max_pool_connections: int, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> Any:
+def make_client(
+    max_pool_connections: int, max_attempts: int = DEFAULT_MAX_ATTEMPTS, budget: RequestBudget | None = None
+) -> Any:
     """Create the ``medical-imaging`` client with the retry and pool settings verification needs.
 
     Endpoint, region and credentials come from the ordinary boto3 configuration (profile, environment,
-    ``AWS_ENDPOINT_URL_MEDICAL_IMAGING`` for the local emulator).
+    ``AWS_ENDPOINT_URL_MEDICAL_IMAGING`` for the local emulator). With ``budget``, every GetImageFrame and
+    GetImageSetMetadata attempt keeps to it (:func:`attach_budget`).
     """
     config = Config(
-        retries={"mode": "adaptive", "total_max_attempts": max_attempts},
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
         max_pool_connections=max_pool_connections,
         connect_timeout=10,
         read_timeout=60,
     )
-    return boto3.client("medical-imaging", config=config)
+    client = boto3.client("medical-imaging", config=config)
+    if budget is not None:
+        attach_budget(client, budget)
+    return client
+
+
+def attach_budget(client: Any, budget: RequestBudget) -> None:
+    """Make every attempt of a budgeted operation wait for its token, and count its 429s.
+
+    ``before-send`` is emitted for every attempt, retries included, just before the request goes on the wire
+    (after signing and after botocore's retry back-off), and ``response-received`` after every attempt: so
+    retries are paced and counted like first attempts, as the service counts them against the quota.
+    """
+    events = client.meta.events
+    for operation in OPERATIONS:
+
+        def before_send(operation: str = operation, **_: Any) -> None:
+            budget.before_request(operation)  # returns None: botocore then sends the request itself
+
+        def received(operation: str = operation, response_dict: Any = None, **_: Any) -> None:
+            budget.after_response(operation, response_dict.get("status_code") if response_dict else None)
+
+        events.register(f"before-send.medical-imaging.{operation}", before_send)
+        events.register(f"response-received.medical-imaging.{operation}", received)
 
 
 class HealthImagingSource:

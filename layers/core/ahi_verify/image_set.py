@@ -16,10 +16,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
+from .budget import MAX_FETCH_THREADS, RequestBudget
 from .frame_check import check_frame, precheck_frame
 from .metadata import FrameRef, ImageSetFrames, MetadataError, decode_metadata_blob, parse_image_set_metadata
 from .outcomes import Reason, Status
@@ -51,13 +53,21 @@ def prefer_io_threads() -> None:
 class VerifyOptions:
     """How hard to drive the service and the CPUs.
 
-    The fetch concurrency should match the client's connection pool (``max_pool_connections``); the
-    default keeps one process far below the GetImageFrame quota of 1,000 TPS.
+    With a request-rate ``budget`` (the CLI and the functions always have one), the fetches in flight follow
+    from its rate and the latency observed (Little's law, ``budget.InFlightLimit``) and ``fetch_concurrency``
+    is only the most threads that may be used; without one (tests), it is the fetches in flight. It should
+    match the client's connection pool (``max_pool_connections``).
     """
 
     fetch_concurrency: int = DEFAULT_FETCH_CONCURRENCY
     decode_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET
+    budget: RequestBudget | None = None
+
+    @classmethod
+    def budgeted(cls, budget: RequestBudget, memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET) -> VerifyOptions:
+        """Fetches paced by ``budget``, on up to :data:`~ahi_verify.budget.MAX_FETCH_THREADS` threads."""
+        return cls(fetch_concurrency=MAX_FETCH_THREADS, memory_budget_bytes=memory_budget_bytes, budget=budget)
 
     def __post_init__(self) -> None:
         for name in ("fetch_concurrency", "decode_workers", "memory_budget_bytes"):
@@ -234,9 +244,9 @@ def iter_frame_results(
         reserved = budget.acquire(int(frame.decoded_size_estimate() * IN_FLIGHT_FACTOR), cancelled)
         handed_over = False
         try:
-            if cancelled.is_set():
+            fetched = _paced_fetch(options.budget, cancelled, source, datastore_id, image_set_id, frame)
+            if fetched is None:  # the run was closed
                 return
-            fetched = _fetch(source, datastore_id, image_set_id, frame)
             gate.finished()
             if isinstance(fetched, FrameResult):
                 done.put(fetched)
@@ -264,6 +274,21 @@ def iter_frame_results(
         cancelled.set()
         fetch_pool.shutdown(wait=True, cancel_futures=True)
         decode_pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _paced_fetch(
+    budget: RequestBudget | None,
+    cancelled: threading.Event,
+    source: FrameSource,
+    datastore_id: str,
+    image_set_id: str,
+    frame: FrameRef,
+) -> FetchedFrame | FrameResult | None:
+    """:func:`_fetch` in one of the budget's in-flight slots; None when the run was closed first."""
+    if cancelled.is_set():
+        return None
+    with budget.in_flight(cancelled) if budget is not None else nullcontext(True) as admitted:
+        return _fetch(source, datastore_id, image_set_id, frame) if admitted else None
 
 
 def _fetch(source: FrameSource, datastore_id: str, image_set_id: str, frame: FrameRef) -> FetchedFrame | FrameResult:

@@ -35,7 +35,14 @@ class Settings:
     """Operational messages (stuck jobs, the stack's health), for whoever runs the stack."""
     notify_on_clean_jobs: bool
     frames_per_work_item: int
-    fetch_concurrency: int
+    frame_rate_budget: int
+    """GetImageFrame requests per second the whole deployment may send, retries included (template parameter
+    FrameRequestRateBudget): the workers running share it (``budget``)."""
+    metadata_rate_budget: int
+    """GetImageSetMetadata requests per second, likewise (MetadataRequestRateBudget)."""
+    worker_max_concurrency: int
+    """The most workers that can run at once (WorkerMaximumConcurrency): a worker that cannot reach the board
+    keeps to budget / this, its share when all of them run."""
     manifest_wait_s: float = 30.0
     work_max_receive_count: int = 5
     """The work queue's redrive limit: the delivery on which a failing item is recorded as failed."""
@@ -93,7 +100,9 @@ class Settings:
             ops_topic_arn=text("OPS_TOPIC_ARN", _TOPIC),
             notify_on_clean_jobs=flag == "true",
             frames_per_work_item=number("FRAMES_PER_WORK_ITEM", 1),
-            fetch_concurrency=number("FETCH_CONCURRENCY", 1),
+            frame_rate_budget=number("FRAME_RATE_BUDGET", 1),
+            metadata_rate_budget=number("METADATA_RATE_BUDGET", 1),
+            worker_max_concurrency=number("WORKER_MAXIMUM_CONCURRENCY", 1),
         )
         receives = env.get("WORK_MAX_RECEIVE_COUNT", "5")
         if re.fullmatch(r"[0-9]+", receives) and int(receives) >= 1:

@@ -7,15 +7,18 @@ is only an HTTP adapter, so the trigger can be wired without numpy or imagecodec
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import boto3
 from botocore.config import Config
 
+from ..budget import MAX_FETCH_THREADS, Rates, RequestBudget
 from ..healthimaging import HealthImagingJobs, HealthImagingSource, make_client
 from ..ports import FrameSource, ImportJobs, JobOutputStore
 from ..s3_output import JobOutputReader
+from .budget_board import DynamoBoard
 from .messaging import AlertPublisher, WorkQueue
 from .progress import JobProgress
 from .settings import Settings
@@ -37,18 +40,23 @@ class Services:
     """The job alerts (verdicts), for the people who review imports."""
     ops: AlertPublisher
     """Operational messages (a job overdue or finished past its deadline), for the people who run the stack."""
+    budget: RequestBudget | None = None
+    """This process's share of the deployment's request-rate budget (the worker's; None where nothing fetches
+    frames)."""
     clock: Callable[[], float] = time.time
     """Seconds since the epoch; tests inject their own."""
 
 
 def build_services(settings: Settings) -> Services:
     """Create the AWS clients and adapters (once, at cold start)."""
-    medical_imaging = make_client(max_pool_connections=settings.fetch_concurrency)
+    dynamodb = boto3.client("dynamodb")
+    budget = request_budget(settings, DynamoBoard(dynamodb, settings.progress_table, _budget_of(settings)))
+    medical_imaging = make_client(max_pool_connections=MAX_FETCH_THREADS, budget=budget)
     # One pooled connection per concurrent part fetch of the finaliser (botocore's default pool holds 10).
     s3, sns = boto3.client("s3", config=Config(max_pool_connections=PART_FETCHES)), boto3.client("sns")
     return Services(
         settings=settings,
-        progress=JobProgress(boto3.client("dynamodb"), settings.progress_table),
+        progress=JobProgress(dynamodb, settings.progress_table),
         reports=ReportStore(s3, settings.reports_bucket, settings.reports_prefix),
         reader=JobOutputReader(s3),
         frames=HealthImagingSource(medical_imaging),
@@ -56,4 +64,18 @@ def build_services(settings: Settings) -> Services:
         queue=WorkQueue(boto3.client("sqs"), settings.work_queue_url),
         alerts=AlertPublisher(sns, settings.alert_topic_arn),
         ops=AlertPublisher(sns, settings.ops_topic_arn),
+        budget=budget,
+    )
+
+
+def _budget_of(settings: Settings) -> Rates:
+    return Rates(float(settings.frame_rate_budget), float(settings.metadata_rate_budget))
+
+
+def request_budget(settings: Settings, board: DynamoBoard) -> RequestBudget:
+    """This process's share of the deployment's budget, on the board every worker shares (a container runs
+    one invocation at a time, so one name per process is one per running worker)."""
+    budget = _budget_of(settings)
+    return RequestBudget(
+        budget, board, worker=uuid.uuid4().hex, static_share=budget.divided(settings.worker_max_concurrency)
     )

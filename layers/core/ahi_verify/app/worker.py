@@ -12,7 +12,8 @@ redelivered message can never count a frame twice or end a job early.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -39,7 +40,32 @@ RemainingSeconds = Callable[[], float]
 def verify_options(svc: Services) -> VerifyOptions:
     """How hard one worker drives the service and its CPUs."""
     settings = svc.settings
-    return VerifyOptions(fetch_concurrency=settings.fetch_concurrency, memory_budget_bytes=settings.memory_budget_bytes)
+    if svc.budget is None:
+        return VerifyOptions(memory_budget_bytes=settings.memory_budget_bytes)
+    return VerifyOptions.budgeted(svc.budget, memory_budget_bytes=settings.memory_budget_bytes)
+
+
+@contextmanager
+def budget_claimed(svc: Services) -> Iterator[None]:
+    """Hold this worker's share of the deployment's request-rate budget while an invocation runs (a claim on
+    the board, renewed every second, withdrawn at the end), and publish the 429s it met: throttling is a
+    signal (metric ``RequestsThrottled``, alarmed), not a failure."""
+    budget = svc.budget
+    if budget is None:
+        yield
+        return
+    sent_before, throttled_before = budget.counters()
+    failures_before = budget.refresh_failures
+    try:
+        with budget.running():
+            yield
+    finally:
+        sent, throttled = budget.counters()
+        metrics.add_metric(name="RequestsSent", unit=MetricUnit.Count, value=sent - sent_before)
+        metrics.add_metric(name="RequestsThrottled", unit=MetricUnit.Count, value=throttled - throttled_before)
+        failed = budget.refresh_failures - failures_before
+        if failed:
+            metrics.add_metric(name="BudgetBoardUnreachable", unit=MetricUnit.Count, value=failed)
 
 
 def process_work_item(
