@@ -9,6 +9,7 @@ import io
 import random
 import threading
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -18,6 +19,8 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from ahi_verify.app.budget_board import BOARD_ATTEMPTS, BoardContendedError, DynamoBoard
+from ahi_verify.app.observability import metrics
+from ahi_verify.app.worker import budget_claimed
 from ahi_verify.budget import (
     FRAMES,
     LEASE_S,
@@ -209,7 +212,7 @@ def live_claims(state: BoardState, now: float) -> list[Rates]:
 
 
 def test_a_worker_alone_takes_the_whole_budget() -> None:
-    state, mine = allocate(BoardState.empty(BUDGET, 0.0), "a", Observed(), 0.0, BUDGET)
+    _state, mine = allocate(BoardState.empty(BUDGET, 0.0), "a", Observed(), 0.0, BUDGET)
     assert mine == BUDGET
 
 
@@ -251,7 +254,7 @@ def test_steady_workers_reach_equal_shares() -> None:
     for _ in range(4):
         for worker in ("a", "b", "c", "d"):
             now += 0.2
-            state, mine = allocate(state, worker, Observed(), now, BUDGET)
+            state, _mine = allocate(state, worker, Observed(), now, BUDGET)
     assert all(c == BUDGET.divided(4) for c in live_claims(state, now))
 
 
@@ -272,7 +275,8 @@ def test_the_window_adds_up_every_workers_traffic_before_it_moves_the_ceiling() 
     # THEN the ceiling is what was admitted plus a tenth: 300 x 6/7 + 30; metadata had no 429s
     assert state.ceiling.frames == pytest.approx(300 * 6 / 7 + 30)
     assert state.ceiling.metadata == BUDGET.metadata
-    assert dict(state.window_sent) == {} and state.window_started == REFRESH_S
+    assert dict(state.window_sent) == {}
+    assert state.window_started == REFRESH_S
 
 
 def test_a_lowered_budget_lowers_the_ceiling_at_once() -> None:
@@ -322,7 +326,8 @@ def test_traffic_is_reported_once_and_a_lost_board_falls_back_to_the_static_shar
     budget.refresh()
     # THEN the board counted them once
     assert board.inner.state is not None
-    assert board.inner.state.window_sent[FRAMES] == 3 and board.inner.state.window_throttled[FRAMES] == 1
+    assert board.inner.state.window_sent[FRAMES] == 3
+    assert board.inner.state.window_throttled[FRAMES] == 1
     assert budget.counters() == (3, 1)
     # WHEN the board becomes unreachable THEN the rates are kept for a while, then drop to the static share
     board.down = True
@@ -331,7 +336,8 @@ def test_traffic_is_reported_once_and_a_lost_board_falls_back_to_the_static_shar
     assert budget.rate(FRAMES) == 300.0
     clock.now += STALE_S
     budget.refresh()
-    assert budget.rate(FRAMES) == 60.0 and budget.refresh_failures == 2
+    assert budget.rate(FRAMES) == 60.0
+    assert budget.refresh_failures == 2
     # AND once it answers again, the worker's share comes back: the whole ceiling, which the window's 429s
     # (1 of 3 requests) have set to 300 x 2/3 + 30
     board.down = False
@@ -343,7 +349,8 @@ def test_running_holds_a_claim_and_withdraws_it() -> None:
     board = MemoryBoard(BUDGET)
     budget = RequestBudget(BUDGET, board, "a")
     with budget.running():
-        assert board.state is not None and "a" in board.state.claims
+        assert board.state is not None
+        assert "a" in board.state.claims
     assert "a" not in board.state.claims
 
 
@@ -393,7 +400,8 @@ def test_the_dynamodb_board_is_shared_by_workers(table: Any) -> None:
     a.leave("a", 0.7)
     assert b.refresh("b", Observed(), 0.8) == BUDGET
     stored = a.read()
-    assert stored is not None and set(stored.claims) == {"b"}
+    assert stored is not None
+    assert set(stored.claims) == {"b"}
 
 
 def test_a_write_that_loses_the_race_reads_again(table: Any) -> None:
@@ -404,7 +412,8 @@ def test_a_write_that_loses_the_race_reads_again(table: Any) -> None:
     # WHEN a refreshes THEN its first write is refused, and the second, made on b's board, halves its share
     assert a.refresh("a", Observed(), 5.1) == BUDGET.divided(2)
     stored = other.read()
-    assert stored is not None and set(stored.claims) == {"a", "b"}
+    assert stored is not None
+    assert set(stored.claims) == {"a", "b"}
     assert sum(c.rates.frames for c in stored.claims.values()) <= stored.ceiling.frames
 
 
@@ -469,3 +478,23 @@ def test_every_attempt_takes_a_token_and_429s_are_counted(monkeypatch: pytest.Mo
     assert fetched.blob == b"\x00\x01\x02\x03"
     assert budget.counters() == (3, 2)
     assert responder.statuses == []
+
+
+def test_an_invocation_holds_a_claim_and_publishes_its_429s() -> None:
+    # GIVEN a worker's services with a budget on a board
+    board = MemoryBoard(BUDGET)
+    svc: Any = SimpleNamespace(budget=RequestBudget(BUDGET, board, "w"))
+    metrics.clear_metrics()
+    # WHEN an invocation sends 4 requests of which 1 is throttled
+    with budget_claimed(svc):
+        assert board.state is not None
+        assert "w" in board.state.claims
+        for status in (200, 429, 200, 200):
+            svc.budget.before_request(FRAMES)
+            svc.budget.after_response(FRAMES, status)
+    # THEN its claim is withdrawn, and the metrics say 4 sent, 1 throttled (the alarm's inputs)
+    assert "w" not in board.state.claims
+    published = {name: sum(m["Value"]) for name, m in metrics.metric_set.items()}
+    metrics.clear_metrics()
+    assert published["RequestsSent"] == 4
+    assert published["RequestsThrottled"] == 1

@@ -1,0 +1,284 @@
+"""Request-rate budget benchmark: does the deployment keep to its budget, use it, spare the viewers, and ride
+out sustained throttling?
+
+Workers are separate processes, as Lambda containers are, each with its own budgeted client and a claim on
+the one board in a DynamoDB table (moto server); each work item is one claim, as each invocation is. The
+emulator runs in this process with the service's quotas (GetImageFrame 1,000 TPS burst 2,000) and 20 ms added
+to every GetImageFrame; it logs every request, so the rates below are what the service saw, retries and 429s
+included. Frames are 64x64, so decoding never limits the rate on 2 cores.
+
+1. N = 1, 2, 4 workers at a budget of 300/s: the busiest 1-s window (target <= 1.05x the budget) and the mean
+   from the first request to the last (target >= 0.9x).
+2. A viewer (``ahi_emulator.viewer``, its own process) at 200/s beside one worker, the GetImageFrame quota
+   scaled down to 500/s so the two together reach it: the viewer's throttled share with the budget off (16
+   fetches in flight, no rate limit) and on (goal 0).
+3. Every 7th GetImageFrame answered 429: one worker verifies 600 frames; time over the unthrottled time at
+   the same budget (target <= 2x).
+
+    python -m bench.budget [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import numpy as np
+from moto.server import ThreadedMotoServer
+
+from ahi_emulator import Emulator, EmulatorServer, InstanceSpec
+from ahi_emulator.faults import Fault
+from ahi_emulator.quotas import Quota
+from ahi_verify.app.budget_board import DynamoBoard
+from ahi_verify.budget import MAX_FETCH_THREADS, Rates, RequestBudget
+from ahi_verify.healthimaging import HealthImagingSource, make_client
+from ahi_verify.image_set import VerifyOptions, iter_frame_results, load_image_set_frames, prefer_io_threads
+from bench.served import point_boto3_at
+
+BUDGET = Rates(frames=300.0, metadata=10.0)
+TABLE = "bench-progress"
+FRAMES_PER_ITEM = 100
+LATENCY = Fault("latency", operation="GetImageFrame", latency_ms=20)
+EVERY_7TH = Fault("throttle", operation="GetImageFrame", every=7)
+WINDOW_TARGET, MEAN_TARGET, VIEWER_TARGET, THROTTLED_TARGET = 1.05, 0.9, 0.0, 2.0
+
+
+@dataclass(frozen=True)
+class Setup:
+    emulator_url: str
+    dynamodb_url: str
+    datastore_id: str
+    image_set_id: str
+    frames: int
+
+
+def _worker(setup: Setup, items: Any, results: Any, budgeted: bool, workers: int) -> None:
+    """One worker process: work items from ``items`` until None; per item, one claim on the board (as one Lambda
+    invocation holds one), the metadata fetched and the item's frames verified."""
+    point_boto3_at(setup.emulator_url)
+    os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = setup.dynamodb_url
+    prefer_io_threads()
+    budget = None
+    if budgeted:
+        board = DynamoBoard(boto3.client("dynamodb"), TABLE, BUDGET)
+        budget = RequestBudget(BUDGET, board, uuid.uuid4().hex, static_share=BUDGET.divided(workers))
+        client = make_client(max_pool_connections=MAX_FETCH_THREADS, budget=budget)
+        options = VerifyOptions.budgeted(budget)
+    else:
+        options = VerifyOptions()  # the deployment without a budget: 16 fetches in flight per worker
+        client = make_client(max_pool_connections=options.fetch_concurrency)
+    source = HealthImagingSource(client)
+    results.put(("ready", 0, 0.0))
+    while (item := items.get()) is not None:
+        start, end = item
+        began = time.monotonic()
+        with budget.running() if budget is not None else nullcontext():
+            frames = load_image_set_frames(source, setup.datastore_id, setup.image_set_id).frames
+            statuses = Counter(
+                r.status.value
+                for r in iter_frame_results(source, setup.datastore_id, setup.image_set_id, frames[start:end], options)
+            )
+        results.put(("item", statuses.get("MATCH", 0), time.monotonic() - began))
+
+
+def run_workers(setup: Setup, n: int, total_frames: int, budgeted: bool = True) -> tuple[int, int, float]:
+    """Verify ``total_frames`` (items cycling over the image set) with ``n`` worker processes; return the frames
+    checked, the frames matched and the longest item time."""
+    ctx = mp.get_context("spawn")
+    items, results = ctx.Queue(), ctx.Queue()
+    starts = [(s % setup.frames, s % setup.frames + FRAMES_PER_ITEM) for s in range(0, total_frames, FRAMES_PER_ITEM)]
+    procs = [ctx.Process(target=_worker, args=(setup, items, results, budgeted, max(n, 4))) for _ in range(n)]
+    for proc in procs:
+        proc.start()
+    for _ in procs:  # start the clock on the work once every worker has imported and built its client
+        results.get(timeout=300)
+    for item in starts:
+        items.put(item)
+    for _ in procs:
+        items.put(None)
+    matched, longest = 0, 0.0
+    for _ in starts:
+        _, ok, took = results.get(timeout=600)
+        matched, longest = matched + ok, max(longest, took)
+    for proc in procs:
+        proc.join(timeout=60)
+    return total_frames, matched, longest
+
+
+def frame_rates(log: Sequence[tuple[float, str, int]]) -> tuple[int, float, float]:
+    """GetImageFrame requests seen, the busiest 1-s window and the mean rate from the first to the last."""
+    times = sorted(t for t, operation, _ in log if operation == "GetImageFrame")
+    if len(times) < 2:
+        return len(times), float(len(times)), 0.0
+    busiest, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] <= t - 1.0:
+            j += 1
+        busiest = max(busiest, i - j + 1)
+    return len(times), float(busiest), (len(times) - 1) / (times[-1] - times[0])
+
+
+def reset_board(setup: Setup) -> None:
+    """A new board at the budget for each run (the previous run's throttled ceiling must not carry over)."""
+    ddb = boto3.client("dynamodb", endpoint_url=setup.dynamodb_url)
+    ddb.delete_item(TableName=TABLE, Key={"pk": {"S": "BUDGET"}, "sk": {"S": "BOARD"}})
+
+
+@contextmanager
+def environment(frames: int) -> Iterator[tuple[Setup, Emulator]]:
+    """The emulator (service quotas on) and a moto DynamoDB, both served from this process."""
+    emulator = Emulator()
+    datastore = emulator.create_datastore()
+    rng = np.random.default_rng(0)
+    per_instance = 150
+    instances = [
+        InstanceSpec(frames=[rng.integers(-1024, 3072, size=(64, 64), dtype=np.int16) for _ in range(per_instance)])
+        for _ in range(frames // per_instance)
+    ]
+    info = emulator.add_image_set(datastore, instances, resolution_levels=False)
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    moto.start()
+    host, port = moto.get_host_and_port()
+    dynamodb_url = f"http://{host}:{port}"
+    try:
+        with EmulatorServer(emulator) as server:
+            point_boto3_at(server.endpoint_url)
+            boto3.client("dynamodb", endpoint_url=dynamodb_url).create_table(
+                TableName=TABLE,
+                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+                AttributeDefinitions=[
+                    {"AttributeName": "pk", "AttributeType": "S"},
+                    {"AttributeName": "sk", "AttributeType": "S"},
+                ],
+                BillingMode="PAY_PER_REQUEST",
+            )
+            yield Setup(server.endpoint_url, dynamodb_url, datastore, info.image_set_id, len(info.frame_ids)), emulator
+    finally:
+        moto.stop()
+
+
+def workers_keep_to_the_budget(setup: Setup, emulator: Emulator) -> dict[int, tuple[float, float]]:
+    """Benchmark 1: busiest window and mean rate over the budget, for 1, 2 and 4 workers."""
+    rows = {}
+    for n in (1, 2, 4):
+        reset_board(setup)
+        emulator.clear_faults()
+        emulator.add_fault(LATENCY)
+        emulator.start_request_log()
+        checked, matched, _ = run_workers(setup, n, total_frames=3000)
+        requests, busiest, mean = frame_rates(emulator.request_log())
+        assert matched == checked, f"{checked - matched} frames did not match"
+        rows[n] = (busiest / BUDGET.frames, mean / BUDGET.frames)
+        print(
+            f"  {n} worker(s): {requests} GetImageFrame requests, busiest 1-s window {busiest:.0f}/s = "
+            f"{busiest / BUDGET.frames:.3f}x the budget (target <= {WINDOW_TARGET}), mean {mean:.0f}/s = "
+            f"{mean / BUDGET.frames:.3f}x (target >= {MEAN_TARGET})",
+            flush=True,
+        )
+    return rows
+
+
+def viewer_beside_a_job(setup: Setup, emulator: Emulator, duration_s: float = 10.0) -> dict[str, float]:
+    """Benchmark 2: the viewer's throttled share beside one worker, budget off and on."""
+    shares = {}
+    for label, budgeted in (("off", False), ("on", True)):
+        reset_board(setup)
+        emulator.clear_faults()
+        emulator.add_fault(LATENCY)
+        # The quota scaled down so that the viewer (200/s) and a job at the budget (300/s) together reach it;
+        # the bucket starts full, so the first seconds are the burst.
+        emulator.set_quota("GetImageFrame", Quota(rate=500.0, burst=1000))
+        ctx = mp.get_context("spawn")
+        items, results = ctx.Queue(), ctx.Queue()
+        job = ctx.Process(target=_worker, args=(setup, items, results, budgeted, 4))
+        job.start()
+        results.get(timeout=300)
+        for start in range(0, 60 * setup.frames, FRAMES_PER_ITEM):  # more than the job can do while the viewer runs
+            items.put((start % setup.frames, start % setup.frames + FRAMES_PER_ITEM))
+        time.sleep(1.0)  # the job at its rate before the viewer opens
+        viewer = subprocess.run(
+            [sys.executable, "-m", "ahi_emulator", "viewer", "--endpoint", setup.emulator_url]
+            + ["--datastore-id", setup.datastore_id, "--rate", "200", "--duration", str(duration_s)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=os.environ.copy(),
+        )
+        job.terminate()
+        job.join(timeout=30)
+        report = json.loads(viewer.stdout)
+        shares[label] = report["throttled"] / report["requested"]
+        print(
+            f"  budget {label:3}: viewer sent {report['requested']}, {report['throttled']} throttled "
+            f"({shares[label]:.1%})",
+            flush=True,
+        )
+    emulator.reset_quotas()
+    return shares
+
+
+def sustained_throttling(setup: Setup, emulator: Emulator) -> float:
+    """Benchmark 3: 600 frames with every 7th GetImageFrame throttled, over the same without."""
+    times = {}
+    for label, faults in (("unthrottled", [LATENCY]), ("every 7th throttled", [LATENCY, EVERY_7TH])):
+        reset_board(setup)
+        emulator.clear_faults()
+        for fault in faults:
+            emulator.add_fault(fault)
+        ctx = mp.get_context("spawn")
+        items, results = ctx.Queue(), ctx.Queue()
+        job = ctx.Process(target=_worker, args=(setup, items, results, True, 4))
+        job.start()
+        results.get(timeout=300)
+        items.put((0, 600))
+        items.put(None)
+        _, matched, took = results.get(timeout=900)
+        job.join(timeout=60)
+        assert matched == 600, f"{600 - matched} of 600 frames did not match"
+        times[label] = took
+    ratio = times["every 7th throttled"] / times["unthrottled"]
+    print(
+        f"  600 frames: unthrottled {times['unthrottled']:.2f} s, every 7th throttled "
+        f"{times['every 7th throttled']:.2f} s = {ratio:.2f}x (target <= {THROTTLED_TARGET})",
+        flush=True,
+    )
+    return ratio
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.budget", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=1, help="repeat every benchmark (default 1)")
+    args = parser.parse_args(argv)
+    failed = []
+    with environment(frames=1500) as (setup, emulator):
+        for run in range(1, args.runs + 1):
+            print(f"run {run}: budget {BUDGET.frames:.0f} GetImageFrame/s, 20 ms latency, service quotas on")
+            for n, (window, mean) in workers_keep_to_the_budget(setup, emulator).items():
+                if window > WINDOW_TARGET or mean < MEAN_TARGET:
+                    failed.append(f"{n} workers: window {window:.3f}x, mean {mean:.3f}x")
+            print("  viewer at 200/s beside one worker, GetImageFrame quota 500/s (burst 1000):")
+            shares = viewer_beside_a_job(setup, emulator)
+            if shares["on"] > VIEWER_TARGET:
+                failed.append(f"viewer throttled {shares['on']:.1%} with the budget on")
+            ratio = sustained_throttling(setup, emulator)
+            if ratio > THROTTLED_TARGET:
+                failed.append(f"sustained throttling {ratio:.2f}x")
+    for failure in failed:
+        print(f"MISSED: {failure}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
