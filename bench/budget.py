@@ -208,9 +208,10 @@ def viewer_beside_a_job(setup: Setup, emulator: Emulator, duration_s: float = 10
         for start in range(0, 60 * setup.frames, FRAMES_PER_ITEM):  # more than the job can do while the viewer runs
             items.put((start % setup.frames, start % setup.frames + FRAMES_PER_ITEM))
         time.sleep(1.0)  # the job at its rate before the viewer opens
+        command = [sys.executable, "-m", "ahi_emulator", "viewer", "--endpoint", setup.emulator_url]
+        command += ["--datastore-id", setup.datastore_id, "--rate", "200", "--duration", str(duration_s)]
         viewer = subprocess.run(
-            [sys.executable, "-m", "ahi_emulator", "viewer", "--endpoint", setup.emulator_url]
-            + ["--datastore-id", setup.datastore_id, "--rate", "200", "--duration", str(duration_s)],
+            command,
             capture_output=True,
             text=True,
             check=True,
