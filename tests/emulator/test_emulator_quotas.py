@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
-import pytest
+import http.client
+import json
+from contextlib import closing
+from typing import Any
 
+import boto3
+import numpy as np
+import pytest
+from botocore.config import Config
+
+from ahi_emulator import Emulator, EmulatorServer, Fault, ImageSetInfo, InstanceSpec
 from ahi_emulator.quotas import DEFAULT_QUOTAS, NO_QUOTAS, Quota, QuotaBook, parse_quota, quotas_from_json
+
+integration = pytest.mark.integration
+
+# A rate so small that no token comes back during a test: a bucket of burst n admits exactly n requests.
+NEVER_REFILLS = 0.001
 
 
 class FakeClock:
@@ -265,3 +279,246 @@ def test_parse_quota_rejects(text: str) -> None:
     """GIVEN a malformed --quota value THEN ValueError."""
     with pytest.raises(ValueError, match=r"OPERATION|operation|RATE|rate|burst"):
         parse_quota(text)
+
+
+# ----------------------------------------------------------------------------------------------- over HTTP
+
+
+@pytest.fixture
+def info(emulator: Emulator, datastore_id: str) -> ImageSetInfo:
+    frame = np.arange(16 * 12, dtype=np.uint16).reshape(16, 12)
+    return emulator.add_image_set(datastore_id, [InstanceSpec(frames=[frame, frame + 1])])
+
+
+def get_frame(client: Any, info: ImageSetInfo) -> bytes:
+    response = client.get_image_frame(
+        datastoreId=info.datastore_id,
+        imageSetId=info.image_set_id,
+        imageFrameInformation={"imageFrameId": info.frame_ids[0]},
+    )
+    data: bytes = response["imageFrameBlob"].read()
+    return data
+
+
+def get_metadata(client: Any, info: ImageSetInfo) -> bytes:
+    response = client.get_image_set_metadata(datastoreId=info.datastore_id, imageSetId=info.image_set_id)
+    data: bytes = response["imageSetMetadataBlob"].read()
+    return data
+
+
+def admin_call(server: EmulatorServer, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """Call an admin route as another process would: plain HTTP and JSON."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        connection.request(method, path, body=json.dumps(body) if body is not None else None)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def outcomes(client: Any, call: Any, info: ImageSetInfo, times: int) -> list[str]:
+    """Make `times` calls; each is "ok" or the error code it raised."""
+    results = []
+    for _ in range(times):
+        try:
+            call(client, info)
+            results.append("ok")
+        except client.exceptions.ClientError as exc:
+            results.append(exc.response["Error"]["Code"])
+    return results
+
+
+@integration
+def test_request_beyond_the_burst_is_throttled_like_the_service(
+    client: Any, emulator: Emulator, info: ImageSetInfo
+) -> None:
+    """GIVEN GetImageFrame with a burst of 3 and a tiny rate WHEN boto3 (retries off) asks for a frame 4 times
+    THEN the 4th raises ThrottlingException (429, "Rate exceeded") and the stats count it as throttled by the
+    quota, not as a fault."""
+    emulator.set_quota("GetImageFrame", Quota(NEVER_REFILLS, 3))
+    for _ in range(3):
+        get_frame(client, info)
+
+    with pytest.raises(client.exceptions.ThrottlingException) as caught:
+        get_frame(client, info)
+
+    error = caught.value.response
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 429
+    assert error["Error"]["Message"] == "Rate exceeded"
+    stats = emulator.stats()
+    assert stats["throttled_by_quota"]["GetImageFrame"] == 1
+    assert stats["requests"]["GetImageFrame"] == 4
+    assert stats["responses"] == {"200": 3, "429": 1}
+    assert stats["faults_fired"] == 0
+
+
+@integration
+def test_metadata_has_its_own_bucket(client: Any, emulator: Emulator, info: ImageSetInfo) -> None:
+    """GIVEN GetImageFrame's bucket (burst 1) spent WHEN metadata is asked for THEN its own bucket (burst 2)
+    answers it, until that one is spent too; each operation's throttles are counted apart."""
+    emulator.set_quotas({"GetImageFrame": Quota(NEVER_REFILLS, 1), "GetImageSetMetadata": Quota(NEVER_REFILLS, 2)})
+
+    frames = outcomes(client, get_frame, info, 2)
+    metadata = outcomes(client, get_metadata, info, 3)
+
+    assert frames == ["ok", "ThrottlingException"]
+    assert metadata == ["ok", "ok", "ThrottlingException"]
+    throttled = emulator.stats()["throttled_by_quota"]
+    assert (throttled["GetImageFrame"], throttled["GetImageSetMetadata"], throttled["GetImageSet"]) == (1, 1, 0)
+
+
+@integration
+def test_quota_is_checked_before_faults_but_latency_still_applies(
+    client: Any, emulator: Emulator, info: ImageSetInfo
+) -> None:
+    """GIVEN a spent bucket, a one-shot server_error fault and a latency fault WHEN a frame is asked for
+    THEN the quota answers (429): the error fault does not fire and stays armed, the latency fault fires;
+    once the quota is lifted, the error fault answers the next request."""
+    emulator.set_quota("GetImageFrame", Quota(NEVER_REFILLS, 1))
+    get_frame(client, info)
+    emulator.add_fault(Fault("latency", operation="GetImageFrame", latency_ms=1))
+    emulator.add_fault(Fault("server_error", operation="GetImageFrame", count=1))
+
+    throttled = outcomes(client, get_frame, info, 1)
+    armed = [fault.kind for fault in emulator.faults()]
+    emulator.set_quota("GetImageFrame", None)
+    after = outcomes(client, get_frame, info, 2)
+
+    assert throttled == ["ThrottlingException"]
+    assert armed == ["latency", "server_error"]
+    assert after == ["InternalServerException", "ok"]
+    stats = emulator.stats()
+    assert stats["faults_fired_by_kind"]["latency"] == 3
+    assert stats["faults_fired_by_kind"]["server_error"] == 1
+    assert stats["throttled_by_quota"]["GetImageFrame"] == 1
+
+
+@integration
+def test_injected_throttle_is_not_counted_as_a_quota_throttle(
+    client: Any, emulator: Emulator, info: ImageSetInfo
+) -> None:
+    """GIVEN the default quotas and a one-shot throttle fault WHEN a frame is asked for THEN the 429 is the
+    fault's (faults_fired 1, throttled_by_quota 0)."""
+    emulator.add_fault(Fault("throttle", operation="GetImageFrame", count=1))
+
+    assert outcomes(client, get_frame, info, 1) == ["ThrottlingException"]
+
+    stats = emulator.stats()
+    assert stats["faults_fired_by_kind"]["throttle"] == 1
+    assert stats["throttled_by_quota"]["GetImageFrame"] == 0
+
+
+def test_quotas_are_on_by_default_with_the_documented_values() -> None:
+    """GIVEN an emulator built without quotas= THEN it enforces the service's defaults."""
+    assert Emulator().quotas() == dict(DEFAULT_QUOTAS)
+    assert Emulator(quotas=NO_QUOTAS).quotas() == dict(NO_QUOTAS)
+    assert Emulator(quotas={"GetImageFrame": Quota(5, 5)}).quotas()["GetImageFrame"] == Quota(5, 5)
+
+
+@integration
+def test_request_log_records_answers_only_while_started(client: Any, emulator: Emulator, info: ImageSetInfo) -> None:
+    """GIVEN a burst of 2 WHEN 1 request is made before the log starts and 2 after (plus a stats read)
+    THEN the log holds the 2 later answers in order (200, then 429) with non-decreasing times; stopping
+    returns it and empties the log."""
+    emulator.set_quota("GetImageFrame", Quota(NEVER_REFILLS, 2))
+    get_frame(client, info)
+    before = emulator.request_log()
+
+    emulator.start_request_log()
+    outcomes(client, get_frame, info, 2)
+    emulator.stats()  # not an API request
+    log = emulator.request_log()
+    stopped = emulator.stop_request_log()
+
+    assert before == []
+    assert [(entry.operation, entry.status) for entry in log] == [("GetImageFrame", 200), ("GetImageFrame", 429)]
+    assert [entry.time for entry in log] == sorted(entry.time for entry in log)
+    assert stopped == log
+    assert emulator.request_log() == []
+
+
+# ------------------------------------------------------------------------------------------------ admin API
+
+DEFAULTS_JSON = {
+    "GetImageFrame": {"rate": 1000, "burst": 2000},
+    "GetImageSetMetadata": {"rate": 50, "burst": 100},
+    "GetImageSet": {"rate": 25, "burst": 50},
+    "StartDICOMImportJob": {"rate": 1, "burst": 2},
+    "GetDICOMImportJob": {"rate": 25, "burst": 50},
+    "ListDICOMImportJobs": {"rate": 10, "burst": 20},
+}
+
+
+@integration
+def test_admin_quotas_round_trip(server: EmulatorServer, emulator: Emulator) -> None:
+    """GIVEN a server with the default quotas WHEN the quotas are read, partly changed, cleared and reset
+    over the admin API THEN each answer shows the quotas then in force."""
+    status, initial = admin_call(server, "GET", "/_emulator/quotas")
+    _, changed = admin_call(
+        server, "POST", "/_emulator/quotas", {"GetImageFrame": {"rate": 2.5, "burst": 5}, "GetImageSet": None}
+    )
+    in_force = emulator.quotas()
+    _, cleared = admin_call(server, "DELETE", "/_emulator/quotas")
+    admin_call(server, "POST", "/_emulator/reset")
+    _, after_reset = admin_call(server, "GET", "/_emulator/quotas")
+
+    assert status == 200
+    assert initial == DEFAULTS_JSON
+    assert changed == {**DEFAULTS_JSON, "GetImageFrame": {"rate": 2.5, "burst": 5}, "GetImageSet": None}
+    assert in_force["GetImageFrame"] == Quota(2.5, 5)
+    assert cleared == dict.fromkeys(DEFAULTS_JSON)
+    assert after_reset == DEFAULTS_JSON
+
+
+@integration
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({"GetImageFrame": {"rate": 1, "burst": 1}, "GetImageFrames": None}, id="unknown-operation"),
+        pytest.param({"GetImageFrame": {"rate": 1, "burst": 1}, "GetImageSet": {"rate": 0}}, id="zero-rate"),
+        pytest.param({"GetImageFrame": {"rate": 1, "burst": 1}, "GetImageSet": 3}, id="not-an-object"),
+        pytest.param([{"GetImageFrame": None}], id="a-list"),
+    ],
+)
+def test_admin_rejects_a_bad_quota_body_and_applies_nothing(
+    server: EmulatorServer, emulator: Emulator, body: Any
+) -> None:
+    """GIVEN a POST whose first entry is valid and a later one is not THEN 400 ValidationException, and not even
+    the valid entry is applied."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        connection.request("POST", "/_emulator/quotas", body=json.dumps(body))
+        response = connection.getresponse()
+        status, error_type, answer = response.status, response.getheader("x-amzn-ErrorType"), response.read()
+    finally:
+        connection.close()
+
+    assert (status, error_type) == (400, "ValidationException")
+    assert "message" in json.loads(answer)
+    assert emulator.quotas() == dict(DEFAULT_QUOTAS)
+
+
+@integration
+def test_reset_restores_the_starting_quotas_with_full_buckets() -> None:
+    """GIVEN an emulator built with a GetImageFrame burst of 1, its bucket spent and GetImageSet made unlimited
+    WHEN POST /_emulator/reset THEN the starting quotas are back and the next frame is admitted."""
+    emulator = Emulator(quotas={"GetImageFrame": Quota(NEVER_REFILLS, 1)})
+    image_set = emulator.add_image_set(emulator.create_datastore(), [InstanceSpec(frames=[np.zeros((4, 4), np.uint8)])])
+    with EmulatorServer(emulator) as server, closing(direct_client(server)) as client:
+        spent = outcomes(client, get_frame, image_set, 2)
+        emulator.set_quota("GetImageSet", None)
+
+        status, _ = admin_call(server, "POST", "/_emulator/reset")
+        after = outcomes(client, get_frame, image_set, 2)
+
+    assert spent == ["ok", "ThrottlingException"]
+    assert status == 200
+    assert after == ["ok", "ThrottlingException"]
+    assert emulator.quotas() == {**DEFAULT_QUOTAS, "GetImageFrame": Quota(NEVER_REFILLS, 1)}
+
+
+def direct_client(server: EmulatorServer) -> Any:
+    """A medical-imaging client aimed at one server by argument (credentials and region from the environment)."""
+    config = Config(retries={"mode": "standard", "total_max_attempts": 1}, inject_host_prefix=False)
+    return boto3.client("medical-imaging", endpoint_url=server.endpoint_url, config=config)
