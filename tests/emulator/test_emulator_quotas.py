@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import http.client
 import json
-from contextlib import closing
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -13,6 +19,7 @@ import pytest
 from botocore.config import Config
 
 from ahi_emulator import Emulator, EmulatorServer, Fault, ImageSetInfo, InstanceSpec
+from ahi_emulator.cli import main
 from ahi_emulator.quotas import DEFAULT_QUOTAS, NO_QUOTAS, Quota, QuotaBook, parse_quota, quotas_from_json
 
 integration = pytest.mark.integration
@@ -522,3 +529,80 @@ def direct_client(server: EmulatorServer) -> Any:
     """A medical-imaging client aimed at one server by argument (credentials and region from the environment)."""
     config = Config(retries={"mode": "standard", "total_max_attempts": 1}, inject_host_prefix=False)
     return boto3.client("medical-imaging", endpoint_url=server.endpoint_url, config=config)
+
+
+# ------------------------------------------------------------------------------------------------- the CLI
+
+
+@contextmanager
+def served(tmp_path: Path, *options: str) -> Iterator[str]:
+    """Run ``python -m ahi_emulator serve`` with these options on an empty data store; yield its URL."""
+    url_file = tmp_path / "url.txt"
+    command = [sys.executable, "-m", "ahi_emulator", "serve", "--data", str(tmp_path / "data")]
+    command += ["--datastore-id", "d" * 32, "--port", "0", "--url-file", str(url_file), *options]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not url_file.exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no URL file after 30 s"
+            time.sleep(0.05)
+        yield url_file.read_text().strip()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=20)
+        assert process.returncode == 0, err
+
+
+def get_quotas(url: str) -> Any:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        connection.request("GET", "/_emulator/quotas")
+        return json.loads(connection.getresponse().read())
+    finally:
+        connection.close()
+
+
+@integration
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        pytest.param((), DEFAULTS_JSON, id="defaults"),
+        pytest.param(
+            ("--quota", "GetImageFrame=5:7", "--quota", "GetImageSet=3", "--quota", "GetImageSet=4"),
+            {**DEFAULTS_JSON, "GetImageFrame": {"rate": 5, "burst": 7}, "GetImageSet": {"rate": 4, "burst": 8}},
+            id="quota-flags-over-defaults-last-wins",
+        ),
+        pytest.param(("--no-quotas",), dict.fromkeys(DEFAULTS_JSON), id="no-quotas"),
+        pytest.param(
+            ("--no-quotas", "--quota", "GetImageFrame=0.5:1"),
+            {**dict.fromkeys(DEFAULTS_JSON), "GetImageFrame": {"rate": 0.5, "burst": 1}},
+            id="no-quotas-then-one",
+        ),
+    ],
+)
+def test_serve_quota_flags(tmp_path: Path, options: tuple[str, ...], expected: dict[str, Any]) -> None:
+    """GIVEN 'serve' with quota flags WHEN its quotas are read over the admin API THEN they are the flags'."""
+    with served(tmp_path, *options) as url:
+        quotas = get_quotas(url)
+
+    assert quotas == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("GetImageFrame", id="no-rate"),
+        pytest.param("GetFrame=10", id="unknown-operation"),
+        pytest.param("GetImageFrame=0:5", id="zero-rate"),
+        pytest.param("GetImageFrame=10:x", id="burst-not-an-integer"),
+    ],
+)
+def test_serve_rejects_a_bad_quota_flag(tmp_path: Path, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """GIVEN 'serve --quota' with a malformed value THEN argparse exits 2 naming the option, before serving."""
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--data", str(tmp_path), "--quota", value])
+
+    assert exited.value.code == 2
+    assert "--quota" in capsys.readouterr().err
