@@ -1,4 +1,5 @@
-"""Command line: ``ahi-emulator seed`` writes a dataset, ``ahi-emulator serve`` serves one.
+"""Command line: ``ahi-emulator seed`` writes a dataset, ``ahi-emulator serve`` serves one, ``ahi-emulator
+viewer`` loads one with a viewer's frame requests.
 
 ``serve`` answers the runtime routes and the DICOM import job routes. Import jobs read and write S3 through a
 boto3 client built from the server process's environment when each job starts (``AWS_ENDPOINT_URL_S3`` or
@@ -6,11 +7,15 @@ boto3 client built from the server process's environment when each job starts (`
 quotas unless told otherwise: ``--quota OPERATION=RATE[:BURST]`` (repeatable; BURST defaults to twice RATE,
 the ratio of every documented default) changes one operation's, ``--no-quotas`` makes every operation
 unlimited first, so ``--no-quotas --quota GetImageFrame=100`` throttles frames only.
+
+``viewer`` (:mod:`ahi_emulator.viewer`) asks a running server for frames at a set rate, open-loop, with a
+client of its own, and prints what happened as JSON: how much of a shared quota a viewer leaves to others.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -23,6 +28,7 @@ from .emulator import Emulator
 from .quotas import NO_QUOTAS, Quota, parse_quota
 from .seed import seed_emulator
 from .server import EmulatorServer
+from .viewer import Viewer, frames_from_emulator
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,6 +62,21 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="make every operation unlimited (then --quota sets the ones to throttle)",
     )
+
+    viewer = commands.add_parser(
+        "viewer",
+        help="ask a running server for frames at a set rate (open-loop, no retries) and print a JSON report",
+    )
+    viewer.add_argument(
+        "--endpoint",
+        default=os.environ.get("AWS_ENDPOINT_URL_MEDICAL_IMAGING"),
+        help="the server's URL (default: $AWS_ENDPOINT_URL_MEDICAL_IMAGING)",
+    )
+    viewer.add_argument("--datastore-id", required=True, help="ask for this data store's frames")
+    viewer.add_argument("--image-set-id", help="only this image set's frames (default: every image set)")
+    viewer.add_argument("--rate", type=float, default=200.0, help="GetImageFrame requests per second (default 200)")
+    viewer.add_argument("--duration", type=float, default=10.0, help="seconds to send for (default 10)")
+    viewer.add_argument("--threads", type=int, default=16, help="requests in flight at most (default 16)")
 
     seed = commands.add_parser("seed", help="write a small synthetic dataset")
     seed.add_argument("--data", required=True, type=Path, help="dataset directory (created)")
@@ -128,6 +149,34 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _view(args: argparse.Namespace) -> int:
+    if not args.endpoint:
+        raise ValueError("no endpoint: give --endpoint or set AWS_ENDPOINT_URL_MEDICAL_IMAGING")
+    frames = frames_from_emulator(args.endpoint, args.datastore_id, args.image_set_id)
+    if not frames:
+        raise ValueError(f"the server lists no frames in data store {args.datastore_id}")
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with Viewer(frames, rate=args.rate, threads=args.threads, endpoint_url=args.endpoint) as viewer:
+            report = viewer.run(args.duration, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if report.fell_behind:
+        print(
+            f"ahi-emulator viewer: fell behind: {report.late} of {report.requested} requests went out late "
+            f"(at most {report.max_lag_s:.3f} s); try more --threads",
+            file=sys.stderr,
+        )
+    print(json.dumps(report.to_json(), indent=2), flush=True)
+    return 0
+
+
 def _seed(args: argparse.Namespace) -> int:
     emulator = Emulator()
     infos = seed_emulator(emulator, frames=args.frames, rows=args.rows, cols=args.cols, seed=args.seed)
@@ -155,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "viewer":
+            return _view(args)
         return _seed(args)
     except (ValueError, OSError) as exc:
         print(f"ahi-emulator: error: {exc}", file=sys.stderr)

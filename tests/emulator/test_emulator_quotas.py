@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -21,6 +23,7 @@ from botocore.config import Config
 from ahi_emulator import Emulator, EmulatorServer, Fault, ImageSetInfo, InstanceSpec
 from ahi_emulator.cli import main
 from ahi_emulator.quotas import DEFAULT_QUOTAS, NO_QUOTAS, Quota, QuotaBook, parse_quota, quotas_from_json
+from ahi_emulator.viewer import Viewer, ViewerFrame, ViewerReport, frames_from_emulator
 
 integration = pytest.mark.integration
 
@@ -606,3 +609,183 @@ def test_serve_rejects_a_bad_quota_flag(tmp_path: Path, value: str, capsys: pyte
 
     assert exited.value.code == 2
     assert "--quota" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- the viewer
+
+
+def viewer_frames(info: ImageSetInfo) -> list[ViewerFrame]:
+    return [ViewerFrame(info.datastore_id, info.image_set_id, frame_id) for frame_id in info.frame_ids]
+
+
+def assert_accounted(report: ViewerReport) -> None:
+    assert report.requested > 0
+    assert report.requested == report.ok + report.throttled + report.other_errors
+
+
+@integration
+def test_viewer_over_a_small_quota_is_throttled(server: EmulatorServer, emulator: Emulator, info: ImageSetInfo) -> None:
+    """GIVEN GetImageFrame limited to 5/s (burst 5) WHEN a viewer asks for 100 frames/s for 1 s
+    THEN some of its requests are throttled, every request is accounted for, and the server counted the same
+    throttles."""
+    emulator.set_quota("GetImageFrame", Quota(5, 5))
+
+    with Viewer(viewer_frames(info), rate=100, threads=4, endpoint_url=server.endpoint_url) as viewer:
+        report = viewer.run(duration_s=1.0)
+
+    assert_accounted(report)
+    assert report.throttled > 0
+    assert report.ok > 0
+    assert 0 < report.throttled_share < 1
+    assert emulator.stats()["throttled_by_quota"]["GetImageFrame"] == report.throttled
+
+
+@integration
+def test_viewer_without_a_quota_is_never_throttled(
+    server: EmulatorServer, emulator: Emulator, info: ImageSetInfo
+) -> None:
+    """GIVEN GetImageFrame unlimited WHEN a viewer asks for 50 frames/s for 0.5 s THEN none is throttled and
+    every one is a frame."""
+    emulator.set_quota("GetImageFrame", None)
+
+    with Viewer(viewer_frames(info), rate=50, threads=4, endpoint_url=server.endpoint_url) as viewer:
+        report = viewer.run(duration_s=0.5)
+
+    assert_accounted(report)
+    assert (report.throttled, report.other_errors) == (0, 0)
+    assert report.throttled_share == 0.0
+    assert emulator.stats()["requests"]["GetImageFrame"] == report.requested
+
+
+@integration
+def test_viewer_stops_when_its_event_is_set(server: EmulatorServer, info: ImageSetInfo) -> None:
+    """GIVEN a viewer with no duration WHEN its stop event is set, before the run or during it
+    THEN the run returns, with nothing sent or with every request accounted for."""
+    with Viewer(viewer_frames(info), rate=50, endpoint_url=server.endpoint_url) as viewer:
+        already = threading.Event()
+        already.set()
+        nothing = viewer.run(stop=already)
+
+        stop = threading.Event()
+        timer = threading.Timer(0.3, stop.set)
+        timer.start()
+        try:
+            stopped = viewer.run(stop=stop)
+        finally:
+            timer.cancel()
+
+    assert (nothing.requested, nothing.ok, nothing.throttled, nothing.other_errors) == (0, 0, 0, 0)
+    assert_accounted(stopped)
+
+
+@integration
+def test_viewer_says_when_it_falls_behind(
+    server: EmulatorServer, emulator: Emulator, info: ImageSetInfo, caplog: pytest.LogCaptureFixture
+) -> None:
+    """GIVEN every frame answered after at least 50 ms and a viewer with one thread WHEN it is asked for 40/s
+    THEN requests queue behind each other (the 10th cannot start before 450 ms, 225 ms after it was due), and
+    the report and the log say it fell behind."""
+    emulator.add_fault(Fault("latency", operation="GetImageFrame", latency_ms=50))
+
+    with (
+        caplog.at_level(logging.WARNING, logger="ahi_emulator.viewer"),
+        Viewer(viewer_frames(info), rate=40, threads=1, endpoint_url=server.endpoint_url) as viewer,
+    ):
+        report = viewer.run(duration_s=0.25)
+
+    assert_accounted(report)
+    assert report.fell_behind
+    assert report.late > 0
+    assert "fell behind" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("frames", "rate", "threads"),
+    [
+        pytest.param([], 10.0, 1, id="no-frames"),
+        pytest.param([("d" * 32, "i" * 32, "f" * 32)], 0.0, 1, id="zero-rate"),
+        pytest.param([("d" * 32, "i" * 32, "f" * 32)], float("inf"), 1, id="infinite-rate"),
+        pytest.param([("d" * 32, "i" * 32, "f" * 32)], 10.0, 0, id="no-threads"),
+    ],
+)
+def test_viewer_rejects_bad_settings(frames: list[tuple[str, str, str]], rate: float, threads: int) -> None:
+    """GIVEN no frames, a rate that is not > 0 and finite, or no threads THEN ValueError."""
+    with pytest.raises(ValueError, match=r"frame|rate|threads"):
+        Viewer(frames, rate=rate, threads=threads, endpoint_url="http://127.0.0.1:9")
+
+
+@pytest.mark.parametrize(
+    "duration_s",
+    [pytest.param(None, id="neither-duration-nor-stop"), pytest.param(0.0, id="zero-duration")],
+)
+def test_viewer_run_needs_an_end(duration_s: float | None) -> None:
+    """GIVEN a run with no way to end, or an empty one THEN ValueError before anything is sent."""
+    with (
+        Viewer([("d" * 32, "i" * 32, "f" * 32)], rate=1, endpoint_url="http://127.0.0.1:9") as viewer,
+        pytest.raises(ValueError, match="duration_s"),
+    ):
+        viewer.run(duration_s=duration_s)
+
+
+def test_viewer_report_json() -> None:
+    """GIVEN a report THEN its JSON has every field, the throttled share and whether it fell behind."""
+    report = ViewerReport(
+        requested=8,
+        ok=6,
+        throttled=2,
+        other_errors=0,
+        duration_s=2.0,
+        achieved_rate=4.0,
+        target_rate=4.0,
+        late=0,
+        max_lag_s=0.01,
+    )
+    empty = ViewerReport(0, 0, 0, 0, 0.0, 0.0, 4.0, 0, 0.0)
+
+    document = json.loads(json.dumps(report.to_json()))
+
+    assert document["throttled_share"] == 0.25
+    assert document["fell_behind"] is False
+    assert {"requested", "ok", "throttled", "other_errors", "duration_s", "achieved_rate"} <= set(document)
+    assert empty.throttled_share == 0.0
+
+
+@integration
+def test_frames_from_emulator_lists_one_data_store(
+    server: EmulatorServer, emulator: Emulator, info: ImageSetInfo
+) -> None:
+    """GIVEN two data stores WHEN frames are listed for one THEN only its frames, in order."""
+    other = emulator.create_datastore()
+    emulator.add_image_set(other, [InstanceSpec(frames=[np.zeros((4, 4), np.uint8)])])
+
+    assert frames_from_emulator(server.endpoint_url, info.datastore_id) == viewer_frames(info)
+    assert frames_from_emulator(server.endpoint_url, info.datastore_id, "0" * 32) == []
+
+
+@integration
+def test_viewer_command_prints_a_json_report(
+    server: EmulatorServer, emulator: Emulator, info: ImageSetInfo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """GIVEN a server whose GetImageFrame burst is 3 WHEN 'viewer' runs at 40/s for 0.5 s
+    THEN it exits 0 and prints a JSON report in which every request is accounted for and some were throttled."""
+    emulator.set_quota("GetImageFrame", Quota(NEVER_REFILLS, 3))
+    argv = ["viewer", "--endpoint", server.endpoint_url, "--datastore-id", info.datastore_id]
+
+    status = main([*argv, "--rate", "40", "--duration", "0.5", "--threads", "2"])
+
+    document = json.loads(capsys.readouterr().out)
+    assert status == 0
+    assert document["requested"] == document["ok"] + document["throttled"] + document["other_errors"]
+    assert document["ok"] == 3
+    assert document["throttled"] > 0
+
+
+@integration
+def test_viewer_command_without_frames_fails_cleanly(
+    server: EmulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """GIVEN a server with no image sets WHEN 'viewer' is pointed at it THEN exit status 2 and an error."""
+    status = main(["viewer", "--endpoint", server.endpoint_url, "--datastore-id", "a" * 32, "--duration", "0.1"])
+
+    assert status == 2
+    assert "no frames" in capsys.readouterr().err
