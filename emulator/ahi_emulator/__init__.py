@@ -1,4 +1,4 @@
-"""A local AWS HealthImaging emulator: runtime metadata and frames, DICOM import jobs, injectable faults.
+"""A local AWS HealthImaging emulator: runtime metadata and frames, import jobs, faults and request quotas.
 
 The full-resolution checksums it lists are computed from the source arrays, independently of any decoder, so
 a verifier tested against it cannot pass by sharing a decoder's mistakes.
@@ -7,10 +7,13 @@ a verifier tested against it cannot pass by sharing a decoder's mistakes.
 from .emulator import Emulator
 from .faults import Fault, ImportFaults, InjectedFaults, StoredFrameRef
 from .models import NotFoundError
+from .quotas import DEFAULT_QUOTAS, NO_QUOTAS, Quota
 from .server import EmulatorServer
 from .specs import ImageSetInfo, InstanceSpec, PatientSpec
 
 __all__ = [
+    "DEFAULT_QUOTAS",
+    "NO_QUOTAS",
     "Emulator",
     "EmulatorServer",
     "Fault",
@@ -20,5 +23,6 @@ __all__ = [
     "InstanceSpec",
     "NotFoundError",
     "PatientSpec",
+    "Quota",
     "StoredFrameRef",
 ]

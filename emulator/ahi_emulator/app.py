@@ -6,6 +6,9 @@ host prefix) share one server, so one ``AWS_ENDPOINT_URL_MEDICAL_IMAGING`` serve
 
 Routes are matched on the *raw* request path: botocore percent-encodes URI labels (``/`` becomes ``%2F``), and
 matching the decoded path would turn a malformed ID into an unknown route instead of a ValidationException.
+
+Every API request first takes a token from its operation's quota (:mod:`ahi_emulator.quotas`); one that finds
+none is answered 429 ``ThrottlingException`` "Rate exceeded", as the service answers it.
 """
 
 from __future__ import annotations
@@ -28,11 +31,15 @@ from .faults import ERROR_RESPONSES, METADATA_BODY_FAULTS, Fault, ImportFaults
 from .ids import ID_PATTERN, JOB_ID_PATTERN, VERSION_PATTERN
 from .jobs import validate_start_request
 from .models import NotFoundError
+from .quotas import Quota, quotas_from_json
 
 logger = logging.getLogger(__name__)
 
 WSGIEnvironment = dict[str, Any]
 StartResponse = Callable[..., Any]
+
+#: The service's message for a request over its quota.
+THROTTLED_MESSAGE = "Rate exceeded"
 
 _RUNTIME = "/datastore/<datastore_id>/imageSet/<image_set_id>/"
 _URL_MAP = Map(
@@ -53,6 +60,7 @@ _URL_MAP = Map(
         Rule("/_emulator/stats", endpoint="admin_stats", methods=["GET"]),
         Rule("/_emulator/faults", endpoint="admin_faults", methods=["GET", "POST", "DELETE"]),
         Rule("/_emulator/reset", endpoint="admin_reset", methods=["POST"]),
+        Rule("/_emulator/quotas", endpoint="admin_quotas", methods=["GET", "POST", "DELETE"]),
         Rule("/_emulator/image-sets", endpoint="admin_image_sets", methods=["GET"]),
         Rule("/_emulator/mutate", endpoint="admin_mutate", methods=["POST"]),
     ],
@@ -135,11 +143,16 @@ class EmulatorApp:
         datastore_id = args["datastore_id"]
         image_set_id = args.get("image_set_id")
         frame_id = _frame_id(body) if operation == "GetImageFrame" else None
-        decision = self.emulator.intercept(operation, image_set_id, frame_id)
+        # The quota is checked on arrival, before anything else looks at the request: the service throttles
+        # at its front door, so a throttled request is refused whatever it asks for.
+        admitted = self.emulator.admit(operation)
+        decision = self.emulator.intercept(operation, image_set_id, frame_id, throttled=not admitted)
         if decision.latency_s:
             time.sleep(decision.latency_s)
         fault = decision.fault
         try:
+            if not admitted:
+                raise ApiError(429, "ThrottlingException", THROTTLED_MESSAGE)
             if fault is not None and fault.kind in ERROR_RESPONSES:
                 status, code, message = ERROR_RESPONSES[fault.kind]
                 raise ApiError(status, code, message)
@@ -160,7 +173,7 @@ class EmulatorApp:
         if fault is not None and damaged and response.status_code == 200:
             response.set_data(_damaged_metadata(fault.kind, response.get_data()))
         response.headers.setdefault("x-amzn-RequestId", str(uuid.uuid4()))
-        self.emulator.record_response(response.status_code)
+        self.emulator.record_response(operation, response.status_code)
         return response
 
     def _answer(
@@ -249,8 +262,12 @@ class EmulatorApp:
 
     def _admin(self, endpoint: str, request: Request, args: dict[str, str]) -> Response:
         try:
-            imports = endpoint in ("admin_import_faults", "admin_job_faults")
-            payload = (self._admin_imports if imports else self._admin_payload)(endpoint, request, args)
+            handler = {
+                "admin_import_faults": self._admin_imports,
+                "admin_job_faults": self._admin_imports,
+                "admin_quotas": self._admin_quotas,
+            }.get(endpoint, self._admin_payload)
+            payload = handler(endpoint, request, args)
         except (ValueError, TypeError, KeyError) as exc:
             return error_response(400, "ValidationException", str(exc))
         except NotFoundError as exc:
@@ -267,6 +284,7 @@ class EmulatorApp:
             emulator.clear_faults()
             emulator.reset_stats()
             emulator.import_faults = None
+            emulator.reset_quotas()
             return {"status": "reset"}
         if endpoint == "admin_image_sets":
             return [
@@ -300,6 +318,14 @@ class EmulatorApp:
             emulator.import_faults = ImportFaults.from_json(_json_body(request))
         return emulator.import_faults.to_json() if emulator.import_faults is not None else None
 
+    def _admin_quotas(self, endpoint: str, request: Request, args: dict[str, str]) -> Any:
+        emulator = self.emulator
+        if request.method == "DELETE":
+            emulator.clear_quotas()
+        elif request.method == "POST":
+            emulator.set_quotas(quotas_from_json(_json_body(request)))  # all valid, or none applied
+        return _quotas_json(emulator.quotas())
+
     def _mutate(self, body: Any) -> Any:
         if not isinstance(body, dict):
             raise ValueError("body must be a JSON object")
@@ -316,6 +342,10 @@ class EmulatorApp:
         else:
             raise ValueError("action must be corrupt_frame, truncate_frame, set_checksum or remove_frame")
         return {"status": "ok", "action": action}
+
+
+def _quotas_json(quotas: dict[str, Quota | None]) -> dict[str, Any]:
+    return {operation: quota.to_json() if quota is not None else None for operation, quota in quotas.items()}
 
 
 def _damaged_metadata(kind: str, blob: bytes) -> bytes:

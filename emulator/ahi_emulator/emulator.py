@@ -2,8 +2,9 @@
 
 It is the models (:class:`~ahi_emulator.models.HealthImagingBackend`: state and its operations) and the
 import control plane (:class:`~ahi_emulator.jobs.ImportControlPlane`) in one object, plus the request-time
-faults (:class:`~ahi_emulator.faults.FaultBook`), the two ``add_image_set`` entry points that run the
-metadata builder (:mod:`ahi_emulator.metadata`) and ``save``/``load`` (:mod:`ahi_emulator.persistence`).
+faults (:class:`~ahi_emulator.faults.FaultBook`), the request quotas (:class:`~ahi_emulator.quotas.QuotaBook`),
+the two ``add_image_set`` entry points that run the metadata builder (:mod:`ahi_emulator.metadata`) and
+``save``/``load`` (:mod:`ahi_emulator.persistence`).
 Callers outside the package (tests, the local stack, the benchmarks) and the HTTP app, the CLI and the seed
 data use this class; the parts stay importable on their own.
 """
@@ -17,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from .dicom import DicomSource, read_dicom
-from .faults import Fault, FaultBook, FaultDecision, ImportFaults
+from .faults import Fault, FaultBook, FaultDecision, ImportFaults, LoggedRequest
 from .ids import check_id, new_id
 from .jobs import EventSink, ImportControlPlane
 from .metadata import prepare_instances, synthetic_study
 from .models import HealthImagingBackend
 from .persistence import load_state, save_state
+from .quotas import Quota, QuotaBook
 from .specs import ImageSetInfo, InstanceSpec, PatientSpec
 
 
@@ -39,6 +41,16 @@ class Emulator(HealthImagingBackend, ImportControlPlane):
     s3_client, on_event, region, import_faults
         Initial values of the import control plane's attributes of the same name, each settable later (see
         :class:`~ahi_emulator.jobs.ImportControlPlane`).
+    quotas
+        Request quotas over the service's defaults (:data:`~ahi_emulator.quotas.DEFAULT_QUOTAS`), e.g.
+        ``{"GetImageFrame": Quota(20, 40)}`` for a scaled-down bench; ``None`` for an operation makes it
+        unlimited, :data:`~ahi_emulator.quotas.NO_QUOTAS` makes every operation unlimited. They are the
+        emulator's starting quotas: :meth:`reset_quotas` returns to them.
+
+    Raises
+    ------
+    ValueError
+        For a quota naming an unknown operation.
     """
 
     def __init__(
@@ -48,6 +60,7 @@ class Emulator(HealthImagingBackend, ImportControlPlane):
         on_event: EventSink | None = None,
         region: str | None = None,
         import_faults: ImportFaults | None = None,
+        quotas: Mapping[str, Quota | None] | None = None,
     ) -> None:
         HealthImagingBackend.__init__(self)
         ImportControlPlane.__init__(self, self, region)
@@ -55,6 +68,7 @@ class Emulator(HealthImagingBackend, ImportControlPlane):
         self.on_event = on_event
         self.import_faults = import_faults
         self._faults = FaultBook()
+        self._quotas = QuotaBook(quotas)
 
     # ------------------------------------------------------------------------------------- image sets
 
@@ -166,25 +180,99 @@ class Emulator(HealthImagingBackend, ImportControlPlane):
         return self._faults.faults()
 
     def stats(self) -> dict[str, Any]:
-        """Return request, response and fault counters (see :meth:`FaultBook.stats`)."""
-        return self._faults.stats()
+        """Return request, response, fault and quota counters.
+
+        Returns
+        -------
+        dict
+            :meth:`FaultBook.stats` plus ``throttled_by_quota``: per operation (every one listed), the
+            requests answered 429 because their quota was spent. Those are counted in ``requests`` and
+            ``responses`` too, but never in ``faults_fired``, so a quota's throttle and an injected
+            ``throttle`` fault can be told apart.
+        """
+        stats = self._faults.stats()
+        stats["throttled_by_quota"] = {op: n["throttled"] for op, n in self._quotas.counts().items()}
+        return stats
 
     def reset_stats(self) -> None:
-        """Zero the request, response and fault counters."""
+        """Zero the request, response, fault and quota counters (the request log is left alone)."""
         self._faults.reset_stats()
+        self._quotas.reset_counts()
 
-    def intercept(self, operation: str, image_set_id: str | None, frame_id: str | None) -> FaultDecision:
-        """Count an API request and return the faults that fire for it (called by the HTTP app)."""
-        return self._faults.check(operation, image_set_id, frame_id)
+    def intercept(
+        self, operation: str, image_set_id: str | None, frame_id: str | None, *, throttled: bool = False
+    ) -> FaultDecision:
+        """Count an API request and return the faults that fire for it (called by the HTTP app).
 
-    def record_response(self, status: int) -> None:
-        """Count an API response by status (called by the HTTP app)."""
-        self._faults.record_response(status)
+        A request already ``throttled`` by its quota only meets latency faults: the 429 is still a round
+        trip, but the request never reaches what the other faults stand for.
+        """
+        return self._faults.check(operation, image_set_id, frame_id, latency_only=throttled)
+
+    def record_response(self, operation: str, status: int) -> None:
+        """Count an API response by status, and log it while the request log runs (called by the HTTP app)."""
+        self._faults.record_response(operation, status)
+
+    def start_request_log(self) -> None:
+        """Log every API request answered from now on, for benchmarks (see :meth:`request_log`).
+
+        Off until called, so a long-running emulator keeps no per-request record; calling it again starts
+        an empty log.
+        """
+        self._faults.start_log()
+
+    def request_log(self) -> list[LoggedRequest]:
+        """Return the ``(monotonic_time, operation, http_status)`` of each API request answered since
+        :meth:`start_request_log`, in the order they were answered (empty if the log was never started)."""
+        return self._faults.log()
+
+    def stop_request_log(self) -> list[LoggedRequest]:
+        """Stop logging and return the log."""
+        return self._faults.stop_log()
+
+    # ------------------------------------------------------------------------------------------ quotas
+
+    def admit(self, operation: str) -> bool:
+        """Take a token from the operation's quota: True if the request may proceed, False to throttle it
+        (called by the HTTP app on each request's arrival)."""
+        return self._quotas.admit(operation)
+
+    def quotas(self) -> dict[str, Quota | None]:
+        """Return every operation's current quota (``None``: unlimited)."""
+        return self._quotas.quotas()
+
+    def set_quota(self, operation: str, quota: Quota | None) -> None:
+        """Give one operation a new quota (``None``: unlimited), starting with a full bucket.
+
+        Raises
+        ------
+        ValueError
+            For an unknown operation.
+        """
+        self._quotas.set(operation, quota)
+
+    def set_quotas(self, quotas: Mapping[str, Quota | None]) -> None:
+        """Set several operations' quotas: all of them, or (on a bad entry) none.
+
+        Raises
+        ------
+        ValueError
+            For an unknown operation or a value that is not a quota.
+        """
+        self._quotas.update(quotas)
+
+    def clear_quotas(self) -> None:
+        """Make every operation unlimited."""
+        self._quotas.clear()
+
+    def reset_quotas(self) -> None:
+        """Return to the starting quotas (the constructor's), with every bucket full."""
+        self._quotas.reset()
 
     # ------------------------------------------------------------------------------------- persistence
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write the state (not faults or counters) to ``directory``.
+        """Write the state (not faults, quotas or counters) to ``directory``.
 
         Layout: ``index.json`` (data stores, image sets and import job records), ``<datastore>/<imageset>/
         metadata-v<N>.json`` and ``<datastore>/<imageset>/frames/<frameId>.<ext>``. A job's injected faults
@@ -204,14 +292,16 @@ class Emulator(HealthImagingBackend, ImportControlPlane):
         *,
         s3_client: Any | None = None,
         on_event: EventSink | None = None,
+        quotas: Mapping[str, Quota | None] | None = None,
     ) -> Emulator:
-        """Read a directory written by :meth:`save` (``s3_client``/``on_event`` as for the constructor).
+        """Read a directory written by :meth:`save` (``s3_client``/``on_event``/``quotas`` as for the
+        constructor; quotas are not part of the saved state).
 
         Raises
         ------
         ValueError
             When the index is missing, of another format, or names invalid IDs.
         """
-        emulator = cls(s3_client=s3_client, on_event=on_event)
+        emulator = cls(s3_client=s3_client, on_event=on_event, quotas=quotas)
         load_state(emulator, directory)
         return emulator

@@ -9,6 +9,7 @@ wrong checksum, remove) are operations on the state, in :mod:`ahi_emulator.model
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -146,15 +147,35 @@ class _ActiveFault:
         return self.fault.count is not None and self.fired >= self.fault.count
 
 
+class LoggedRequest(NamedTuple):
+    """One answered API request in the request log.
+
+    Attributes
+    ----------
+    time
+        :func:`time.monotonic` when the answer was ready to send.
+    operation
+        The API operation, e.g. ``GetImageFrame``.
+    status
+        The HTTP status of the answer.
+    """
+
+    time: float
+    operation: str
+    status: int
+
+
 @dataclass
 class FaultBook:
-    """Thread-safe list of active faults plus request/response counters."""
+    """Thread-safe list of active faults plus request/response counters and the optional request log."""
 
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _active: list[_ActiveFault] = field(default_factory=list)
     _requests: Counter[str] = field(default_factory=Counter)
     _responses: Counter[str] = field(default_factory=Counter)
     _fired: Counter[str] = field(default_factory=Counter)
+    # None until a benchmark asks for the log: an emulator serving for hours must not grow without bound.
+    _log: list[LoggedRequest] | None = None
 
     def add(self, fault: Fault) -> None:
         """Activate a fault; faults are evaluated in the order they were added."""
@@ -166,11 +187,14 @@ class FaultBook:
         with self._lock:
             self._active.clear()
 
-    def check(self, operation: str, image_set_id: str | None, frame_id: str | None) -> FaultDecision:
+    def check(
+        self, operation: str, image_set_id: str | None, frame_id: str | None, *, latency_only: bool = False
+    ) -> FaultDecision:
         """Count one request and decide which faults fire for it.
 
         Latency faults add up. The first firing non-latency fault decides the response; faults after it
-        are not consulted, so they neither count the request nor fire.
+        are not consulted, so they neither count the request nor fire. With ``latency_only`` (a request
+        already refused by its quota) only latency faults are consulted: the others never see the request.
         """
         latency_ms = 0.0
         chosen: Fault | None = None
@@ -179,6 +203,8 @@ class FaultBook:
             for active in self._active:
                 fault = active.fault
                 if active.exhausted or not fault.matches(operation, image_set_id, frame_id):
+                    continue
+                if latency_only and fault.kind != "latency":
                     continue
                 if chosen is not None and fault.kind != "latency":
                     continue
@@ -193,10 +219,28 @@ class FaultBook:
                     chosen = fault
         return FaultDecision(latency_ms / 1000.0, chosen)
 
-    def record_response(self, status: int) -> None:
-        """Count a response by HTTP status."""
+    def record_response(self, operation: str, status: int) -> None:
+        """Count a response by HTTP status, and log it while the request log runs."""
         with self._lock:
             self._responses[str(status)] += 1
+            if self._log is not None:
+                self._log.append(LoggedRequest(time.monotonic(), operation, status))
+
+    def start_log(self) -> None:
+        """Start the request log afresh: from now on every response is logged (see :meth:`log`)."""
+        with self._lock:
+            self._log = []
+
+    def stop_log(self) -> list[LoggedRequest]:
+        """Stop the request log and return what it held."""
+        with self._lock:
+            log, self._log = self._log or [], None
+            return log
+
+    def log(self) -> list[LoggedRequest]:
+        """Return a copy of the request log (empty when it has not been started)."""
+        with self._lock:
+            return list(self._log or ())
 
     def reset_stats(self) -> None:
         """Zero the counters (active faults keep their own progress)."""

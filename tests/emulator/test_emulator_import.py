@@ -653,8 +653,13 @@ def test_every_transcoded_source_syntax_round_trips(aws: Aws) -> None:
 
 
 @pytest.fixture
-def http_client(aws: Aws, make_client: ClientFactory) -> Any:
-    """boto3 medical-imaging at the EmulatorServer; the emulator's jobs reach moto through the environment."""
+def http_client(aws: Aws, make_client: ClientFactory, emulator: Emulator) -> Any:
+    """boto3 medical-imaging at the EmulatorServer; the emulator's jobs reach moto through the environment.
+
+    These tests start several jobs a second with retries off, which the service's 1 TPS (burst 2)
+    StartDICOMImportJob quota would throttle; quotas have tests of their own, so this one is lifted.
+    """
+    emulator.set_quota("StartDICOMImportJob", None)
     return make_client()
 
 
