@@ -6,6 +6,7 @@ No test here waits on a clock: the buckets and boards take the time as an argume
 from __future__ import annotations
 
 import io
+import itertools
 import random
 import threading
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from ahi_verify.app.worker import budget_claimed
 from ahi_verify.budget import (
     FRAMES,
     LEASE_S,
+    LOOKAHEAD_S,
     METADATA,
     RECOVERY_STEP,
     REFRESH_S,
@@ -39,6 +41,7 @@ from ahi_verify.budget import (
     little_law_in_flight,
     next_ceiling,
     release,
+    throttle_retry_delay,
 )
 from ahi_verify.healthimaging import HealthImagingSource, make_client
 
@@ -57,13 +60,20 @@ class FakeClock:
 
 
 def starts_of(bucket: TokenBucket, clock: FakeClock, arrivals: list[float]) -> list[float]:
-    """When each request, arriving at the given times, may go."""
+    """When each request, arriving at the given times (in order), may go; a request told to ask again later
+    sleeps on the fake clock, as its thread would."""
     starts = []
     for at in arrivals:
-        clock.now = at
-        wait = bucket.reserve()
-        assert wait is not None
-        starts.append(at + wait)
+        clock.now = max(clock.now, at)
+        while True:
+            polled = bucket.poll()
+            assert polled is not None
+            taken, wait = polled
+            if taken:
+                starts.append(clock.now + wait)
+                break
+            assert wait > 0
+            clock.now += wait
     return starts
 
 
@@ -84,10 +94,10 @@ def test_a_flood_of_requests_keeps_every_window_within_rate_plus_burst(rate: flo
     bucket = TokenBucket(rate, clock)
     # WHEN each takes its slot
     starts = starts_of(bucket, clock, [0.0] * int(rate * 4))
-    # THEN no 1-s window holds more than the rate plus the burst (4 % of the rate, at least one request),
+    # THEN no 1-s window holds more than the rate plus the burst (2 % of the rate, at least one request),
     # and the requests go at the rate: the last one a bit under four seconds after the first
     assert busiest_window(starts) <= rate * 1.0 + bucket.burst
-    assert busiest_window(starts) <= max(rate * 1.05, rate + 1)
+    assert busiest_window(starts) <= max(rate * 1.02, rate + 1)
     assert starts[-1] == pytest.approx(4.0 - bucket.burst / rate, abs=1e-9)
 
 
@@ -106,26 +116,30 @@ def test_a_pause_does_not_bank_more_than_the_burst() -> None:
     bucket = TokenBucket(300.0, clock)
     # WHEN 100 requests arrive at once after it
     starts = starts_of(bucket, clock, [60.0] * 100)
-    # THEN only the burst (12 requests) goes at once
-    assert sum(1 for s in starts if s == 60.0) == 12
+    # THEN only the burst (6 requests) goes at once
+    assert sum(1 for s in starts if s == 60.0) == 6
 
 
 def test_rate_zero_holds_requests_until_a_rate_is_set() -> None:
     clock = FakeClock(0.0)
     bucket = TokenBucket(0.0, clock)
-    assert bucket.reserve() is None
+    assert bucket.poll() is None
     bucket.set_rate(50.0)
-    assert bucket.reserve() == 0.0
+    assert bucket.poll() == (True, 0.0)
 
 
-def test_lowering_the_rate_applies_to_the_next_request() -> None:
+def test_lowering_the_rate_holds_within_the_lookahead() -> None:
+    # GIVEN a bucket at 1,000/s with many requests queued
     clock = FakeClock(0.0)
     bucket = TokenBucket(1000.0, clock)
-    starts_of(bucket, clock, [0.0] * 40)  # burst used, next due 40 ms on
+    starts = starts_of(bucket, clock, [0.0] * 500)
+    # THEN slots were never reserved more than LOOKAHEAD_S ahead of the moment they were asked for
+    assert max(starts) - clock.now <= LOOKAHEAD_S + 1e-9
+    # WHEN the rate drops to 10/s THEN from the lookahead on, requests go 100 ms apart
     bucket.set_rate(10.0)
-    before = starts_of(bucket, clock, [0.0])[0]
-    after = starts_of(bucket, clock, [0.0])[0]
-    assert after - before == pytest.approx(0.1)
+    later = starts_of(bucket, clock, [clock.now] * 5)
+    assert later[0] <= max(starts) + 0.1 + 1e-9
+    assert [b - a for a, b in itertools.pairwise(later)] == pytest.approx([0.1] * 4)
 
 
 def test_a_negative_rate_is_refused() -> None:
@@ -139,10 +153,10 @@ def test_a_negative_rate_is_refused() -> None:
 @pytest.mark.parametrize(
     ("rate", "latency", "expected"),
     [
-        pytest.param(300, 0.020, 10, id="300-per-s-at-20ms"),
-        pytest.param(300, 0.050, 24, id="300-per-s-at-50ms"),
-        pytest.param(60, 0.020, 3, id="a-fifth-at-20ms"),
-        pytest.param(75, 0.100, 13, id="a-quarter-at-100ms"),
+        pytest.param(300, 0.020, 13, id="300-per-s-at-20ms"),
+        pytest.param(300, 0.050, 31, id="300-per-s-at-50ms"),
+        pytest.param(60, 0.020, 4, id="a-fifth-at-20ms"),
+        pytest.param(75, 0.100, 16, id="a-quarter-at-100ms"),
         pytest.param(1000, 1.0, 64, id="capped"),
         pytest.param(0, 0.1, 1, id="no-rate-still-one"),
     ],
@@ -158,11 +172,11 @@ def test_the_in_flight_limit_learns_the_latency_and_holds_fetches_beyond_it() ->
     for _ in range(40):
         assert limit.enter(never)
         limit.exit(0.05)
-    # THEN 100 x 0.05 x 1.5 + 1 = 9 fetches may be in flight
-    assert limit.limit() == 9
-    for _ in range(9):
+    # THEN 100 x 0.05 x 2 + 1 = 11 fetches may be in flight
+    assert limit.limit() == 11
+    for _ in range(11):
         assert limit.enter(never)
-    # AND a tenth waits; cancelled, it gives up instead of waiting forever
+    # AND a twelfth waits; cancelled, it gives up instead of waiting forever
     cancelled = threading.Event()
     cancelled.set()
     assert not limit.enter(cancelled)
@@ -498,3 +512,36 @@ def test_an_invocation_holds_a_claim_and_publishes_its_429s() -> None:
     metrics.clear_metrics()
     assert published["RequestsSent"] == 4
     assert published["RequestsThrottled"] == 1
+
+
+@pytest.mark.parametrize(
+    ("attempt", "rand", "expected"),
+    [
+        pytest.param(1, 1.0, 0.05, id="first-retry-at-most-50ms"),
+        pytest.param(3, 0.5, 0.1, id="doubling"),
+        pytest.param(12, 1.0, 20.0, id="capped-at-20s"),
+        pytest.param(14, 0.0, 0.0, id="jitter-may-be-nothing"),
+        pytest.param(15, 1.0, None, id="gives-up-after-15-attempts"),
+    ],
+)
+def test_a_throttled_attempt_is_retried_soon_and_not_forever(attempt: int, rand: float, expected: float | None) -> None:
+    assert throttle_retry_delay(attempt, rand) == expected
+
+
+def test_a_429_is_retried_after_the_budgets_back_off_not_botocores(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a budgeted client whose first 12 attempts are throttled (botocore alone would stop at 10)
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    budget = RequestBudget(BUDGET, MemoryBoard(BUDGET), "a")
+    client = make_client(max_pool_connections=4, budget=budget)
+    client.meta.events.register("before-send.medical-imaging.GetImageFrame", Responder([429] * 12 + [200]))
+    slept: list[float] = []
+    monkeypatch.setattr("time.sleep", slept.append)
+    # WHEN one frame is fetched
+    HealthImagingSource(client).get_image_frame("a" * 32, "b" * 32, "c" * 32)
+    # THEN it took 13 attempts, and each back-off was the budget's: at most 50 ms x 2^(n-1)
+    assert budget.counters() == (13, 12)
+    assert len(slept) == 12
+    backoffs = [s for s in slept if s > 0]
+    assert all(s <= 0.05 * 2**i for i, s in enumerate(backoffs))

@@ -47,17 +47,32 @@ LEASE_S = 3 * REFRESH_S
 STALE_S = 2 * REFRESH_S
 """A worker that has not renewed for this long (the board unreachable) falls back to the static share, before
 its claim lapses for the others."""
-BURST_S = 0.04
+BURST_S = 0.02
 """A worker's bucket holds at most this many seconds of its rate (at least one token): the deployment's
-bursts stay within 4 % of one second's budget, so every 1-s window stays within 1.05x the budget."""
+bursts stay within 2 % of one second's budget plus a request per worker, leaving room in the 1.05x bound
+of every 1-s window for the jitter of arrivals (``python -m bench.budget``: at 0.04, four workers reached
+1.053x in their busiest second)."""
+LOOKAHEAD_S = 0.05
+"""How far ahead a request's slot may be reserved: after a rate change, at most this long at the old rate."""
+LATE_S = 0.01
+"""A thread that wakes this much later than its slot (the process was not scheduled) asks for a new one."""
+_TICK_S = 1e-6
 RECOVERY_STEP = 0.1
 """The share of the budget the ceiling regains per window: from a standstill to the budget in ten windows."""
-IN_FLIGHT_HEADROOM = 1.5
-"""Little's law gives the fetches in flight that just sustain the rate at the mean latency; half again
-absorbs latency spread (a slow fetch holds its slot) without going over the rate: the tokens do the pacing."""
+IN_FLIGHT_HEADROOM = 2.0
+"""Little's law gives the fetches in flight that just sustain the rate at the mean latency; twice that absorbs
+latency spread (a slow fetch holds its slot) without going over the rate: the tokens do the pacing. Measured
+with ``python -m bench.budget``: at 1.5 one worker reached 0.97x its budget in its busiest second."""
 LATENCY_SAMPLES = 32
 INITIAL_LATENCY_S = 0.1
 """Assumed until the first fetches finish; the mean of the last :data:`LATENCY_SAMPLES` replaces it."""
+THROTTLE_RETRY_BASE_S = 0.05
+THROTTLE_RETRY_CAP_S = 20.0
+THROTTLE_ATTEMPTS = 15
+"""A throttled attempt is retried after ``random() x min(20 s, 50 ms x 2^(attempt-1))``, up to 15 attempts (about
+a minute of patience on average). botocore's own back-off for a 429 starts at up to 1 s: with the budget already
+pacing every attempt deployment-wide, that sleep only held a fetch slot idle, and 600 frames with every 7th
+request refused took 3.3x the unthrottled time (``python -m bench.budget``)."""
 MAX_FETCH_THREADS = 64
 """Threads (and pooled connections) a worker may use for fetches: Little's law at 300 TPS needs 64 in flight
 only once a fetch takes 140 ms (throttled retries sleep inside the fetch)."""
@@ -116,34 +131,49 @@ class TokenBucket:
             self._rate = rate
             self._lock.notify_all()
 
-    def reserve(self) -> float | None:
-        """Take the next request's slot: the seconds to wait before sending it, or None while the rate is 0."""
+    def poll(self) -> tuple[bool, float] | None:
+        """Ask for the next request's slot.
+
+        Returns ``(True, s)``: the slot is taken, send in ``s`` seconds; ``(False, s)``: no slot within
+        :data:`LOOKAHEAD_S`, ask again in ``s`` seconds; None: the rate is 0. Slots are handed out at most
+        :data:`LOOKAHEAD_S` ahead, so a lowered rate holds from then on: slots reserved further ahead at the old
+        rate would still go, while another worker already uses what this one gave up.
+        """
         with self._lock:
             if self._rate <= 0:
                 return None
             now = self._clock()
             interval = 1.0 / self._rate
             start = max(now, self._due - (self.burst - 1.0) * interval)
+            if start - now > LOOKAHEAD_S + _TICK_S:  # the tick: float error must not make a thread spin
+                return False, start - now - LOOKAHEAD_S
             self._due = max(self._due, now) + interval
-            return start - now
+            return True, start - now
 
     def acquire(self, sleep: Callable[[float], None] = time.sleep) -> float:
         """Block until this request may be sent; return the seconds waited."""
         waited = 0.0
         while True:
-            wait = self.reserve()
-            if wait is not None:
-                if wait > 0:
-                    sleep(wait)
-                return waited + wait
-            with self._lock:
-                started = self._clock()
-                self._lock.wait(timeout=REFRESH_S / 4)
-                waited += self._clock() - started
+            polled = self.poll()
+            if polled is None:
+                with self._lock:
+                    started = self._clock()
+                    self._lock.wait(timeout=REFRESH_S / 4)
+                    waited += self._clock() - started
+                continue
+            taken, wait = polled
+            due = self._clock() + wait
+            if wait > 0:
+                sleep(wait)
+                waited += wait
+            if taken and self._clock() - due <= LATE_S:
+                return waited
+            # Not taken, or woken too late (the process stalled): a slot missed is forfeited, so the threads of a
+            # stalled process cannot send their missed slots in one bunch.
 
 
 class InFlightLimit:
-    """How many fetches may be in flight: Little's law, L = rate x latency, with :data:`IN_FLIGHT_HEADROOM`.
+    """How many fetches may be in flight: Little's law, L = rate x latency, times :data:`IN_FLIGHT_HEADROOM`.
 
     The latency is the time a fetch holds its slot minus the time it waited for tokens (waiting is not
     service: counting it would raise the limit exactly when the rate is what limits).
@@ -182,10 +212,21 @@ class InFlightLimit:
 def little_law_in_flight(rate: float, latency_s: float, cap: int = MAX_FETCH_THREADS) -> int:
     """Fetches in flight that sustain ``rate`` requests/s at ``latency_s`` each, with headroom, in [1, cap].
 
-    >>> little_law_in_flight(300, 0.020)  # 300 x 0.02 = 6 in flight, x 1.5 = 9, +1 for the one finishing
-    10
+    >>> little_law_in_flight(300, 0.020)  # 300 x 0.02 = 6 in flight, x 2 = 12, +1 for the one finishing
+    13
     """
     return max(1, min(cap, math.ceil(rate * latency_s * IN_FLIGHT_HEADROOM) + 1))
+
+
+def throttle_retry_delay(attempt: int, rand: float) -> float | None:
+    """Seconds before retrying an attempt answered 429 (``attempt`` 1 for the first), or None: give up.
+
+    >>> throttle_retry_delay(1, 1.0), throttle_retry_delay(4, 0.5), throttle_retry_delay(15, 0.5)
+    (0.05, 0.2, None)
+    """
+    if attempt >= THROTTLE_ATTEMPTS:
+        return None
+    return rand * min(THROTTLE_RETRY_CAP_S, THROTTLE_RETRY_BASE_S * 2 ** (attempt - 1))
 
 
 # ------------------------------------------------------------------------------------------- the board

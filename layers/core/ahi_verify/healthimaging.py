@@ -11,6 +11,7 @@ so they never wait for a socket.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +19,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, IncompleteReadError, ResponseStreamingError
 
-from .budget import OPERATIONS, RequestBudget
+from .budget import OPERATIONS, RequestBudget, throttle_retry_delay
 from .outcomes import Reason
 from .ports import FetchedFrame, FrameFetchError, ImageSetError, ImportJob, ImportJobError
 
@@ -54,14 +55,24 @@ def make_client(
 
 
 def attach_budget(client: Any, budget: RequestBudget) -> None:
-    """Make every attempt of a budgeted operation wait for its token, and count its 429s.
+    """Make every attempt of a budgeted operation wait for its token, count its 429s, and retry a 429 after
+    the budget's short back-off (``budget.throttle_retry_delay``) instead of botocore's.
 
     ``before-send`` is emitted for every attempt, retries included, just before the request goes on the wire
-    (after signing and after botocore's retry back-off), and ``response-received`` after every attempt: so
-    retries are paced and counted like first attempts, as the service counts them against the quota.
+    (after signing and after the retry back-off), and ``response-received`` after every attempt: so retries are
+    paced and counted like first attempts, as the service counts them against the quota. ``needs-retry`` is
+    botocore's retry decision; a handler registered first that returns a delay decides it, and returning None
+    leaves every other error (5xx, transport) to botocore's standard mode.
     """
     events = client.meta.events
+
+    def throttled_retry(attempts: int, response: Any = None, **_: Any) -> float | None:
+        if response is None or getattr(response[0], "status_code", None) != 429:
+            return None
+        return throttle_retry_delay(attempts, random.random())
+
     for operation in OPERATIONS:
+        events.register_first(f"needs-retry.medical-imaging.{operation}", throttled_retry)
 
         def before_send(operation: str = operation, **_: Any) -> None:
             budget.before_request(operation)  # returns None: botocore then sends the request itself
