@@ -207,7 +207,7 @@ def viewer_beside_a_job(setup: Setup, emulator: Emulator, duration_s: float = 15
         jobs = [ctx.Process(target=_worker, args=(setup, items, results, budgeted, 4, stop)) for _ in range(2)]
         for job in jobs:
             job.start()
-        for job in jobs:
+        for _ in jobs:
             results.get(timeout=300)
         for start in range(0, int((duration_s + 10) * BUDGET.frames * 2), FRAMES_PER_ITEM):  # more than it can do
             items.put((start % setup.frames, start % setup.frames + FRAMES_PER_ITEM))
