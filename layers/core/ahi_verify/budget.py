@@ -226,7 +226,7 @@ def throttle_retry_delay(attempt: int, rand: float) -> float | None:
     """
     if attempt >= THROTTLE_ATTEMPTS:
         return None
-    return rand * min(THROTTLE_RETRY_CAP_S, THROTTLE_RETRY_BASE_S * 2 ** (attempt - 1))
+    return rand * min(THROTTLE_RETRY_CAP_S, THROTTLE_RETRY_BASE_S * 2.0 ** (attempt - 1))
 
 
 # ------------------------------------------------------------------------------------------- the board
