@@ -1,9 +1,9 @@
 """Drain benchmark: how long the fetches already in flight take to finish once a worker's deadline stops new
 ones, without and with throttling, and what the engine estimated at the moment it stopped.
 
-The worker's hand-back must leave room for this drain (``app/worker.py``): normally milliseconds, but an
-adaptive-retry client slowed by 429s finishes its 16 fetches in flight at 1-2 requests a second. Both runs use
-the same emulator process (600 frames of 64x64, 20 ms latency), the same client settings as the worker, and a
+The worker's hand-back must leave room for this drain (``app/worker.py``): normally milliseconds, longer when
+429s make fetches wait out their back-off. Both runs use the same emulator process (600 frames of 64x64, 20 ms
+latency), the same client settings as the worker (a request-rate budget of 300 GetImageFrame/s), and a
 deadline that passes once a fifth of the frames have been fetched; the figures are the ratio of the
 throttled to the unthrottled drain, and of each estimate to its drain (>= 1: the estimate alone covered the
 drain; the worker adds its reserve, 120 s on AWS, on top).
@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from ahi_emulator import Emulator, InstanceSpec
+from ahi_verify.budget import DEFAULT_BUDGET, MAX_FETCH_THREADS, sole_budget
 from ahi_verify.healthimaging import HealthImagingSource, make_client
 from ahi_verify.image_set import VerifyOptions, iter_frame_results, load_image_set_frames, prefer_io_threads
 from bench.served import point_boto3_at, served, set_faults
@@ -60,15 +61,17 @@ def main() -> int:
         for _ in range(4)
     ]
     info = emulator.add_image_set(datastore, instances, resolution_levels=False)
-    options = VerifyOptions()
     rows = {}
     with served(emulator) as endpoint:
         point_boto3_at(endpoint)
         for label, faults in (("unthrottled", [LATENCY]), ("every 4th throttled", [LATENCY, THROTTLE])):
             set_faults(endpoint, faults)
-            source = HealthImagingSource(make_client(max_pool_connections=options.fetch_concurrency))
-            rows[label] = drain_run(source, datastore, info.image_set_id, options)
-    shape = f"{len(info.frame_ids)} frames, fetch concurrency {options.fetch_concurrency}"
+            budget = sole_budget(DEFAULT_BUDGET)
+            options = VerifyOptions.budgeted(budget)
+            source = HealthImagingSource(make_client(max_pool_connections=MAX_FETCH_THREADS, budget=budget))
+            with budget.running():
+                rows[label] = drain_run(source, datastore, info.image_set_id, options)
+    shape = f"{len(info.frame_ids)} frames, budget {DEFAULT_BUDGET.frames:.0f} GetImageFrame/s"
     print(f"{shape}, deadline after {STOP_AFTER_SHARE:.0%} of the frames started")
     print(f"  {'run':22} {'checked':>7} {'drain s':>8} {'estimate s':>10} {'estimate/drain':>14}")
     for label, (checked, drain, estimate) in rows.items():

@@ -73,8 +73,8 @@ def soak(shape: Shape = SOAK, seed: int = 1, workers: int = WORKERS) -> Outcome:
         job = h.import_job(shape, seed=seed)
         h.wait_imported(job)
         sets = h.manifest_image_sets(job)
-        # Random throttling, each burst on a random image set: the adaptive client slows down after a 429,
-        # so bursts spread over every item would measure botocore's back-off rather than the application.
+        # Random throttling, each burst on a random image set (bursts spread over every item would measure the
+        # budget's back-off rather than the application).
         for isid in rng.sample(sets, k=max(1, len(sets) // 5)):
             h.stack.emulator.add_fault(
                 Fault(

@@ -517,31 +517,31 @@ def test_an_invocation_holds_a_claim_and_publishes_its_429s() -> None:
 @pytest.mark.parametrize(
     ("attempt", "rand", "expected"),
     [
-        pytest.param(1, 1.0, 0.05, id="first-retry-at-most-50ms"),
-        pytest.param(3, 0.5, 0.1, id="doubling"),
+        pytest.param(1, 1.0, 0.1, id="first-retry-at-most-100ms"),
+        pytest.param(3, 0.5, 0.2, id="doubling"),
         pytest.param(12, 1.0, 20.0, id="capped-at-20s"),
         pytest.param(14, 0.0, 0.0, id="jitter-may-be-nothing"),
-        pytest.param(15, 1.0, None, id="gives-up-after-15-attempts"),
+        pytest.param(15, 1.0, None, id="gives-up-at-the-clients-attempts"),
     ],
 )
 def test_a_throttled_attempt_is_retried_soon_and_not_forever(attempt: int, rand: float, expected: float | None) -> None:
-    assert throttle_retry_delay(attempt, rand) == expected
+    assert throttle_retry_delay(attempt, rand, max_attempts=15) == expected
 
 
 def test_a_429_is_retried_after_the_budgets_back_off_not_botocores(monkeypatch: pytest.MonkeyPatch) -> None:
-    # GIVEN a budgeted client whose first 12 attempts are throttled (botocore alone would stop at 10)
+    # GIVEN a budgeted client of 15 attempts whose first 12 attempts are throttled
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     budget = RequestBudget(BUDGET, MemoryBoard(BUDGET), "a")
-    client = make_client(max_pool_connections=4, budget=budget)
+    client = make_client(max_pool_connections=4, max_attempts=15, budget=budget)
     client.meta.events.register("before-send.medical-imaging.GetImageFrame", Responder([429] * 12 + [200]))
     slept: list[float] = []
     monkeypatch.setattr("time.sleep", slept.append)
     # WHEN one frame is fetched
     HealthImagingSource(client).get_image_frame("a" * 32, "b" * 32, "c" * 32)
-    # THEN it took 13 attempts, and each back-off was the budget's: at most 50 ms x 2^(n-1)
+    # THEN it took 13 attempts, and each back-off was the budget's: at most 100 ms x 2^(n-1)
     assert budget.counters() == (13, 12)
     assert len(slept) == 12
     backoffs = [s for s in slept if s > 0]
-    assert all(s <= 0.05 * 2**i for i, s in enumerate(backoffs))
+    assert all(s <= 0.1 * 2**i for i, s in enumerate(backoffs))

@@ -66,13 +66,12 @@ with ``python -m bench.budget``: at 1.5 one worker reached 0.97x its budget in i
 LATENCY_SAMPLES = 32
 INITIAL_LATENCY_S = 0.1
 """Assumed until the first fetches finish; the mean of the last :data:`LATENCY_SAMPLES` replaces it."""
-THROTTLE_RETRY_BASE_S = 0.05
+THROTTLE_RETRY_BASE_S = 0.1
 THROTTLE_RETRY_CAP_S = 20.0
-THROTTLE_ATTEMPTS = 15
-"""A throttled attempt is retried after ``random() x min(20 s, 50 ms x 2^(attempt-1))``, up to 15 attempts (about
-a minute of patience on average). botocore's own back-off for a 429 starts at up to 1 s: with the budget already
-pacing every attempt deployment-wide, that sleep only held a fetch slot idle, and 600 frames with every 7th
-request refused took 3.3x the unthrottled time (``python -m bench.budget``)."""
+"""A throttled attempt is retried after ``random() x min(20 s, 100 ms x 2^(attempt-1))``, up to the client's
+attempts (10 by default: 51 s of patience at most, 25 s on average). botocore's own back-off for a 429 starts at
+up to 1 s: with the budget already pacing every attempt deployment-wide, that sleep only held a fetch slot
+idle, and 600 frames with every 7th request refused took 3.3x the unthrottled time (``python -m bench.budget``)."""
 MAX_FETCH_THREADS = 64
 """Threads (and pooled connections) a worker may use for fetches: Little's law at 300 TPS needs 64 in flight
 only once a fetch takes 140 ms (throttled retries sleep inside the fetch)."""
@@ -218,13 +217,13 @@ def little_law_in_flight(rate: float, latency_s: float, cap: int = MAX_FETCH_THR
     return max(1, min(cap, math.ceil(rate * latency_s * IN_FLIGHT_HEADROOM) + 1))
 
 
-def throttle_retry_delay(attempt: int, rand: float) -> float | None:
+def throttle_retry_delay(attempt: int, rand: float, max_attempts: int) -> float | None:
     """Seconds before retrying an attempt answered 429 (``attempt`` 1 for the first), or None: give up.
 
-    >>> throttle_retry_delay(1, 1.0), throttle_retry_delay(4, 0.5), throttle_retry_delay(15, 0.5)
-    (0.05, 0.2, None)
+    >>> throttle_retry_delay(1, 1.0, 10), throttle_retry_delay(4, 0.5, 10), throttle_retry_delay(10, 0.5, 10)
+    (0.1, 0.4, None)
     """
-    if attempt >= THROTTLE_ATTEMPTS:
+    if attempt >= max_attempts:
         return None
     return rand * min(THROTTLE_RETRY_CAP_S, THROTTLE_RETRY_BASE_S * 2.0 ** (attempt - 1))
 

@@ -50,11 +50,11 @@ def make_client(
     )
     client = boto3.client("medical-imaging", config=config)
     if budget is not None:
-        attach_budget(client, budget)
+        attach_budget(client, budget, max_attempts)
     return client
 
 
-def attach_budget(client: Any, budget: RequestBudget) -> None:
+def attach_budget(client: Any, budget: RequestBudget, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
     """Make every attempt of a budgeted operation wait for its token, count its 429s, and retry a 429 after
     the budget's short back-off (``budget.throttle_retry_delay``) instead of botocore's.
 
@@ -69,7 +69,7 @@ def attach_budget(client: Any, budget: RequestBudget) -> None:
     def throttled_retry(attempts: int, response: Any = None, **_: Any) -> float | None:
         if response is None or getattr(response[0], "status_code", None) != 429:
             return None
-        return throttle_retry_delay(attempts, random.random())
+        return throttle_retry_delay(attempts, random.random(), max_attempts)
 
     for operation in OPERATIONS:
         events.register_first(f"needs-retry.medical-imaging.{operation}", throttled_retry)
