@@ -658,7 +658,9 @@ def test_the_alarms_watch_the_dead_letters_the_failed_triggers_and_the_mismatche
         "OldestOpenJobAlarm",
         "WorkNotVerifiedAlarm",
         "AlertsNotPublishedAlarm",
+        "ThrottlingAlarm",
     }
+    alarms.pop("ThrottlingAlarm")  # a share of requests, not a count: its own test below
     for name, queue in (("DeadLetterAlarm", "WorkDeadLetterQueue"), ("TriggerFailureAlarm", "TriggerFailureQueue")):
         alarm = alarms[name]
         assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
@@ -689,6 +691,35 @@ def test_the_alarms_watch_the_dead_letters_the_failed_triggers_and_the_mismatche
         assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
     # a mismatch concerns a job's verdict: the job alerts' topic
     assert mismatch["AlarmActions"] == [{"Ref": "AlertTopic"}]
+
+
+def test_throttling_alarms_on_the_share_of_requests_refused_not_on_one_429(cfn: Template) -> None:
+    # GIVEN the throttling alarm
+    alarm = cfn["Resources"]["ThrottlingAlarm"]["Properties"]
+    metrics = {m["Id"]: m for m in alarm["Metrics"]}
+    # THEN it divides the two metrics the workers publish (the same namespace and dimension as the others)
+    for metric_id, name in (("sent", "RequestsSent"), ("throttled", "RequestsThrottled")):
+        stat = metrics[metric_id]["MetricStat"]
+        assert (stat["Metric"]["Namespace"], stat["Metric"]["MetricName"], stat["Stat"]) == ("AhiVerify", name, "Sum")
+        assert stat["Metric"]["Dimensions"] == [{"Name": "service", "Value": "ahi-verify"}]
+        assert metrics[metric_id]["ReturnData"] is False
+    assert metrics["share"]["Expression"] == "IF(sent > 0, 100 * throttled / sent, 0)"
+    # AND fires on a sustained share (over 1 % in 2 of 3 five-minute periods), to the operators, with recovery
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (1, "GreaterThanThreshold")
+    assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (3, 2)
+    assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": "OpsTopic"}]
+    assert alarm["TreatMissingData"] == "notBreaching"
+
+
+def test_the_request_rate_budget_is_a_parameter_passed_to_the_functions(cfn: Template) -> None:
+    params = cfn["Parameters"]
+    assert (params["FrameRequestRateBudget"]["Default"], params["MetadataRequestRateBudget"]["Default"]) == (300, 10)
+    assert params["FrameRequestRateBudget"]["MaxValue"] <= 2000  # never more than the default quota's burst
+    assert "FetchConcurrency" not in params  # fetches in flight follow from the rate, not a parameter
+    env = cfn["Resources"]["ImageSetWorkerFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["FRAME_RATE_BUDGET"] == {"Ref": "FrameRequestRateBudget"}
+    assert env["METADATA_RATE_BUDGET"] == {"Ref": "MetadataRequestRateBudget"}
+    assert env["WORKER_MAXIMUM_CONCURRENCY"] == {"Ref": "WorkerMaximumConcurrency"}
 
 
 def test_the_dashboard_is_valid_json_showing_frames_queue_and_functions(cfn: Template) -> None:
