@@ -472,7 +472,7 @@ def test_the_worker_consumes_the_work_queue_one_item_at_a_time_with_bounded_conc
         2,
         1000,
     )
-    assert "1000 TPS" in parameter["Description"]
+    assert "does not set the request rate" in parameter["Description"]
     worker = cfn["Resources"]["ImageSetWorkerFunction"]["Properties"]
     assert (worker["Handler"], worker["Timeout"]) == ("image_set_worker.handler", 900)
     assert worker["MemorySize"] == {"Ref": "WorkerMemorySize"}
@@ -785,7 +785,8 @@ def test_the_parameters_keep_their_contract(cfn: Template) -> None:
         "SourceBucketName": "",
         "WorkerMaximumConcurrency": 5,
         "FramesPerWorkItem": 2000,
-        "FetchConcurrency": 16,
+        "FrameRequestRateBudget": 300,
+        "MetadataRequestRateBudget": 10,
         "WorkMaxReceiveCount": 5,
         "JobDeadlineSeconds": 43200,
         "ReconcileSchedule": "rate(6 hours)",
