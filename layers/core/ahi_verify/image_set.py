@@ -128,9 +128,9 @@ class _StartGate:
     the cut is set past every position already started, and everything from it on is held back.
 
     It also estimates how long the fetches in flight will take to drain, because that is what the deadline
-    must leave room for: 16 fetches in flight take milliseconds normally, and 8-15 s when throttling has
-    slowed the client's adaptive retry to 1-2 requests a second (measured against the emulator with every
-    4th GetImageFrame throttled).
+    must leave room for: the fetches in flight take milliseconds normally and longer while 429s make them wait
+    out their back-off (``python -m bench.drain``; before the request-rate budget, botocore's adaptive retry
+    slowed a client to 1-2 requests a second and 16 fetches took 8-15 s to drain).
     """
 
     def __init__(self, stop: Stop | None) -> None:
@@ -164,8 +164,8 @@ class _StartGate:
             self._finishes.append(time.monotonic())
 
     def _drain_estimate(self) -> float:
-        """Seconds the fetches in flight need, at the rate of the last :data:`DRAIN_WINDOW` finishes (an adaptive
-        client slows down as throttling goes on, so the recent rate, not the average); with too few finishes to
+        """Seconds the fetches in flight need, at the rate of the last :data:`DRAIN_WINDOW` finishes (the budget
+        lowers the rate as throttling goes on, so the recent rate, not the average); with too few finishes to
         tell, the time the oldest fetch in flight has already taken, per fetch in flight."""
         if not self._in_flight:
             return 0.0
