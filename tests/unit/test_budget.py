@@ -521,7 +521,8 @@ def test_an_invocation_holds_a_claim_and_publishes_its_429s() -> None:
         pytest.param(3, 0.5, 0.2, id="doubling"),
         pytest.param(12, 1.0, 20.0, id="capped-at-20s"),
         pytest.param(14, 0.0, 0.0, id="jitter-may-be-nothing"),
-        pytest.param(15, 1.0, None, id="gives-up-at-the-clients-attempts"),
+        pytest.param(29, 1.0, 20.0, id="patient-beyond-the-clients-attempts"),
+        pytest.param(30, 1.0, None, id="gives-up-at-twice-the-clients-attempts"),
     ],
 )
 def test_a_throttled_attempt_is_retried_soon_and_not_forever(attempt: int, rand: float, expected: float | None) -> None:
@@ -529,12 +530,12 @@ def test_a_throttled_attempt_is_retried_soon_and_not_forever(attempt: int, rand:
 
 
 def test_a_429_is_retried_after_the_budgets_back_off_not_botocores(monkeypatch: pytest.MonkeyPatch) -> None:
-    # GIVEN a budgeted client of 15 attempts whose first 12 attempts are throttled
+    # GIVEN a budgeted client of 8 attempts whose first 12 attempts are throttled (botocore alone: 8 at most)
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     budget = RequestBudget(BUDGET, MemoryBoard(BUDGET), "a")
-    client = make_client(max_pool_connections=4, max_attempts=15, budget=budget)
+    client = make_client(max_pool_connections=4, max_attempts=8, budget=budget)
     client.meta.events.register("before-send.medical-imaging.GetImageFrame", Responder([429] * 12 + [200]))
     slept: list[float] = []
     monkeypatch.setattr("time.sleep", slept.append)

@@ -68,10 +68,14 @@ INITIAL_LATENCY_S = 0.1
 """Assumed until the first fetches finish; the mean of the last :data:`LATENCY_SAMPLES` replaces it."""
 THROTTLE_RETRY_BASE_S = 0.1
 THROTTLE_RETRY_CAP_S = 20.0
-"""A throttled attempt is retried after ``random() x min(20 s, 100 ms x 2^(attempt-1))``, up to the client's
-attempts (10 by default: 51 s of patience at most, 25 s on average). botocore's own back-off for a 429 starts at
-up to 1 s: with the budget already pacing every attempt deployment-wide, that sleep only held a fetch slot
-idle, and 600 frames with every 7th request refused took 3.3x the unthrottled time (``python -m bench.budget``)."""
+THROTTLE_ATTEMPTS_FACTOR = 2
+"""A throttled attempt is retried after ``random() x min(20 s, 100 ms x 2^(attempt-1))``, up to twice the client's
+attempts (20 by default: 4 min of patience at most, 2 on average). Twice: where the viewers use the whole quota,
+the ceiling settles at what is admitted plus a tenth of the budget, so most attempts may be refused for a while,
+and a frame should wait that out rather than end as an error. The first retry is soon because the budget
+already paces every attempt deployment-wide: botocore's own back-off (up to 1 s for the first retry) only held
+a fetch slot idle, and 600 frames with every 7th request refused took 3.3x the unthrottled time
+(``python -m bench.budget``)."""
 MAX_FETCH_THREADS = 64
 """Threads (and pooled connections) a worker may use for fetches: Little's law at 300 TPS needs 64 in flight
 only once a fetch takes 140 ms (throttled retries sleep inside the fetch)."""
@@ -218,12 +222,13 @@ def little_law_in_flight(rate: float, latency_s: float, cap: int = MAX_FETCH_THR
 
 
 def throttle_retry_delay(attempt: int, rand: float, max_attempts: int) -> float | None:
-    """Seconds before retrying an attempt answered 429 (``attempt`` 1 for the first), or None: give up.
+    """Seconds before retrying an attempt answered 429 (``attempt`` 1 for the first), or None: give up (after
+    :data:`THROTTLE_ATTEMPTS_FACTOR` x ``max_attempts``, the client's attempts for other errors).
 
-    >>> throttle_retry_delay(1, 1.0, 10), throttle_retry_delay(4, 0.5, 10), throttle_retry_delay(10, 0.5, 10)
+    >>> throttle_retry_delay(1, 1.0, 10), throttle_retry_delay(4, 0.5, 10), throttle_retry_delay(20, 0.5, 10)
     (0.1, 0.4, None)
     """
-    if attempt >= max_attempts:
+    if attempt >= THROTTLE_ATTEMPTS_FACTOR * max_attempts:
         return None
     return rand * min(THROTTLE_RETRY_CAP_S, THROTTLE_RETRY_BASE_S * 2.0 ** (attempt - 1))
 
