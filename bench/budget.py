@@ -14,6 +14,11 @@ included. Frames are 64x64, so decoding never limits the rate on 2 cores.
    (16 fetches in flight per worker, no rate limit) and on (goal 0).
 3. Every 7th GetImageFrame answered 429: one worker verifies 600 frames; time over the unthrottled time at
    the same budget (target <= 2x).
+0. (First) what sharing costs, without frames: N = 1, 2, 4 threads, each with its own DynamoDB client, take
+   tokens as fast as they are given for 5 s, either from the board (``budget.RequestBudget`` on
+   ``DynamoBoard``, what the workers use) or from one token bucket item that all draw batches from with
+   conditional writes (the alternative, bench-only: :class:`SharedBucket`); DynamoDB requests per second,
+   conditional-write losses and the busiest 1-s window of tokens for each.
 
     python -m bench.budget [--runs N]
 """
@@ -27,6 +32,7 @@ import multiprocessing as mp
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -136,6 +142,111 @@ def frame_rates(log: Sequence[tuple[float, str, int]]) -> tuple[int, float, floa
             j += 1
         busiest = max(busiest, i - j + 1)
     return len(times), float(busiest), (len(times) - 1) / (times[-1] - times[0])
+
+
+class SharedBucket:
+    """The alternative to the board, for comparison only: one DynamoDB item holding a token bucket (tokens,
+    stamp, version) that every worker draws batches of tokens from with a conditional write."""
+
+    def __init__(self, client: Any, rate: float, burst: float, batch: int) -> None:
+        self._client, self._rate, self._burst, self._batch = client, rate, burst, batch
+        self.conflicts = 0
+
+    def draw(self) -> float:
+        """Take a batch: 0.0 when taken, else the seconds to wait before trying again."""
+        item = self._client.get_item(TableName=TABLE, Key=BUCKET_KEY, ConsistentRead=True).get("Item")
+        now = time.time()
+        version = int(item["version"]["N"]) if item else 0
+        tokens = float(item["tokens"]["N"]) if item else self._burst
+        stamp = float(item["stamp"]["N"]) if item else now
+        tokens = min(self._burst, tokens + (now - stamp) * self._rate)
+        if tokens < self._batch:
+            return (self._batch - tokens) / self._rate
+        new = {
+            "tokens": {"N": repr(tokens - self._batch)},
+            "stamp": {"N": repr(now)},
+            "version": {"N": str(version + 1)},
+        }
+        condition = (
+            {"ConditionExpression": "version = :v", "ExpressionAttributeValues": {":v": {"N": str(version)}}}
+            if item
+            else {"ConditionExpression": "attribute_not_exists(pk)"}
+        )
+        try:
+            self._client.put_item(TableName=TABLE, Item={**BUCKET_KEY, **new}, **condition)
+        except self._client.exceptions.ConditionalCheckFailedException:
+            self.conflicts += 1
+            return 0.001
+        return 0.0
+
+
+BUCKET_KEY = {"pk": {"S": "BUDGET"}, "sk": {"S": "BUCKET"}}
+SHARING_S = 5.0
+
+
+def _counted_client(url: str) -> tuple[Any, list[int]]:
+    client, count = boto3.client("dynamodb", endpoint_url=url), [0]
+    client.meta.events.register("before-send.dynamodb", lambda **_: count.__setitem__(0, count[0] + 1))
+    return client, count
+
+
+@dataclass
+class Sharing:
+    """One run of benchmark 0: what the threads share and what they counted."""
+
+    url: str
+    n: int
+    end: float
+    grants: list[float]
+    counts: list[list[int]]
+    conflicts: list[int]
+
+
+def _board_worker(run: Sharing) -> None:
+    client, count = _counted_client(run.url)
+    run.counts.append(count)
+    budget = RequestBudget(BUDGET, DynamoBoard(client, TABLE, BUDGET), uuid.uuid4().hex)
+    with budget.running():
+        while time.monotonic() < run.end:
+            budget.before_request("GetImageFrame")
+            run.grants.append(time.monotonic())
+
+
+def _bucket_worker(run: Sharing) -> None:
+    client, count = _counted_client(run.url)
+    run.counts.append(count)
+    # Bursts within 5 % of the budget: at most 15 tokens drawn and unspent across the workers.
+    batch = max(1, 15 // run.n)
+    bucket = SharedBucket(client, BUDGET.frames, burst=15.0, batch=batch)
+    while time.monotonic() < run.end:
+        wait = bucket.draw()
+        if wait:
+            time.sleep(wait)
+            continue
+        run.grants.extend([time.monotonic()] * batch)
+    run.conflicts.append(bucket.conflicts)
+
+
+def cost_of_sharing(setup: Setup) -> None:
+    """Benchmark 0: DynamoDB requests and the busiest window of the board vs a shared token bucket."""
+    for n in (1, 2, 4):
+        for approach, worker in (("board", _board_worker), ("shared bucket", _bucket_worker)):
+            reset_board(setup)
+            boto3.client("dynamodb", endpoint_url=setup.dynamodb_url).delete_item(TableName=TABLE, Key=BUCKET_KEY)
+            run = Sharing(setup.dynamodb_url, n, time.monotonic() + SHARING_S, [], [], [])
+            threads = [threading.Thread(target=worker, args=(run,)) for _ in range(n)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            requests = sum(c[0] for c in run.counts)
+            _, busiest, mean = frame_rates([(t, "GetImageFrame", 200) for t in run.grants])
+            lost = f", {sum(run.conflicts) / SHARING_S:.1f} writes/s lost to another worker" if run.conflicts else ""
+            print(
+                f"  {n} worker(s), {approach:13}: {requests / SHARING_S:6.1f} DynamoDB requests/s{lost}; tokens: "
+                f"busiest 1-s window {busiest / BUDGET.frames:.3f}x, mean {mean / BUDGET.frames:.3f}x the budget",
+                flush=True,
+            )
 
 
 def reset_board(setup: Setup) -> None:
@@ -277,6 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with environment(frames=1500) as (setup, emulator):
         for run in range(1, args.runs + 1):
             print(f"run {run}: budget {BUDGET.frames:.0f} GetImageFrame/s, 20 ms latency, service quotas on")
+            print("  what sharing the budget costs (no frames, threads taking tokens for 5 s):")
+            cost_of_sharing(setup)
             for n, (window, mean) in workers_keep_to_the_budget(setup, emulator).items():
                 if window > WINDOW_TARGET or mean < MEAN_TARGET:
                     failed.append(f"{n} workers: window {window:.3f}x, mean {mean:.3f}x")
