@@ -18,12 +18,16 @@ import numpy as np
 import numpy.typing as npt
 
 HTJ2K_LOSSLESS_RPCL = "1.2.840.10008.1.2.4.202"
+JPEG2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
+"""What a data store created with ``losslessStorageFormat = JPEG_2000_LOSSLESS`` stores frames as."""
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 
 _CONTENT_TYPES: dict[str, str] = {
     HTJ2K_LOSSLESS_RPCL: "image/jph",
     "1.2.840.10008.1.2.4.203": "image/jphc",
     "1.2.840.10008.1.2.4.91": "image/j2c",
+    # Not in the model's list of content types; classic JPEG 2000 is the closest documented one.
+    JPEG2000_LOSSLESS: "image/j2c",
     "1.2.840.10008.1.2.4.50": "image/jpeg",
     EXPLICIT_VR_LITTLE_ENDIAN: "application/octet-stream",
     "1.2.840.10008.1.2.4.100": "video/mpeg",
@@ -64,6 +68,12 @@ def content_type_for(transfer_syntax_uid: str | None) -> str:
 def is_htj2k_lossless(transfer_syntax_uid: str | None) -> bool:
     """Return True when frames of this stored syntax are HTJ2K made by HealthImaging (checksum on pixels)."""
     return transfer_syntax_uid in (None, HTJ2K_LOSSLESS_RPCL)
+
+
+def is_transcoded_lossless(transfer_syntax_uid: str | None) -> bool:
+    """Return True when HealthImaging made the stored frames itself, losslessly, so the checksum is on the
+    pixels: HTJ2K lossless RPCL, or JPEG 2000 lossless in a JPEG 2000 Lossless data store."""
+    return is_htj2k_lossless(transfer_syntax_uid) or transfer_syntax_uid == JPEG2000_LOSSLESS
 
 
 @dataclass(frozen=True)
@@ -166,6 +176,15 @@ def encode_htj2k(arr: npt.NDArray[Any], bits_stored: int | None = None) -> bytes
     if bits_stored is not None and _codec_accepts("htj2k_encode", "bitspersample"):
         kwargs["bitspersample"] = bits_stored
     return bytes(imagecodecs.htj2k_encode(little_endian(arr), **kwargs))
+
+
+def encode_j2k_lossless(arr: npt.NDArray[Any], bits_stored: int | None = None) -> bytes:
+    """Encode a normalised frame as a bare reversible (lossless) classic JPEG 2000 codestream (OpenJPEG), as a
+    JPEG 2000 Lossless data store stores it."""
+    kwargs: dict[str, Any] = {"reversible": True, "codecformat": "J2K"}
+    if bits_stored is not None:
+        kwargs["bitspersample"] = bits_stored
+    return bytes(imagecodecs.jpeg2k_encode(little_endian(arr), **kwargs))
 
 
 def _main_header_segments(codestream: bytes) -> dict[int, bytes]:

@@ -23,9 +23,12 @@ from pydicom.uid import generate_uid
 from .codec import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     HTJ2K_LOSSLESS_RPCL,
+    JPEG2000_LOSSLESS,
     PreparedFrame,
     content_type_for,
+    encode_j2k_lossless,
     is_htj2k_lossless,
+    is_transcoded_lossless,
     normalize_frame,
     prepare_htj2k_frame,
     prepare_retained_frame,
@@ -158,7 +161,7 @@ def prepare_instances(instances: Sequence[InstanceSpec], resolution_levels: bool
         instance: dict[str, Any] = {"DICOM": _instance_dicom(plan), "DICOMVRs": {}}
         if plan.spec.stored_transfer_syntax_uid is not None:
             instance["StoredTransferSyntaxUID"] = plan.spec.stored_transfer_syntax_uid
-        if is_htj2k_lossless(plan.syntax):
+        if is_transcoded_lossless(plan.syntax):
             instance["ChecksumType"] = "DECOMPRESSED"
         instance["ImageFrames"] = image_frames
         result.append(PreparedInstance(plan.series_uid, plan.sop_uid, _series_dicom(plan), instance, frames))
@@ -264,7 +267,7 @@ def _plan_instance(spec: InstanceSpec) -> _PlannedInstance:
     syntax = spec.stored_transfer_syntax_uid
     if syntax == HTJ2K_LOSSLESS_RPCL:
         syntax = None
-    if syntax is not None and spec.encoded_frames is None:
+    if syntax is not None and syntax != JPEG2000_LOSSLESS and spec.encoded_frames is None:
         raise ValueError(f"stored transfer syntax {syntax} is retained: pass encoded_frames")
     if spec.encoded_frames is not None and len(spec.encoded_frames) != len(frames):
         raise ValueError("encoded_frames must have one entry per frame")
@@ -281,6 +284,9 @@ def _prepare_frames(planned: list[_PlannedInstance], resolution_levels: bool) ->
     def job(plan: _PlannedInstance, index: int) -> PreparedFrame:
         arr = plan.frames[index]
         encoded = plan.spec.encoded_frames[index] if plan.spec.encoded_frames is not None else None
+        if plan.syntax == JPEG2000_LOSSLESS:  # transcoded losslessly by the service: checksum on the pixels
+            codestream = encoded if encoded is not None else encode_j2k_lossless(arr, plan.spec.bits_stored)
+            return prepare_htj2k_frame(arr, resolution_levels=False, encoded=codestream)
         if plan.syntax is not None:
             assert encoded is not None  # checked in _plan_instance
             return prepare_retained_frame(arr, encoded)

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import imagecodecs
 
-from .codec import box_jph, encode_htj2k, flip_one_pixel, is_htj2k_lossless
+from .codec import JPEG2000_LOSSLESS, box_jph, encode_htj2k, encode_j2k_lossless, flip_one_pixel, is_htj2k_lossless
 from .faults import ImportFaults, InjectedFaults
 from .ids import check_id
 from .metadata import (
@@ -310,6 +310,8 @@ class HealthImagingBackend:
             pixels = imagecodecs.htj2k_decode(data, planar=False)
             codestream = encode_htj2k(flip_one_pixel(pixels), bits)
             changed = box_jph(codestream) if boxed else codestream
+        elif syntax == JPEG2000_LOSSLESS:
+            changed = encode_j2k_lossless(flip_one_pixel(imagecodecs.jpeg2k_decode(data, planar=False)), bits)
         else:
             mutable = bytearray(data)
             mutable[len(mutable) // 2] ^= 0x01

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 HTJ2K_LOSSLESS_RPCL = "1.2.840.10008.1.2.4.202"
 HTJ2K_RETAINED = "1.2.840.10008.1.2.4.203"
+JPEG2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
+"""What a data store created with ``losslessStorageFormat = JPEG_2000_LOSSLESS`` stores frames as."""
 JPEG2000_RETAINED = "1.2.840.10008.1.2.4.91"
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
@@ -44,7 +46,8 @@ class RuleSet(enum.Enum):
     """Which rules apply to a stored syntax, and what a frame matching none of them means."""
 
     DECODED = "decoded"
-    """HealthImaging's own HTJ2K: the decoded rule is documented, so no match is a MISMATCH."""
+    """HealthImaging's own lossless transcode (HTJ2K, or JPEG 2000 in a JPEG 2000 Lossless data store): the
+    decoded rule is documented and the storage lossless, so no match is a MISMATCH."""
     RAW_THEN_DECODED = "raw-then-decoded"
     """Retained (HT)J2K originals: the definition is undocumented, so no match is unverifiable."""
     RAW = "raw"
@@ -70,6 +73,8 @@ _SYNTAXES: dict[str, StoredSyntax] = {
     for s in (
         StoredSyntax(HTJ2K_LOSSLESS_RPCL, "image/jph", RuleSet.DECODED),
         StoredSyntax(HTJ2K_RETAINED, "image/jphc", RuleSet.RAW_THEN_DECODED),
+        # The content type of these frames is not in the botocore model's list; classic JPEG 2000's is expected.
+        StoredSyntax(JPEG2000_LOSSLESS, "image/j2c", RuleSet.DECODED),
         StoredSyntax(JPEG2000_RETAINED, "image/j2c", RuleSet.RAW_THEN_DECODED),
         StoredSyntax(JPEG_BASELINE, "image/jpeg", RuleSet.RAW),
         StoredSyntax(EXPLICIT_VR_LITTLE_ENDIAN, "application/octet-stream", RuleSet.RAW),
