@@ -54,6 +54,9 @@ _URL_MAP = Map(
             methods=["GET"],
         ),
         Rule("/listDICOMImportJobs/datastore/<datastore_id>", endpoint="ListDICOMImportJobs", methods=["GET"]),
+        Rule("/datastore", endpoint="CreateDatastore", methods=["POST"]),
+        Rule("/datastore", endpoint="ListDatastores", methods=["GET"]),
+        Rule("/datastore/<datastore_id>", endpoint="GetDatastore", methods=["GET"]),
         Rule("/_emulator/import-faults", endpoint="admin_import_faults", methods=["GET", "POST", "DELETE"]),
         Rule("/_emulator/import-jobs/<job_id>/faults", endpoint="admin_job_faults", methods=["GET"]),
         Rule("/_emulator/health", endpoint="admin_health", methods=["GET"]),
@@ -140,7 +143,7 @@ class EmulatorApp:
     def _api(self, operation: str, request: Request, args: dict[str, str]) -> Response:
         # Read the body first: a keep-alive connection must be drained whatever the answer is.
         body = request.get_data()
-        datastore_id = args["datastore_id"]
+        datastore_id = args.get("datastore_id", "")
         image_set_id = args.get("image_set_id")
         frame_id = _frame_id(body) if operation == "GetImageFrame" else None
         # The quota is checked on arrival, before anything else looks at the request: the service throttles
@@ -199,12 +202,20 @@ class EmulatorApp:
         return Response(json.dumps(properties), status=200, content_type="application/json")
 
     def _control(self, operation: str, request: Request, datastore_id: str, job_id: str | None) -> Response:
-        _validate_id(datastore_id, "datastoreId")
         emulator = self.emulator
-        if operation == "GetDICOMImportJob":
+        if operation in ("CreateDatastore", "ListDatastores"):
+            return Response(
+                json.dumps(self._datastores(operation, request)), status=200, content_type="application/json"
+            )
+        _validate_id(datastore_id, "datastoreId")
+        if operation == "GetDatastore":
+            payload: dict[str, Any] = {
+                "datastoreProperties": emulator.datastore_properties(datastore_id, emulator.region)
+            }
+        elif operation == "GetDICOMImportJob":
             if job_id is None or not JOB_ID_PATTERN.fullmatch(job_id):
                 raise ApiError(400, "ValidationException", "jobId must match [0-9a-z]{1,32}")
-            payload: dict[str, Any] = {"jobProperties": emulator.get_import_job(datastore_id, job_id)}
+            payload = {"jobProperties": emulator.get_import_job(datastore_id, job_id)}
         elif operation == "ListDICOMImportJobs":
             max_results = request.args.get("maxResults")
             try:
@@ -219,6 +230,26 @@ class EmulatorApp:
         else:
             payload = self._start_job(request, datastore_id)
         return Response(json.dumps(payload), status=200, content_type="application/json")
+
+    def _datastores(self, operation: str, request: Request) -> dict[str, Any]:
+        emulator = self.emulator
+        if operation == "ListDatastores":
+            status = request.args.get("datastoreStatus")
+            summaries = emulator.datastore_summaries(emulator.region)
+            return {"datastoreSummaries": [s for s in summaries if status in (None, s["datastoreStatus"])]}
+        try:
+            body = _json_body(request)
+        except ValueError as exc:
+            raise ApiError(400, "ValidationException", str(exc)) from exc
+        if not isinstance(body, dict) or not body.get("clientToken"):
+            raise ApiError(400, "ValidationException", "body must be a JSON object with a clientToken")
+        try:
+            datastore_id = emulator.create_datastore(
+                lossless_storage_format=body.get("losslessStorageFormat", "HTJ2K"), name=body.get("datastoreName")
+            )
+        except ValueError as exc:
+            raise ApiError(400, "ValidationException", str(exc)) from exc
+        return {"datastoreId": datastore_id, "datastoreStatus": "CREATING"}
 
     def _start_job(self, request: Request, datastore_id: str) -> dict[str, Any]:
         try:

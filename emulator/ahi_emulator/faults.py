@@ -36,6 +36,9 @@ Operation = Literal[
     "StartDICOMImportJob",
     "GetDICOMImportJob",
     "ListDICOMImportJobs",
+    "CreateDatastore",
+    "GetDatastore",
+    "ListDatastores",
 ]
 
 _Wire = TypeVar("_Wire", bound="DataclassInstance")

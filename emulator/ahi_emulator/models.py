@@ -80,6 +80,11 @@ class ImageSetRecord:
         return max(self.versions, key=int)
 
 
+LOSSLESS_STORAGE_FORMATS = ("HTJ2K", "JPEG_2000_LOSSLESS")
+"""``CreateDatastore``'s ``losslessStorageFormat`` (botocore model): what imported frames are transcoded to."""
+ACCOUNT_ID = "123456789012"
+
+
 @dataclass
 class DatastoreRecord:
     """One data store and its image sets, in creation order."""
@@ -87,6 +92,23 @@ class DatastoreRecord:
     datastore_id: str
     created_at: float
     image_sets: dict[str, ImageSetRecord] = field(default_factory=dict)
+    lossless_storage_format: str = "HTJ2K"
+    name: str | None = None
+
+    def summary(self, region: str) -> dict[str, Any]:
+        """``ListDatastores``' ``DatastoreSummary`` (epoch seconds, as the service's JSON has them)."""
+        return {
+            "datastoreId": self.datastore_id,
+            **({"datastoreName": self.name} if self.name else {}),
+            "datastoreStatus": "ACTIVE",
+            "datastoreArn": f"arn:aws:medical-imaging:{region}:{ACCOUNT_ID}:datastore/{self.datastore_id}",
+            "createdAt": self.created_at,
+            "updatedAt": self.created_at,
+        }
+
+    def properties(self, region: str) -> dict[str, Any]:
+        """``GetDatastore``'s ``datastoreProperties``."""
+        return {**self.summary(region), "losslessStorageFormat": self.lossless_storage_format}
 
 
 @dataclass
@@ -159,25 +181,59 @@ class HealthImagingBackend:
 
     # ----------------------------------------------------------------------------------------------- setup
 
-    def create_datastore(self, datastore_id: str | None = None) -> str:
+    def create_datastore(
+        self, datastore_id: str | None = None, *, lossless_storage_format: str = "HTJ2K", name: str | None = None
+    ) -> str:
         """Create an empty data store.
 
         Parameters
         ----------
         datastore_id
             32 characters ``[0-9a-z]``; random when ``None``.
+        lossless_storage_format
+            ``HTJ2K`` (the service's default) or ``JPEG_2000_LOSSLESS``.
+        name
+            ``datastoreName``.
 
         Returns
         -------
         str
             The data store ID.
+
+        Raises
+        ------
+        ValueError
+            An ID in use or malformed, or an unknown storage format.
         """
+        if lossless_storage_format not in LOSSLESS_STORAGE_FORMATS:
+            raise ValueError(f"losslessStorageFormat must be one of {', '.join(LOSSLESS_STORAGE_FORMATS)}")
         datastore_id = check_id(datastore_id, "datastore_id") if datastore_id else uuid.uuid4().hex
         with self._lock:
             if datastore_id in self._datastores:
                 raise ValueError(f"data store {datastore_id} already exists")
-            self._datastores[datastore_id] = DatastoreRecord(datastore_id, time.time())
+            self._datastores[datastore_id] = DatastoreRecord(
+                datastore_id, time.time(), lossless_storage_format=lossless_storage_format, name=name
+            )
         return datastore_id
+
+    def datastore_properties(self, datastore_id: str, region: str) -> dict[str, Any]:
+        """``GetDatastore``'s ``datastoreProperties``.
+
+        Raises
+        ------
+        NotFoundError
+            No such data store.
+        """
+        with self._lock:
+            store = self._datastores.get(datastore_id)
+            if store is None:
+                raise NotFoundError(f"data store {datastore_id} not found")
+            return store.properties(region)
+
+    def datastore_summaries(self, region: str) -> list[dict[str, Any]]:
+        """``ListDatastores``' summaries, in creation order."""
+        with self._lock:
+            return [store.summary(region) for store in self._datastores.values()]
 
     def datastore_ids(self) -> list[str]:
         """Return the IDs of every data store, in creation order."""

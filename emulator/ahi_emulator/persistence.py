@@ -73,7 +73,15 @@ def save_state(backend: HealthImagingBackend, directory: str | os.PathLike[str])
                     "frames": frame_index,
                 }
             )
-        index_stores.append({"datastoreId": ds.datastore_id, "createdAt": ds.created_at, "imageSets": index_sets})
+        index_stores.append(
+            {
+                "datastoreId": ds.datastore_id,
+                "createdAt": ds.created_at,
+                "losslessStorageFormat": ds.lossless_storage_format,
+                **({"datastoreName": ds.name} if ds.name else {}),
+                "imageSets": index_sets,
+            }
+        )
     index = {
         "format": _INDEX_FORMAT,
         "formatVersion": 1,
@@ -110,7 +118,12 @@ def load_state(backend: HealthImagingBackend, directory: str | os.PathLike[str])
     for ds_entry in index.get("datastores", []):
         # IDs become path components, so they are validated before any file is opened.
         datastore_id = check_id(ds_entry["datastoreId"], "datastoreId")
-        store = DatastoreRecord(datastore_id, float(ds_entry.get("createdAt", time.time())))
+        store = DatastoreRecord(
+            datastore_id,
+            float(ds_entry.get("createdAt", time.time())),
+            lossless_storage_format=str(ds_entry.get("losslessStorageFormat", "HTJ2K")),
+            name=ds_entry.get("datastoreName"),
+        )
         for is_entry in ds_entry.get("imageSets", []):
             image_set_id = check_id(is_entry["imageSetId"], "imageSetId")
             base = root / datastore_id / image_set_id

@@ -112,6 +112,10 @@ DEFAULT_QUOTAS: Mapping[str, Quota | None] = MappingProxyType(
         "StartDICOMImportJob": Quota(1, 2),
         "GetDICOMImportJob": Quota(25, 50),
         "ListDICOMImportJobs": Quota(10, 20),
+        # The data store operations are not in the documented list the emulator follows: unlimited here.
+        "CreateDatastore": None,
+        "GetDatastore": None,
+        "ListDatastores": None,
     }
 )
 

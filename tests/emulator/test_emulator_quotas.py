@@ -457,6 +457,9 @@ DEFAULTS_JSON = {
     "StartDICOMImportJob": {"rate": 1, "burst": 2},
     "GetDICOMImportJob": {"rate": 25, "burst": 50},
     "ListDICOMImportJobs": {"rate": 10, "burst": 20},
+    "CreateDatastore": None,
+    "GetDatastore": None,
+    "ListDatastores": None,
 }
 
 
