@@ -476,11 +476,17 @@ class _Raw:
         return self._body.read(*args)
 
 
-def test_every_attempt_takes_a_token_and_429s_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
-    # GIVEN a budgeted client whose first two GetImageFrame attempts are throttled
+@pytest.fixture
+def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials and a region: the clients below never reach a network (a responder answers)."""
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.mark.usefixtures("credentials")
+def test_every_attempt_takes_a_token_and_429s_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a budgeted client whose first two GetImageFrame attempts are throttled
     budget = RequestBudget(BUDGET, MemoryBoard(BUDGET), "a")
     client = make_client(max_pool_connections=4, budget=budget)
     responder = Responder([429, 429, 200])
@@ -529,11 +535,9 @@ def test_a_throttled_attempt_is_retried_soon_and_not_forever(attempt: int, rand:
     assert throttle_retry_delay(attempt, rand, max_attempts=15) == expected
 
 
+@pytest.mark.usefixtures("credentials")
 def test_a_429_is_retried_after_the_budgets_back_off_not_botocores(monkeypatch: pytest.MonkeyPatch) -> None:
     # GIVEN a budgeted client of 8 attempts whose first 12 attempts are throttled (botocore alone: 8 at most)
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     budget = RequestBudget(BUDGET, MemoryBoard(BUDGET), "a")
     client = make_client(max_pool_connections=4, max_attempts=8, budget=budget)
     client.meta.events.register("before-send.medical-imaging.GetImageFrame", Responder([429] * 12 + [200]))
