@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import http.client
 import json
 import time
 import zlib
@@ -17,6 +16,7 @@ from botocore.exceptions import IncompleteReadError, ResponseStreamingError
 
 from ahi_emulator import Emulator, EmulatorServer, Fault, ImageSetInfo, InstanceSpec, NotFoundError
 from ahi_emulator.faults import FaultBook
+from tests.support import admin_call
 
 FRAME = np.random.default_rng(3).integers(0, 4096, size=(48, 40)).astype(np.uint16)
 
@@ -46,17 +46,6 @@ def get_metadata(client: Any, info: ImageSetInfo) -> bytes:
 def get_image_set(client: Any, info: ImageSetInfo) -> dict[str, Any]:
     result: dict[str, Any] = client.get_image_set(datastoreId=info.datastore_id, imageSetId=info.image_set_id)
     return result
-
-
-def admin_call(server: EmulatorServer, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    """Call an admin route the way a separate process would (plain HTTP, JSON)."""
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-    try:
-        connection.request(method, path, body=json.dumps(body) if body is not None else None)
-        response = connection.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        connection.close()
 
 
 CALLS = {"GetImageFrame": get_frame, "GetImageSetMetadata": get_metadata, "GetImageSet": get_image_set}
@@ -223,7 +212,7 @@ def test_admin_api_configures_a_served_emulator(
     THEN the emulator behaves as configured at each step."""
 
     def admin(method: str, path: str, body: Any = None) -> Any:
-        status, payload = admin_call(server, method, path, body)
+        status, payload = admin_call(server.port, method, path, body)
         assert status == 200, payload
         return payload
 
@@ -264,7 +253,7 @@ def test_admin_api_configures_a_served_emulator(
 @integration
 def test_admin_rejects_invalid_fault(server: EmulatorServer, emulator: Emulator) -> None:
     """GIVEN a fault of unknown kind WHEN posted THEN 400 and no fault is added."""
-    status, payload = admin_call(server, "POST", "/_emulator/faults", [{"kind": "throttle"}, {"kind": "explode"}])
+    status, payload = admin_call(server.port, "POST", "/_emulator/faults", [{"kind": "throttle"}, {"kind": "explode"}])
 
     assert status == 400
     assert "explode" in payload["message"]

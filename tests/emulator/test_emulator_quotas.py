@@ -24,6 +24,7 @@ from ahi_emulator import Emulator, EmulatorServer, Fault, ImageSetInfo, Instance
 from ahi_emulator.cli import main
 from ahi_emulator.quotas import DEFAULT_QUOTAS, NO_QUOTAS, Quota, QuotaBook, parse_quota, quotas_from_json
 from ahi_emulator.viewer import Viewer, ViewerFrame, ViewerReport, frames_from_emulator
+from tests.support import admin_call
 
 integration = pytest.mark.integration
 
@@ -316,17 +317,6 @@ def get_metadata(client: Any, info: ImageSetInfo) -> bytes:
     return data
 
 
-def admin_call(server: EmulatorServer, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    """Call an admin route as another process would: plain HTTP and JSON."""
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-    try:
-        connection.request(method, path, body=json.dumps(body) if body is not None else None)
-        response = connection.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        connection.close()
-
-
 def outcomes(client: Any, call: Any, info: ImageSetInfo, times: int) -> list[str]:
     """Make `times` calls; each is "ok" or the error code it raised."""
     results = []
@@ -467,14 +457,14 @@ DEFAULTS_JSON = {
 def test_admin_quotas_round_trip(server: EmulatorServer, emulator: Emulator) -> None:
     """GIVEN a server with the default quotas WHEN the quotas are read, partly changed, cleared and reset
     over the admin API THEN each answer shows the quotas then in force."""
-    status, initial = admin_call(server, "GET", "/_emulator/quotas")
+    status, initial = admin_call(server.port, "GET", "/_emulator/quotas")
     _, changed = admin_call(
-        server, "POST", "/_emulator/quotas", {"GetImageFrame": {"rate": 2.5, "burst": 5}, "GetImageSet": None}
+        server.port, "POST", "/_emulator/quotas", {"GetImageFrame": {"rate": 2.5, "burst": 5}, "GetImageSet": None}
     )
     in_force = emulator.quotas()
-    _, cleared = admin_call(server, "DELETE", "/_emulator/quotas")
-    admin_call(server, "POST", "/_emulator/reset")
-    _, after_reset = admin_call(server, "GET", "/_emulator/quotas")
+    _, cleared = admin_call(server.port, "DELETE", "/_emulator/quotas")
+    admin_call(server.port, "POST", "/_emulator/reset")
+    _, after_reset = admin_call(server.port, "GET", "/_emulator/quotas")
 
     assert status == 200
     assert initial == DEFAULTS_JSON
@@ -522,7 +512,7 @@ def test_reset_restores_the_starting_quotas_with_full_buckets() -> None:
         spent = outcomes(client, get_frame, image_set, 2)
         emulator.set_quota("GetImageSet", None)
 
-        status, _ = admin_call(server, "POST", "/_emulator/reset")
+        status, _ = admin_call(server.port, "POST", "/_emulator/reset")
         after = outcomes(client, get_frame, image_set, 2)
 
     assert spent == ["ok", "ThrottlingException"]

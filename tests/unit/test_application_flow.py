@@ -33,6 +33,7 @@ from ahi_verify.s3_output import JobOutputReader
 from ahi_verify.work import verify_work_item
 from ahi_verify.work_items import WorkItem, WorkItemError
 from tests.fakes.frames import FakeSource, make_frames
+from tests.support import create_progress_table
 
 DS = "d" * 32
 BUCKET = "ahi-output"
@@ -76,15 +77,7 @@ def aws() -> Iterator[dict[str, Any]]:
     with mock_aws():
         s3, ddb, sqs, sns = (boto3.client(n) for n in ("s3", "dynamodb", "sqs", "sns"))
         s3.create_bucket(Bucket=BUCKET)
-        ddb.create_table(
-            TableName="progress",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_progress_table(ddb)
         work = sqs.create_queue(QueueName="work")["QueueUrl"]
         alerts = sqs.create_queue(QueueName="alerts")["QueueUrl"]
         topic = sns.create_topic(Name="alerts")["TopicArn"]

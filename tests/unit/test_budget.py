@@ -44,6 +44,7 @@ from ahi_verify.budget import (
     throttle_retry_delay,
 )
 from ahi_verify.healthimaging import HealthImagingSource, make_client
+from tests.support import create_progress_table
 
 BUDGET = Rates(frames=300.0, metadata=10.0)
 
@@ -375,15 +376,7 @@ def test_running_holds_a_claim_and_withdraws_it() -> None:
 def table() -> Iterator[Any]:
     with mock_aws():
         ddb = boto3.client("dynamodb", region_name="us-east-1")
-        ddb.create_table(
-            TableName="progress",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_progress_table(ddb)
         yield ddb
 
 
