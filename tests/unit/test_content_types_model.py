@@ -19,12 +19,11 @@ def documented_content_types() -> dict[str, str]:
     doc = model.operation_model("GetImageFrame").output_shape.members["contentType"].documentation
     table: dict[str, str] = {}
     for item in re.findall(r"<li>(.*?)</li>", doc, flags=re.S):
-        types = re.findall(r"contentType</code> is <code>([^<]+)</code>|contentType is <code>([^<]+)</code>", item)
+        # The model writes both "<code>contentType</code> is" and a bare "contentType is".
+        content_type = re.search(r"contentType(?:</code>)? is <code>([^<]+)</code>", item)
         uids = re.findall(r"<code>(1\.2\.840\.10008\.[0-9.]+)</code>", item)
-        if not types or not uids:
-            continue
-        content_type = next(t for t in types[0] if t)
-        table.update(dict.fromkeys(uids, content_type))
+        if content_type and uids:
+            table.update(dict.fromkeys(uids, content_type.group(1)))
     return table
 
 
