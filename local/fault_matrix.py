@@ -1050,15 +1050,21 @@ def _timeout_every_delivery(out: Outcome) -> None:
 
 @scenario("throttling-sustained-handback")
 def _throttling_sustained(out: Outcome) -> None:
-    """Every 4th GetImageFrame throttled for the whole job, 20 ms latency, two image sets of 120 frames, a
-    40-s function timeout and a budget of 20 GetImageFrame/s (the deployment's ceiling then settles near 8/s,
-    so the 320 requests outlast one invocation): the workers slow down and hand the frames they cannot reach on
-    before their deadline; nothing times out, nothing is dead-lettered, and the job is CLEAN."""
+    """Every 4th GetImageFrame throttled for the whole job, 20 ms latency, two image sets of 200 frames, a
+    60-s function timeout and a budget of 20 GetImageFrame/s (the deployment's ceiling then settles near 8/s,
+    so the ~530 requests outlast one invocation): the workers slow down and hand the frames they cannot reach
+    on before their deadline; nothing times out, nothing is dead-lettered, and the job is CLEAN.
+
+    Why 60 s and 200 frames a set: the reserve a worker keeps for draining and writing its part is a quarter of
+    the timeout, and the drain takes the fetch pool's worth of requests at the budget's rate (about the same
+    whatever the timeout). With 40 s (a 10-s reserve) and 120 frames one invocation in a full CI run overran by
+    a few seconds while alone it ended 10 s early; 15 s leaves room for that run's overrun. A lower budget
+    would not do: it slows the drain as much as it lengthens the job."""
     with Harness(parameters={"FrameRequestRateBudget": "20"}) as h:
-        h.shorten_timeout(WORKER, 40)
+        h.shorten_timeout(WORKER, 60)
         h.stack.emulator.add_fault(Fault("throttle", operation="GetImageFrame", every=4))
         h.stack.emulator.add_fault(Fault("latency", operation="GetImageFrame", latency_ms=20))
-        job = h.import_job(Shape(image_sets=2, instances=4, frames_per_instance=30))
+        job = h.import_job(Shape(image_sets=2, instances=4, frames_per_instance=50))
         h.stack.run_until_idle(timeout=1200)
         sets = h.manifest_image_sets(job)
         out.injected = h.fired()
