@@ -1,8 +1,10 @@
 """``ahi-verify``: verify HealthImaging frames from the command line.
 
-Exit codes: 0 every frame matched; 1 at least one frame mismatched; 3 nothing mismatched but something
-could not be verified (a frame ERROR, or the image set itself); 2 usage errors.
-Output never contains patient data: only data store, image set and frame IDs, DICOM UIDs and checksums.
+Exit codes (:data:`EXIT_CODES`): 0 clean; 1 at least one frame mismatched; 2 usage error; 3 nothing
+mismatched but something could not be verified; 4 could not run (no region, credentials or profile, or an
+endpoint that cannot be reached), with a one-line message naming what to set and no traceback unless
+``--debug``. Output never contains patient data: only data store, image set and frame IDs, DICOM UIDs and
+checksums.
 """
 
 from __future__ import annotations
@@ -11,24 +13,70 @@ import argparse
 import json
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 import boto3
+from botocore.exceptions import (
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+    ProfileNotFound,
+)
+from tqdm import tqdm
 
+from . import __version__
 from .budget import DEFAULT_BUDGET, MAX_FETCH_THREADS, Rates, sole_budget
 from .healthimaging import DEFAULT_MAX_ATTEMPTS, HealthImagingJobs, HealthImagingSource, make_client
 from .ids import is_job_id, is_service_id
 from .image_set import VerifyOptions, prefer_io_threads, verify_image_set
 from .job import verify_job
 from .job_output import ManifestError
-from .locations import LocationError, job_folder
+from .locations import LocationError, S3Location, job_folder
 from .outcomes import Status
 from .ports import ImageSetError, ImportJobError, JobOutputError
-from .report import FrameCounts, FrameResult, JobReport, Verdict
+from .report import FrameCounts, FrameResult, JobReport, Verdict, iso_time, unverified_causes
 from .s3_output import JobOutputReader
 
-EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_UNVERIFIED = 0, 1, 2, 3
+EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_UNVERIFIED, EXIT_CANNOT_RUN = 0, 1, 2, 3, 4
+EXIT_CODES = {
+    EXIT_OK: "clean: every frame matched (and, for a job, everything imported was verified)",
+    EXIT_MISMATCH: "at least one frame's stored pixels differ from its checksum (or from the source file)",
+    EXIT_USAGE: "usage error: a bad ID, URI or option",
+    EXIT_UNVERIFIED: "no mismatch, but something could not be verified (the table says what)",
+    EXIT_CANNOT_RUN: "could not run: no region, credentials or profile, or an endpoint out of reach",
+}
+
+_EPILOG = """exit codes:
+{codes}
+
+examples:
+  ahi-verify image-set 12345678901234567890123456789012 abcdefabcdefabcdefabcdefabcdefab
+  ahi-verify job s3://bucket/out/<datastoreId>-DicomImport-<jobId>/ --source --output json
+  ahi-verify job --datastore-id <datastoreId> --job-id <jobId> --region eu-west-1 --profile audit
+
+environment (the ordinary AWS configuration; the options above win over it):
+  AWS_PROFILE, AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN
+  AWS_ENDPOINT_URL_MEDICAL_IMAGING, AWS_ENDPOINT_URL_S3   endpoints (the local emulator, moto)
+  AWS_DISABLE_HOST_PREFIX_INJECTION=true                  needed with an endpoint that is not AWS's
+"""
+
+# Raised by botocore when the command cannot run at all, whatever it verifies: exit 4, not "unverified".
+_CANNOT_RUN = (
+    NoRegionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ProfileNotFound,
+    EndpointConnectionError,
+    ConnectTimeoutError,
+)
+
+
+class CannotRunError(Exception):
+    """The command cannot run: the message names what to set."""
 
 
 def _service_id(value: str) -> str:
@@ -55,22 +103,41 @@ def _positive(value: str) -> int:
     return int(value)
 
 
+def _job_location(value: str) -> str:
+    try:
+        job_folder(value)
+    except LocationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
         prog="ahi-verify",
         description="Verify AWS HealthImaging pixel data checksums (IFRC) frame by frame.",
+        epilog=_EPILOG.format(codes="\n".join(f"  {code}  {words}" for code, words in EXIT_CODES.items())),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_global_options(suppress=False)],
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    image_set = commands.add_parser("image-set", help="verify every frame of one image set")
+    image_set = commands.add_parser(
+        "image-set", help="verify every frame of one image set", parents=[_global_options(suppress=True)]
+    )
     image_set.add_argument("datastore_id", type=_service_id, metavar="DATASTORE_ID")
     image_set.add_argument("image_set_id", type=_service_id, metavar="IMAGE_SET_ID")
     image_set.add_argument("--version", type=_version, help="image set version to verify (default: latest)")
     _add_common(image_set)
-    job = commands.add_parser("job", help="verify every image set of an import job, and report its failed files")
+    job = commands.add_parser(
+        "job",
+        help="verify every image set of an import job, and report its failed files",
+        parents=[_global_options(suppress=True)],
+    )
     job.add_argument(
         "job",
         nargs="?",
+        type=_job_location,
         metavar="JOB",
         help="the job output folder or its manifest: s3://bucket/prefix/<datastoreId>-DicomImport-<jobId>/",
     )
@@ -86,8 +153,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _global_options(*, suppress: bool) -> argparse.ArgumentParser:
+    """Options accepted before and after the command, as the AWS CLI accepts its own. On a command they
+    default to SUPPRESS, so that leaving them out there keeps what was given before the command."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--region", default=default(None), help="AWS region (default: the AWS configuration's)")
+    options.add_argument("--profile", default=default(None), help="named profile of the AWS config files")
+    options.add_argument(
+        "--endpoint-url", default=default(None), metavar="URL", help="HealthImaging endpoint (e.g. the emulator)"
+    )
+    options.add_argument(
+        "--output",
+        "--format",
+        dest="output",
+        choices=("table", "json"),
+        default=default("table"),
+        help="table (default) or json",
+    )
+    options.add_argument("--debug", action="store_true", default=default(False), help="tracebacks on errors")
+    return options
+
+
 def _add_common(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--format", choices=("table", "json"), default="table")
     command.add_argument(
         "--frame-rate",
         type=_positive,
@@ -114,22 +205,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "job" and bool(args.job) == bool(args.datastore_id and args.job_id):
         parser.error("job: give either JOB (an s3:// URI) or both --datastore-id and --job-id")
+    try:
+        return _run(args)
+    except CannotRunError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"ahi-verify: cannot run: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+
+
+def _run(args: argparse.Namespace) -> int:
+    session = _session(args)
     prefer_io_threads()
     budget = sole_budget(Rates(args.frame_rate, args.metadata_rate))
     attempts = args.max_attempts or DEFAULT_MAX_ATTEMPTS
-    client = make_client(max_pool_connections=MAX_FETCH_THREADS, max_attempts=attempts, budget=budget)
-    args.options = VerifyOptions.budgeted(budget)
-    progress = _Progress(sys.stderr)
     try:
-        with budget.running():
-            if args.command == "job":
-                return _run_job(args, client, progress)
-            return _run_image_set(args, client, progress)
-    finally:
-        progress.finish()
+        client = make_client(
+            max_pool_connections=MAX_FETCH_THREADS,
+            max_attempts=attempts,
+            budget=budget,
+            session=session,
+            endpoint_url=args.endpoint_url,
+        )
+    except ValueError as exc:  # botocore's "Invalid endpoint: ..."
+        raise CannotRunError(f"{exc}: check --endpoint-url or AWS_ENDPOINT_URL_MEDICAL_IMAGING") from exc
+    args.options = VerifyOptions.budgeted(budget)
+    started = time.time()
+    with _Progress(sys.stderr) as progress, budget.running():
+        if args.command == "job":
+            return _run_job(args, session, client, progress)
+        return _run_image_set(args, client, progress, started)
 
 
-def _run_image_set(args: argparse.Namespace, client: object, progress: _Progress) -> int:
+def _session(args: argparse.Namespace) -> Any:
+    """The boto3 session, checked for what every request needs before any is sent."""
+    try:
+        session = boto3.Session(profile_name=args.profile, region_name=args.region)
+    except ProfileNotFound as exc:
+        raise CannotRunError(f"{exc}: pass --profile with a profile that exists, or unset AWS_PROFILE") from exc
+    if session.region_name is None:
+        raise CannotRunError("no AWS region: pass --region, set AWS_DEFAULT_REGION, or give the profile a region")
+    if session.get_credentials() is None:
+        raise CannotRunError(
+            "no AWS credentials: pass --profile, set AWS_PROFILE, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )
+    return session
+
+
+def _cannot_run(exc: BaseException) -> CannotRunError | None:
+    """A :class:`CannotRunError` when ``exc`` was caused (anywhere down its chain) by one of botocore's
+    could-not-run errors; None when it is about what was being verified."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (EndpointConnectionError, ConnectTimeoutError)):
+            return CannotRunError(f"{seen}: check --endpoint-url, the AWS_ENDPOINT_URL_* variables and the network")
+        if isinstance(seen, _CANNOT_RUN):
+            return CannotRunError(str(seen))
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _run_image_set(args: argparse.Namespace, client: object, progress: _Progress, started: float) -> int:
     try:
         result = verify_image_set(
             HealthImagingSource(client),
@@ -140,18 +276,24 @@ def _run_image_set(args: argparse.Namespace, client: object, progress: _Progress
             on_result=progress.update,
         )
     except ImageSetError as exc:
-        progress.finish()  # end the progress line before the message
-        document = image_set_document(args.datastore_id, args.image_set_id, args.version, (), error=str(exc))
+        progress.close()  # end the progress line before the message
+        if (cannot := _cannot_run(exc)) is not None:
+            raise cannot from exc
+        timings = _timings(started)
+        document = image_set_document(
+            args.datastore_id, args.image_set_id, args.version, (), error=str(exc), timings=timings
+        )
         return _unverifiable("image set", exc, document, args)
-    finally:
-        progress.finish()
+    progress.close()
     frames = result.results
-    document = image_set_document(result.datastore_id, result.image_set_id, result.version_id, frames)
+    document = image_set_document(
+        result.datastore_id, result.image_set_id, result.version_id, frames, timings=_timings(started)
+    )
     _emit(args, document, lambda: print_table(result.datastore_id, result.image_set_id, frames, sys.stdout))
     return exit_code(FrameCounts.of(frames))
 
 
-def _run_job(args: argparse.Namespace, client: object, progress: _Progress) -> int:
+def _run_job(args: argparse.Namespace, session: Any, client: object, progress: _Progress) -> int:
     jobs = HealthImagingJobs(client)
     try:
         uri = args.job
@@ -161,38 +303,66 @@ def _run_job(args: argparse.Namespace, client: object, progress: _Progress) -> i
                 why = f": {described.message}" if described.message else ""
                 raise ImportJobError(f"import job {args.job_id} is {described.status}{why}")
             uri = described.output_folder_uri
+        else:
+            _reachable(jobs, job_folder(uri))
         report = verify_job(
-            JobOutputReader(boto3.client("s3")),
+            JobOutputReader(session.client("s3")),
             HealthImagingSource(client),
             job_folder(uri),
             options=args.options,
             manifest_wait_s=args.manifest_wait,
             with_sources=args.source,
             on_result=progress.update,
+            on_image_set=progress.next_image_set,
             clock=time.time,
             jobs=jobs,
         )
     except (JobOutputError, ManifestError, ImageSetError, ImportJobError, LocationError) as exc:
-        progress.finish()  # end the progress line before the message
-        return _unverifiable("job", exc, {"error": str(exc)}, args)
-    finally:
-        progress.finish()
+        progress.close()  # end the progress line before the message
+        if (cannot := _cannot_run(exc)) is not None:
+            raise cannot from exc
+        return _unverifiable("job", exc, {"error": str(exc), "toolVersion": __version__}, args)
+    progress.close()
     _emit(args, report.to_json(), lambda: print_job_table(report, sys.stdout))
     return job_exit_code(report.verdict)
 
 
+def _reachable(jobs: HealthImagingJobs, folder: S3Location) -> None:
+    """Ask GetDICOMImportJob about the folder's job before reading it, so that a HealthImaging endpoint out
+    of reach stops the run with exit 4 instead of turning every image set into an error. Any other answer
+    (not found, denied, another folder) is the plan's to report: it asks again and records what disagrees."""
+    name = folder.key.rstrip("/").rsplit("/", 1)[-1]
+    datastore_id, _, job_id = name.partition("-DicomImport-")
+    if not (is_service_id(datastore_id) and is_job_id(job_id)):
+        return  # not named like a job folder: nothing to ask (the plan notes what it can)
+    try:
+        jobs.describe(datastore_id, job_id)
+    except ImportJobError as exc:
+        if (cannot := _cannot_run(exc)) is not None:
+            raise cannot from exc
+
+
 def _unverifiable(what: str, exc: Exception, document: dict[str, object], args: argparse.Namespace) -> int:
     print(f"ahi-verify: {what} could not be verified: {exc}", file=sys.stderr)
-    if args.format == "json":
+    if args.output == "json":
         print(json.dumps(document, indent=2))
     return EXIT_UNVERIFIED
 
 
 def _emit(args: argparse.Namespace, document: dict[str, object], table: Callable[[], None]) -> None:
-    if args.format == "json":
+    if args.output == "json":
         print(json.dumps(document, indent=2))
     else:
         table()
+
+
+def _timings(started: float) -> dict[str, object]:
+    finished = time.time()
+    return {
+        "startedAt": iso_time(started),
+        "finishedAt": iso_time(finished),
+        "verificationSeconds": round(finished - started, 3),
+    }
 
 
 def exit_code(counts: FrameCounts) -> int:
@@ -202,6 +372,23 @@ def exit_code(counts: FrameCounts) -> int:
     return EXIT_OK if counts.all_match else EXIT_UNVERIFIED
 
 
+def image_set_verdict(counts: FrameCounts, *, error: str | None = None) -> tuple[Verdict, str]:
+    """The image set's verdict, with its reason in words (the rule of :func:`exit_code`)."""
+    if counts.mismatch:
+        return Verdict.MISMATCH, f"{_frames(counts.mismatch)} differ from the published checksum"
+    if error is not None:
+        return Verdict.UNVERIFIED, "the image set's metadata could not be read"
+    if counts.total == 0:
+        return Verdict.UNVERIFIED, "the image set lists no frame"
+    if counts.error:
+        return Verdict.UNVERIFIED, f"{_frames(counts.error)} could not be verified"
+    return Verdict.CLEAN, f"all {_frames(counts.total)} match the published checksum"
+
+
+def _frames(n: int) -> str:
+    return f"{n} frame" if n == 1 else f"{n} frames"
+
+
 def image_set_document(
     datastore_id: str,
     image_set_id: str,
@@ -209,22 +396,32 @@ def image_set_document(
     frames: tuple[FrameResult, ...],
     *,
     error: str | None = None,
+    timings: dict[str, object] | None = None,
 ) -> dict[str, object]:
-    """The ``image-set --format json`` document."""
+    """The ``image-set --output json`` document."""
+    counts = FrameCounts.of(frames)
+    verdict, why = image_set_verdict(counts, error=error)
     document: dict[str, object] = {
+        "toolVersion": __version__,
         "datastoreId": datastore_id,
         "imageSetId": image_set_id,
         "versionId": version_id,
         "frames": [f.to_json() for f in frames],
-        "summary": FrameCounts.of(frames).to_json(),
+        "summary": counts.to_json(),
+        "verdict": verdict.value,
+        "verdictReason": why,
     }
     if error is not None:
         document["error"] = error
+    if timings is not None:
+        document["timings"] = timings
     return document
 
 
-def print_table(datastore_id: str, image_set_id: str, frames: Sequence[FrameResult], out: TextIO) -> None:
-    """Human-readable image set: the frames that did not match first, then the counts."""
+def print_table(
+    datastore_id: str, image_set_id: str, frames: Sequence[FrameResult], out: TextIO, *, verdict: bool = True
+) -> None:
+    """Human-readable image set: the frames that did not match first, then the counts and the verdict."""
     problems = [f for f in frames if f.status is not Status.MATCH]
     print(f"Image set {image_set_id} (data store {datastore_id})", file=out)
     if problems:
@@ -233,6 +430,9 @@ def print_table(datastore_id: str, image_set_id: str, frames: Sequence[FrameResu
             print(_row(f), file=out)
     counts = FrameCounts.of(frames)
     print(f"{counts.total} frames: {counts.match} match, {counts.mismatch} mismatch, {counts.error} error", file=out)
+    if verdict:
+        decided, why = image_set_verdict(counts)
+        print(f"Verdict: {decided.value}: {why}", file=out)
 
 
 def _row(f: FrameResult) -> str:
@@ -253,8 +453,23 @@ def job_exit_code(verdict: Verdict) -> int:
     return EXIT_OK if verdict is Verdict.CLEAN else EXIT_UNVERIFIED
 
 
+def job_verdict_reason(report: JobReport) -> str:
+    """The job's verdict in words: what decided it (:func:`ahi_verify.report.unverified_causes`)."""
+    outcome = report.outcome()
+    counts = outcome.summary.frames
+    verdict = outcome.verdict
+    if verdict is Verdict.MISMATCH:
+        return f"{_frames(counts.mismatch)} differ from the published or the source checksum"
+    if verdict is Verdict.IMPORT_FAILED:
+        message = f" ({report.job.message})" if report.job.message else ""
+        return f"the import job failed{message}"
+    if verdict is Verdict.UNVERIFIED:
+        return "; ".join(unverified_causes(outcome))
+    return f"all {_frames(counts.total)} of {outcome.summary.image_sets} image sets match, and every file imported"
+
+
 def print_job_table(report: JobReport, out: TextIO) -> None:
-    """Human-readable job report: problems first, then the counts."""
+    """Human-readable job report: problems first, then the counts and the verdict with its reason."""
     job = report.job
     print(f"Import job {job.job_id} (data store {job.datastore_id})", file=out)
     print(f"  output: {job.folder}", file=out)
@@ -262,7 +477,7 @@ def print_job_table(report: JobReport, out: TextIO) -> None:
         if image_set.error:
             print(f"ERROR     image set {image_set.image_set_id}: {image_set.error}", file=out)
         elif any(f.status is not Status.MATCH for f in image_set.frames):
-            print_table(job.datastore_id, image_set.image_set_id, image_set.frames, out)
+            print_table(job.datastore_id, image_set.image_set_id, image_set.frames, out, verdict=False)
         for problem in image_set.source_errors:
             print(f"SOURCE    {problem.input_file}: {problem.error}", file=out)
         for orphan in image_set.orphan_source_frames:
@@ -289,30 +504,42 @@ def print_job_table(report: JobReport, out: TextIO) -> None:
         f"{summary.import_warnings} files with warnings",
         file=out,
     )
+    print(f"Verdict: {report.verdict.value}: {job_verdict_reason(report)}", file=out)
 
 
 class _Progress:
-    """A one-line progress bar on stderr, only when stderr is a terminal."""
+    """Frames checked so far, as a tqdm bar on stderr when it is a terminal (nothing otherwise).
+
+    The total is the sum of the frame counts of the image sets begun so far: each image set's count becomes
+    known with its first frame, and is added before that frame is counted, so the count never passes the
+    total. For a job the bar also names the image set (``image set 3/20``).
+    """
 
     def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._enabled = stream.isatty()
-        self._done = 0
+        self._bar = tqdm(total=0, unit="frame", file=stream, disable=not stream.isatty(), dynamic_ncols=True)
+        self._counted_total = False
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def next_image_set(self, index: int, count: int) -> None:
+        """Image set ``index`` (from 1) of ``count`` begins."""
+        self._counted_total = False
+        self._bar.set_description(f"image set {index}/{count}", refresh=False)
 
     def update(self, result: FrameResult, total: int) -> None:
-        self._done += 1
-        if not self._enabled or (self._done % 16 and self._done != total):
-            return
-        width = 30
-        filled = width * self._done // max(total, 1)
-        self._stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self._done}/{total} frames")
-        self._stream.flush()
+        """One frame of an image set of ``total`` frames has its result."""
+        if not self._counted_total:
+            self._bar.total = (self._bar.total or 0) + total
+            self._counted_total = True
+        self._bar.update(1)
 
-    def finish(self) -> None:
-        if self._enabled and self._done:
-            self._stream.write("\n")
-            self._stream.flush()
-            self._done = 0
+    def close(self) -> None:
+        """End the bar's line (before a message or the table)."""
+        self._bar.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

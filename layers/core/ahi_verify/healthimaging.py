@@ -34,13 +34,21 @@ _REASON_BY_CODE = {
 
 
 def make_client(
-    max_pool_connections: int, max_attempts: int = DEFAULT_MAX_ATTEMPTS, budget: RequestBudget | None = None
+    max_pool_connections: int,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    budget: RequestBudget | None = None,
+    *,
+    session: Any = None,
+    endpoint_url: str | None = None,
 ) -> Any:
     """Create the ``medical-imaging`` client with the retry and pool settings verification needs.
 
-    Endpoint, region and credentials come from the ordinary boto3 configuration (profile, environment,
-    ``AWS_ENDPOINT_URL_MEDICAL_IMAGING`` for the local emulator). With ``budget``, every GetImageFrame and
-    GetImageSetMetadata attempt keeps to it (:func:`attach_budget`).
+    Endpoint, region and credentials come from ``session`` (default: boto3's default session, the ordinary
+    configuration: profile, environment, ``AWS_ENDPOINT_URL_MEDICAL_IMAGING`` for the local emulator);
+    ``endpoint_url`` overrides the endpoint, and requests then go to exactly that host: botocore would
+    otherwise prefix GetImageFrame's and GetImageSetMetadata's host with ``runtime-``, which no endpoint but
+    AWS's answers. With ``budget``, every GetImageFrame and GetImageSetMetadata attempt keeps to it
+    (:func:`attach_budget`).
     """
     config = Config(
         retries={"mode": "standard", "total_max_attempts": max_attempts},
@@ -48,7 +56,10 @@ def make_client(
         connect_timeout=10,
         read_timeout=60,
     )
-    client = boto3.client("medical-imaging", config=config)
+    if endpoint_url is not None:
+        # Only then: an explicit True would override AWS_DISABLE_HOST_PREFIX_INJECTION for the emulator's env.
+        config = config.merge(Config(inject_host_prefix=False))
+    client = (session or boto3).client("medical-imaging", config=config, endpoint_url=endpoint_url)
     if budget is not None:
         attach_budget(client, budget, max_attempts)
     return client

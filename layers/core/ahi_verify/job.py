@@ -28,6 +28,7 @@ def verify_job(
     manifest_wait_s: float = 10.0,
     with_sources: bool = False,
     on_result: OnResult | None = None,
+    on_image_set: Callable[[int, int], None] | None = None,
     clock: Callable[[], float] = time.time,
     jobs: ImportJobs | None = None,
 ) -> JobReport:
@@ -46,7 +47,9 @@ def verify_job(
     with_sources : bool
         Also compare every frame with the original P10 file (the three-way check).
     on_result : callable, optional
-        Progress callback.
+        Progress callback: each frame's result and its image set's frame count.
+    on_image_set : callable, optional
+        Progress callback: ``(index, count)`` as image set ``index`` (from 1) of ``count`` begins.
     clock : callable
         Seconds since the epoch, for the report's timings.
     jobs : ImportJobs, optional
@@ -65,10 +68,11 @@ def verify_job(
         with_sources=with_sources,
         jobs=jobs,
     )
-    parts = [
-        verify_work_item(
-            source, item, options, sources=source_inputs(plan, item.image_set_id, reader), on_result=on_result
-        )
-        for item in plan.work_items()
-    ]
+    items = plan.work_items()
+    parts = []
+    for index, item in enumerate(items, start=1):
+        if on_image_set is not None:
+            on_image_set(index, len(items))
+        sources = source_inputs(plan, item.image_set_id, reader)
+        parts.append(verify_work_item(source, item, options, sources=sources, on_result=on_result))
     return merge_parts(plan, parts, finished_at=iso_time(clock()))

@@ -902,20 +902,36 @@ def decide(outcome: JobOutcome) -> Verdict:
     the import reported no failed file, no unreadable line and no warning that affects frames, and no
     count or identity disagrees (``discrepancies``). Anything else is UNVERIFIED.
     """
-    summary, job = outcome.summary, outcome.job
-    if summary.frames.mismatch:
+    if outcome.summary.frames.mismatch:
         return Verdict.MISMATCH
-    if job.status is JobStatus.FAILED:
+    if outcome.job.status is JobStatus.FAILED:
         return Verdict.IMPORT_FAILED
-    unclean = (
-        summary.frames.error
-        or summary.image_set_errors
-        or summary.import_failures
-        or summary.unreadable_lines
-        or outcome.findings.frame_warnings
-        or (job.files_with_customer_error or 0) + (job.files_with_server_error or 0)
-        or summary.frames.total == 0
-        or outcome.discrepancies
-        or outcome.totals.source_incomplete
-    )
-    return Verdict.UNVERIFIED if unclean else Verdict.CLEAN
+    return Verdict.UNVERIFIED if unverified_causes(outcome) else Verdict.CLEAN
+
+
+def unverified_causes(outcome: JobOutcome) -> list[str]:
+    """What keeps the job from CLEAN short of a mismatch, in words for people (empty: nothing does).
+
+    The rule of :func:`decide` itself: the verdict is UNVERIFIED exactly when this list is not empty (and
+    there is no mismatch and the import did not fail), so the words a CLI table or an alert prints are the
+    reasons the verdict was decided on, not a second account of them.
+    """
+    summary, job, findings = outcome.summary, outcome.job, outcome.findings
+    frames = summary.frames
+    rejected = (job.files_with_customer_error or 0) + (job.files_with_server_error or 0)
+    causes = [
+        (frames.error, f"{_count(frames.error, 'frame')} could not be verified"),
+        (summary.image_set_errors, f"{_count(summary.image_set_errors, 'image set')} could not be read"),
+        (summary.import_failures, f"{_count(summary.import_failures, 'file')} failed import"),
+        (rejected, f"the manifest counts {_count(rejected, 'file')} with errors"),
+        (summary.unreadable_lines, f"{_count(summary.unreadable_lines, 'job output line')} could not be read"),
+        (findings.frame_warnings, "files were imported with warnings that affect their frames"),
+        (frames.total == 0, "no frame was verified"),
+        (outcome.discrepancies, f"{_count(len(outcome.discrepancies), 'count')} or identities disagree"),
+        (outcome.totals.source_incomplete, "frames were not compared with their source files"),
+    ]
+    return [words for present, words in causes if present]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
