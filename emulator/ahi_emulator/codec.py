@@ -21,6 +21,8 @@ HTJ2K_LOSSLESS_RPCL = "1.2.840.10008.1.2.4.202"
 JPEG2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
 """What a data store created with ``losslessStorageFormat = JPEG_2000_LOSSLESS`` stores frames as."""
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+OPENJPEG_LOSSLESS_BITS = 24
+"""The widest samples OpenJPEG (imagecodecs 2026.10.10) encodes losslessly; measured, see encode_j2k_lossless."""
 
 _CONTENT_TYPES: dict[str, str] = {
     HTJ2K_LOSSLESS_RPCL: "image/jph",
@@ -180,7 +182,13 @@ def encode_htj2k(arr: npt.NDArray[Any], bits_stored: int | None = None) -> bytes
 
 def encode_j2k_lossless(arr: npt.NDArray[Any], bits_stored: int | None = None) -> bytes:
     """Encode a normalised frame as a bare reversible (lossless) classic JPEG 2000 codestream (OpenJPEG), as a
-    JPEG 2000 Lossless data store stores it."""
+    JPEG 2000 Lossless data store stores it.
+
+    Raises ``ValueError`` above 24 bits: OpenJPEG 2.5.4 does not round-trip them (it writes 25 and 26 bits
+    lossily and caps the SIZ precision at 26), so the import keeps such pixel data as a blob instead."""
+    precision = bits_stored if bits_stored is not None else arr.dtype.itemsize * 8
+    if precision > OPENJPEG_LOSSLESS_BITS:
+        raise ValueError(f"OpenJPEG cannot encode {precision}-bit samples losslessly")
     kwargs: dict[str, Any] = {"reversible": True, "codecformat": "J2K"}
     if bits_stored is not None:
         kwargs["bitspersample"] = bits_stored

@@ -21,7 +21,17 @@ Segmentation Storage (1.2.840.10008.5.1.4.1.1.   RETAINED: ``StoredTransferSynta
 66.4) with BitsAllocated 1, any decodable source each frame is the frame's bits packed LSB-first from a byte
 syntax                                           boundary (``numpy.packbits(bits, bitorder="little")``, zero
                                                  padded), which equals the native frame bytes when
-                                                 Rows x Columns is a multiple of 8
+                                                 Rows x Columns is a multiple of 8. Native (and deflated)
+                                                 frames are cut from the bit stream here (pydicom 3.0.2
+                                                 under-reads frames that start mid-byte); RLE frames
+                                                 (one segment: packed bits or a byte a pixel) are decoded
+                                                 here (pydicom refuses 1-bit RLE); other syntaxes by
+                                                 pydicom. Frames that do not decode: WARNING 45312, blob
+FloatPixelData / DoubleFloatPixelData            WARNING 45312 (TRANSCODING_EXCEPTION), the float element's
+(7FE0,0008/0009)                                 value stored as one blob frame. A guess: AWS documents
+                                                 nothing about float pixel data. The Instance ``DICOM``
+                                                 keeps BitsAllocated 32/64 and, like the source, has no
+                                                 BitsStored/HighBit/PixelRepresentation
 ``.4.50`` JPEG baseline, ``.4.91`` JPEG 2000,    RETAINED: ``StoredTransferSyntaxUID`` = source syntax; each
 ``.4.203`` HTJ2K                                 frame is the original frame bytes
                                                  (``pydicom.encaps.generate_frames``)
@@ -42,8 +52,7 @@ TransferSyntaxUID (file meta); with PixelData:
 missing Rows/Columns/BitsAllocated/BitsStored/
 PixelRepresentation/SamplesPerPixel/
 PhotometricInterpretation (PlanarConfiguration
-when 3 samples); FloatPixelData/
-DoubleFloatPixelData; BitsAllocated 1 outside
+when 3 samples); BitsAllocated 1 outside
 binary segmentation; BitsAllocated not 8/16/32;
 BitsStored outside 1..BitsAllocated;
 SamplesPerPixel not 1 or 3; retained pixel data
@@ -69,7 +78,11 @@ Pixel normalisation (transcoded syntaxes)
    becomes ``(v << shift) >> shift`` in the container dtype: for unsigned data (PixelRepresentation 0) this
    masks off the bits above BitsStored, for signed data (PixelRepresentation 1) it sign-extends from bit
    BitsStored - 1 (arithmetic right shift).
-4. The full-resolution IFRC is ``zlib.crc32`` of the C-contiguous little-endian bytes of that array
+4. The container is narrowed to ``ceil(BitsStored / 8)`` bytes (3 widened to 4), exactly, as the values
+   fit: BitsAllocated 16 / BitsStored 8 becomes ``(u)int8``, 32 / 16 ``(u)int16``. The HTJ2K codestream's
+   precision is BitsStored (the service's streams carry the real precision), and the IFRC layout follows
+   the codestream precision, so the stored frame decodes to this array.
+5. The full-resolution IFRC is ``zlib.crc32`` of the C-contiguous little-endian bytes of that array
    (``(rows, cols)`` for one sample, ``(rows, cols, 3)`` for three), computed from the array and not by
    decoding the stored HTJ2K. ``MinPixelValue``/``MaxPixelValue`` are the array's min/max over all samples
    and ``FrameSizeInBytes`` its ``nbytes``.
@@ -78,7 +91,7 @@ What pydicom 3.0 already does: for native, deflated, RLE and JPEG (.51/.57/.70) 
 itself by default (``correct_unused_bits``); for JPEG 2000 (.90/.91/.201-.203) and JPEG-LS (.80/.81) it only
 corrects signedness against the codestream precision (JPEG 2000: monochrome only), so bits above BitsStored
 can survive when the codestream precision exceeds BitsStored; big-endian native data comes back as a
-big-endian dtype. Steps 2-3 are applied to every transcoded frame and are idempotent where pydicom already
+big-endian dtype. Steps 2-4 are applied to every transcoded frame and are idempotent where pydicom already
 did them.
 
 Failure messages name attributes, transfer syntaxes and sizes only, never attribute values, so they carry no
@@ -88,10 +101,12 @@ patient data.
 from __future__ import annotations
 
 import io
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import imagecodecs
 import numpy as np
 import numpy.typing as npt
 import pydicom
@@ -278,9 +293,6 @@ def _instance(ds: Dataset, blob_code: int | None) -> P10Instance:
         raise P10Error("DICOM attribute TransferSyntaxUID does not exist")
     syntax = str(meta.TransferSyntaxUID)
     _required(ds, ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"))
-    for keyword in ("FloatPixelData", "DoubleFloatPixelData"):
-        if keyword in ds:
-            raise P10Error(f"{keyword} (floating point pixel data) is not supported")
     instance = dicom_attributes(ds, INSTANCE_KEYWORDS)
     instance["TransferSyntaxUID"] = syntax
     series = dicom_attributes(ds, SERIES_KEYWORDS)
@@ -288,6 +300,8 @@ def _instance(ds: Dataset, blob_code: int | None) -> P10Instance:
     warning: P10Warning | None = None
     if "PixelData" in ds:
         spec, warning = _pixel_spec(ds, syntax, instance, series, blob_code)
+    elif any(keyword in ds for keyword, _ in FLOAT_PIXEL_ELEMENTS):
+        spec, warning = _float_blob(ds, syntax, instance, series)
     patient = dicom_attributes(ds, _PATIENT_KEYWORDS)
     return P10Instance(
         study_uid=str(ds.StudyInstanceUID),
@@ -330,16 +344,7 @@ def _pixel_spec(
     bits_allocated = int(ds.BitsAllocated)
     bits_stored = int(ds.BitsStored)
     frames = _number_of_frames(ds)
-    common: dict[str, Any] = {
-        "series_instance_uid": str(ds.SeriesInstanceUID),
-        "sop_instance_uid": str(ds.SOPInstanceUID),
-        "photometric_interpretation": instance.get("PhotometricInterpretation"),
-        "modality": series.get("Modality") or "OT",
-        "sop_class_uid": instance.get("SOPClassUID") or InstanceSpec.sop_class_uid,
-        "series_number": series.get("SeriesNumber"),
-        "dicom": instance,
-        "series_dicom": series,
-    }
+    common = _common(ds, instance, series)
     if blob_code is not None:
         return _blob(ds, syntax, common, blob_code)
     if bits_allocated == 1:
@@ -363,8 +368,10 @@ def _pixel_spec(
 
 def _binary_segmentation(ds: Dataset, syntax: str, common: dict[str, Any]) -> tuple[InstanceSpec, P10Warning | None]:
     try:
-        packed = [np.packbits(f.reshape(-1) & 1, bitorder="little").tobytes() for f in _decode(ds)]
+        packed = [np.packbits(f.reshape(-1) & 1, bitorder="little").tobytes() for f in _segmentation_pixels(ds)]
     except Exception:
+        return _blob(ds, syntax, common, TRANSCODING_EXCEPTION)
+    if len(packed) != _number_of_frames(ds):
         return _blob(ds, syntax, common, TRANSCODING_EXCEPTION)
     spec = InstanceSpec(
         frames=_placeholders(ds, len(packed)),
@@ -396,7 +403,7 @@ def _transcoded(
     if len(arrays) != frames:
         return _blob(ds, syntax, common, TRANSCODING_EXCEPTION)
     try:
-        arrays = [normalize_frame(a, bits_stored) for a in arrays]
+        arrays = [normalize_frame(narrow_container(a, bits_stored), bits_stored) for a in arrays]
     except ValueError as exc:
         raise P10Error(f"decoded frames are not importable: {exc}") from exc
     return InstanceSpec(frames=arrays, bits_stored=bits_stored, **common), None
@@ -445,3 +452,93 @@ def _blob(ds: Dataset, syntax: str, common: dict[str, Any], code: int) -> tuple[
         )
     spec = InstanceSpec(frames=_placeholders(ds, 1), stored_transfer_syntax_uid=syntax, encoded_frames=[blob], **common)
     return spec, warning
+
+
+FLOAT_PIXEL_ELEMENTS = (("FloatPixelData", "7FE0,0008"), ("DoubleFloatPixelData", "7FE0,0009"))
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"
+
+
+def narrow_container(arr: npt.NDArray[Any], bits_stored: int) -> npt.NDArray[Any]:
+    """Normalisation step 4: the ``ceil(bits_stored / 8)``-byte container (3 widened to 4), same signedness.
+
+    Parameters
+    ----------
+    arr
+        Output of :func:`normalise_pixels` (values fit ``bits_stored`` bits).
+    bits_stored
+        1..32.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``arr`` itself when its container already has that size, else an exact narrowing copy.
+    """
+    size = (bits_stored + 7) // 8
+    size = 4 if size == 3 else size
+    if size >= arr.dtype.itemsize:
+        return arr
+    return np.ascontiguousarray(arr.astype(np.dtype(f"{arr.dtype.kind}{size}")))
+
+
+def _common(ds: Dataset, instance: dict[str, Any], series: dict[str, Any]) -> dict[str, Any]:
+    """The InstanceSpec fields every pixel-data decision shares."""
+    return {
+        "series_instance_uid": str(ds.SeriesInstanceUID),
+        "sop_instance_uid": str(ds.SOPInstanceUID),
+        "photometric_interpretation": instance.get("PhotometricInterpretation"),
+        "modality": series.get("Modality") or "OT",
+        "sop_class_uid": instance.get("SOPClassUID") or InstanceSpec.sop_class_uid,
+        "series_number": series.get("SeriesNumber"),
+        "dicom": instance,
+        "series_dicom": series,
+    }
+
+
+def _float_blob(
+    ds: Dataset, syntax: str, instance: dict[str, Any], series: dict[str, Any]
+) -> tuple[InstanceSpec, P10Warning]:
+    """Float or Double Float Pixel Data: imported, the element's value kept as one blob frame (a guess)."""
+    _required(ds, ("Rows", "Columns"))
+    keyword, tag = next((k, t) for k, t in FLOAT_PIXEL_ELEMENTS if k in ds)
+    warning = P10Warning(
+        TRANSCODING_EXCEPTION,
+        "TranscodingException",
+        f"The file was imported but its {keyword} ({tag}, floating point pixel data) could not be transcoded; "
+        "the pixel data is stored as a blob.",
+    )
+    spec = InstanceSpec(
+        frames=_placeholders(ds, 1),
+        stored_transfer_syntax_uid=syntax,
+        encoded_frames=[bytes(ds[keyword].value)],
+        **_common(ds, instance, series),
+    )
+    return spec, warning
+
+
+def _segmentation_pixels(ds: Dataset) -> list[npt.NDArray[Any]]:
+    """The 0/1 pixels of each frame of a binary segmentation, flat, whatever the syntax."""
+    pixels = int(ds.Rows) * int(ds.Columns)
+    count = _number_of_frames(ds)
+    if not ds.file_meta.TransferSyntaxUID.is_encapsulated:
+        # The frames follow each other in one bit stream; pydicom 3.0.2 under-reads frames that start mid-byte.
+        stream = np.unpackbits(np.frombuffer(ds.PixelData, dtype=np.uint8), bitorder="little")
+        if stream.size < pixels * count:
+            raise P10Error(f"PixelData holds {stream.size} bits, {count} frames need {pixels * count}")
+        return [stream[k * pixels : (k + 1) * pixels] for k in range(count)]
+    if str(ds.file_meta.TransferSyntaxUID) == RLE_LOSSLESS:
+        return [_rle_bits(frame, pixels) for frame in _encapsulated_frames(ds, count)]
+    return [f.reshape(-1) for f in _decode(ds)]
+
+
+def _rle_bits(frame: bytes, pixels: int) -> npt.NDArray[Any]:
+    """Decode a one-segment RLE frame of a 1-bit image: its packed bits, or one byte a pixel."""
+    offsets = struct.unpack_from("<16I", frame, 0)
+    if offsets[0] != 1:
+        raise P10Error(f"a 1-bit RLE frame has {offsets[0]} segments, not 1")
+    segment = np.frombuffer(imagecodecs.packbits_decode(frame[offsets[1] :]), dtype=np.uint8)
+    if segment.size >= pixels:  # a byte a pixel
+        return segment[:pixels] & 1
+    bits = np.unpackbits(segment, bitorder="little")
+    if bits.size < pixels:
+        raise P10Error(f"a 1-bit RLE frame decodes to {bits.size} bits, the frame has {pixels}")
+    return bits[:pixels]

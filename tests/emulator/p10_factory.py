@@ -142,3 +142,80 @@ def instances_by_sop(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
         sop: instance for series in doc["Study"]["Series"].values() for sop, instance in series["Instances"].items()
     }
+
+
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"
+DEFLATED_LE = "1.2.840.10008.1.2.1.99"
+J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
+HTJ2K_LOSSLESS = "1.2.840.10008.1.2.4.201"
+
+
+def segmentation_bits(frames: int = 3, rows: int = 37, cols: int = 41, seed: int = 12) -> np.ndarray:
+    """Random 0/1 pixels ``(frames, rows, cols)``; 37 x 41 = 1517 bits, so frames 2 and 3 start mid-byte."""
+    return np.random.default_rng(seed).integers(0, 2, size=(frames, rows, cols), dtype=np.uint8)
+
+
+def stored_segmentation(bits: np.ndarray) -> list[bytes]:
+    """The stored ``.1.2.1`` frames of a binary segmentation: each frame's bits packed LSB-first, zero padded."""
+    return [np.packbits(frame.reshape(-1), bitorder="little").tobytes() for frame in bits]
+
+
+def _rle_one_segment(segment: bytes) -> bytes:
+    """An RLE Lossless frame of one segment (64-byte header: count 1, offset 64), even length."""
+    import imagecodecs  # noqa: PLC0415
+
+    header = np.zeros(16, dtype="<u4")
+    header[:2] = (1, 64)
+    frame = header.tobytes() + bytes(imagecodecs.packbits_encode(segment))
+    return frame + b"\0" * (len(frame) % 2)
+
+
+def segmentation_p10(bits: np.ndarray, syntax: str, *, rle_layout: str = "packed", **extra: Any) -> bytes:
+    """A binary Segmentation Storage file of ``bits`` in ``syntax``.
+
+    Native and deflated files hold the continuous bit stream; RLE frames hold one segment of the frame's
+    packed bits (``rle_layout="packed"``) or of one byte a pixel (``"bytes"``); JPEG 2000 and HTJ2K frames
+    are 8-bit 0/1 images.
+    """
+    import imagecodecs  # noqa: PLC0415
+
+    rows, cols = int(bits.shape[1]), int(bits.shape[2])
+    common: dict[str, Any] = {
+        "rows": rows,
+        "cols": cols,
+        "bits_allocated": 1,
+        "number_of_frames": int(bits.shape[0]),
+        "sop_class": SEGMENTATION,
+        **extra,
+    }
+    if syntax in (EXPLICIT_LE, DEFLATED_LE):
+        return make_p10(syntax, native=np.packbits(bits.reshape(-1), bitorder="little").tobytes(), **common)
+    if syntax == RLE_LOSSLESS:
+        segments = stored_segmentation(bits) if rle_layout == "packed" else [f.tobytes() for f in bits]
+        return make_p10(syntax, frames=[_rle_one_segment(s) for s in segments], **common)
+    if syntax in (J2K_LOSSLESS, "1.2.840.10008.1.2.4.91"):
+        encoded = [bytes(imagecodecs.jpeg2k_encode(f, reversible=True, codecformat="J2K")) for f in bits]
+    else:
+        encoded = [bytes(imagecodecs.htj2k_encode(f, reversible=True)) for f in bits]
+    return make_p10(syntax, frames=encoded, **common)
+
+
+def float_p10(values: np.ndarray, *, double: bool = False, syntax: str = EXPLICIT_LE, **extra: Any) -> bytes:
+    """A Parametric-Map-like file with Float (32-bit) or Double Float (64-bit) Pixel Data and no PixelData.
+
+    As the Floating Point Image Pixel module says, it has no BitsStored, HighBit or PixelRepresentation.
+    """
+    ds = read(make_p10(syntax, sop_class="1.2.840.10008.5.1.4.1.1.30", **extra))
+    ds.Rows, ds.Columns = int(values.shape[-2]), int(values.shape[-1])
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    if values.ndim == 3:
+        ds.NumberOfFrames = int(values.shape[0])
+    if double:
+        ds.BitsAllocated = 64
+        ds.DoubleFloatPixelData = values.astype("<f8").tobytes()
+    else:
+        ds.BitsAllocated = 32
+        ds.FloatPixelData = values.astype("<f4").tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import zlib
 
 import imagecodecs
 import numpy as np
 import pytest
 from pydicom.pixels.utils import iter_pixels
 
+from ahi_emulator.metadata import prepare_import_instance
 from ahi_emulator.p10 import (
     TRANSCODING_EXCEPTION,
     UNSUPPORTED_TRANSFER_SYNTAX,
@@ -17,13 +19,21 @@ from ahi_emulator.p10 import (
     read_p10,
 )
 from tests.emulator.p10_factory import (
+    DEFLATED_LE,
     EXPLICIT_LE,
+    HTJ2K_LOSSLESS,
+    J2K_LOSSLESS,
+    RLE_LOSSLESS,
     SEGMENTATION,
     bundled,
     expected_frames,
+    float_p10,
     make_p10,
     packed_segmentation_frames,
     read,
+    segmentation_bits,
+    segmentation_p10,
+    stored_segmentation,
 )
 
 RNG = np.random.default_rng(7)
@@ -226,15 +236,6 @@ def test_patient_name_is_a_string_and_levels_are_split() -> None:
     assert np.array_equal(imported.spec.frames[0], expected_frames(ds)[0])
 
 
-def _float_pixel_data() -> bytes:
-    ds = read(make_p10(EXPLICIT_LE))
-    ds.Rows, ds.Columns = 2, 2
-    ds.FloatPixelData = np.zeros(4, np.float32).tobytes()
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize(
     ("data", "message"),
     [
@@ -279,7 +280,6 @@ def _float_pixel_data() -> bytes:
             "SamplesPerPixel 2 is not supported",
             id="two-samples",
         ),
-        pytest.param(_float_pixel_data, "FloatPixelData", id="float"),
     ],
 )
 def test_failures_name_the_problem_without_patient_data(data: object, message: str) -> None:
@@ -292,3 +292,127 @@ def test_failures_name_the_problem_without_patient_data(data: object, message: s
     assert message in str(caught.value)
     assert "Synthetic" not in str(caught.value)
     assert "SYN-1" not in str(caught.value)
+
+
+# ------------------------------------------------------- binary segmentation in any syntax, BA > BS, float
+
+
+@pytest.mark.parametrize(
+    ("syntax", "rle_layout"),
+    [
+        pytest.param(EXPLICIT_LE, "packed", id="native"),
+        pytest.param(DEFLATED_LE, "packed", id="deflated"),
+        pytest.param(RLE_LOSSLESS, "packed", id="rle-packed-bits"),
+        pytest.param(RLE_LOSSLESS, "bytes", id="rle-byte-a-pixel"),
+        pytest.param(J2K_LOSSLESS, "packed", id="j2k"),
+        pytest.param(HTJ2K_LOSSLESS, "packed", id="htj2k"),
+    ],
+)
+def test_binary_segmentation_in_any_syntax_is_stored_as_packed_frames(syntax: str, rle_layout: str) -> None:
+    """GIVEN a 3-frame 37x41 binary segmentation (frames 2 and 3 start mid-byte) in `syntax` WHEN read
+    THEN no warning, stored as .1.2.1 and each frame is its own pixels packed LSB-first (not a blob)."""
+    bits = segmentation_bits()
+
+    imported = read_p10(segmentation_p10(bits, syntax, rle_layout=rle_layout))
+
+    assert imported.warning is None
+    assert imported.spec is not None
+    assert imported.spec.stored_transfer_syntax_uid == EXPLICIT_LE
+    assert list(imported.spec.encoded_frames or []) == stored_segmentation(bits)
+
+
+def test_binary_segmentation_rle_that_does_not_decode_is_a_blob_with_warning_45312() -> None:
+    """GIVEN an RLE segmentation whose segments hold fewer bits than a frame WHEN read THEN 45312, a blob."""
+    short = segmentation_bits(rows=4, cols=4)
+    data = segmentation_p10(short, RLE_LOSSLESS)
+    ds = read(data)
+    ds.Rows, ds.Columns = 37, 41
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+
+    imported = read_p10(buffer.getvalue())
+
+    assert imported.warning is not None
+    assert imported.warning.code == TRANSCODING_EXCEPTION
+
+
+@pytest.mark.parametrize(
+    ("dtype", "bits_stored", "signed", "narrow"),
+    [
+        pytest.param(np.uint16, 8, 0, np.uint8, id="ba16-bs8"),
+        pytest.param(np.uint32, 16, 0, np.uint16, id="ba32-bs16"),
+        pytest.param(np.uint16, 12, 1, np.int16, id="ba16-bs12-signed"),
+        pytest.param(np.uint32, 24, 1, np.int32, id="ba32-bs24-signed-3-widened-to-4"),
+    ],
+)
+def test_bits_allocated_wider_than_bits_stored_is_imported_at_bits_stored_precision(
+    dtype: type, bits_stored: int, signed: int, narrow: type
+) -> None:
+    """GIVEN a native file whose BitsAllocated container is wider than BitsStored needs, with garbage above
+    BitsStored WHEN imported THEN no warning; the HTJ2K precision is BitsStored, the frame decodes to the
+    values in ceil(BitsStored/8) bytes and the checksum is theirs."""
+    rng = np.random.default_rng(bits_stored)
+    low = -(1 << (bits_stored - 1)) if signed else 0
+    high = (1 << (bits_stored - 1)) if signed else (1 << bits_stored)
+    values = rng.integers(low, high, size=(6, 5)).astype(np.int64)
+    container = np.dtype(dtype).itemsize * 8
+    garbage = np.int64(0x5A) << bits_stored
+    raw = ((values & ((1 << bits_stored) - 1)) | garbage).astype(np.uint64) & ((1 << container) - 1)
+    data = make_p10(
+        EXPLICIT_LE,
+        rows=6,
+        cols=5,
+        bits_allocated=container,
+        bits_stored=bits_stored,
+        pixel_representation=signed,
+        native=raw.astype(np.dtype(dtype).newbyteorder("<")).tobytes(),
+    )
+
+    imported = read_p10(data)
+    prepared = prepare_import_instance(imported)
+
+    assert imported.warning is None
+    (stored,) = prepared.frames.values()
+    decoded = imagecodecs.htj2k_decode(stored.data)
+    expected = values.astype(narrow)
+    assert decoded.dtype.itemsize == np.dtype(narrow).itemsize
+    assert np.array_equal(decoded.astype(np.int64), values)
+    (frame,) = prepared.instance["ImageFrames"]
+    checksum = frame["PixelDataChecksumFromBaseToFullResolution"][-1]["Checksum"]
+    assert checksum == zlib.crc32(expected.astype(expected.dtype.newbyteorder("<")).tobytes())
+    assert prepared.instance["DICOM"]["BitsAllocated"] == container  # the source's attributes, unchanged
+
+
+@pytest.mark.parametrize("double", [False, True], ids=["float", "double-float"])
+def test_float_pixel_data_is_a_blob_with_warning_45312(double: bool) -> None:
+    """GIVEN Float / Double Float Pixel Data WHEN read THEN imported with warning 45312 naming the element,
+    the element's value stored as one blob in the source syntax, and the Instance DICOM has no BitsStored."""
+    values = np.linspace(-2.0, 3.0, 12).reshape(3, 4)
+    data = float_p10(values, double=double)
+    keyword = "DoubleFloatPixelData" if double else "FloatPixelData"
+
+    imported = read_p10(data)
+    prepared = prepare_import_instance(imported)
+
+    assert imported.warning is not None
+    assert imported.warning.code == TRANSCODING_EXCEPTION
+    assert keyword in imported.warning.message
+    assert imported.spec is not None
+    assert imported.spec.stored_transfer_syntax_uid == EXPLICIT_LE
+    assert list(imported.spec.encoded_frames or []) == [values.astype("<f8" if double else "<f4").tobytes()]
+    dicom = prepared.instance["DICOM"]
+    assert dicom["BitsAllocated"] == (64 if double else 32)
+    assert "BitsStored" not in dicom
+    assert "PixelRepresentation" not in dicom
+
+
+def test_openjpeg_store_refuses_samples_it_cannot_round_trip() -> None:
+    """GIVEN 24- and 25-bit samples WHEN encoded for a JPEG 2000 Lossless data store THEN 24 bits round-trip
+    and 25 bits are refused (OpenJPEG would store them lossily; the import then keeps a blob)."""
+    from ahi_emulator.codec import encode_j2k_lossless  # noqa: PLC0415
+
+    rng = np.random.default_rng(25)
+    ok = rng.integers(0, 1 << 24, size=(8, 8)).astype(np.uint32)
+    assert np.array_equal(imagecodecs.jpeg2k_decode(encode_j2k_lossless(ok, 24)), ok)
+    with pytest.raises(ValueError, match="25-bit"):
+        encode_j2k_lossless(rng.integers(0, 1 << 25, size=(8, 8)).astype(np.uint32), 25)

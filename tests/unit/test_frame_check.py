@@ -152,3 +152,25 @@ def test_json_shape_is_the_cli_contract() -> None:
                         "actual", "rule", "reason"}  # fmt: skip
     assert doc["status"] == "MATCH"
     assert doc["rule"] == "decoded-htj2k"
+
+
+@pytest.mark.parametrize(
+    "syntax",
+    [EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2"],
+    ids=["explicit-le-blob", "implicit-le-blob"],
+)
+def test_float_pixel_data_kept_as_original_is_unverified_with_its_own_reason(syntax: str) -> None:
+    # GIVEN a float frame kept as a blob whose published checksum is the CRC of the bytes served
+    blob = np.linspace(-1, 1, 16, dtype="<f4").tobytes()
+    float_frame = frame(checksum=zlib.crc32(blob), syntax=syntax, float_pixel_data=True)
+    # WHEN checked THEN it is ERROR float-pixel-data: neither MATCH on bytes nor a generic failure
+    result = check_frame(float_frame, FetchedFrame(blob, "application/octet-stream"))
+    assert (result.status, result.reason, result.expected) == (Status.ERROR, Reason.FLOAT_PIXEL_DATA, zlib.crc32(blob))
+    assert precheck_frame(float_frame) == result
+
+
+def test_float_flag_does_not_stop_checking_htj2k_that_healthimaging_made() -> None:
+    # GIVEN a frame flagged float but stored as HealthImaging's own HTJ2K (the checksum rule is documented)
+    result = check_frame(frame(float_pixel_data=True), FetchedFrame(HT, "image/jph"))
+    # THEN it is verified as any HTJ2K frame
+    assert (result.status, result.reason) == (Status.MATCH, None)

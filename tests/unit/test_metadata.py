@@ -160,3 +160,22 @@ def test_null_stored_syntax_means_htj2k() -> None:
     doc["Study"]["Series"]["1.2.3"]["Instances"]["1.2.3.4"]["StoredTransferSyntaxUID"] = None
     (listed,) = parse_image_set_metadata(doc).frames
     assert listed.stored_transfer_syntax_uid == HTJ2K_LOSSLESS_RPCL
+
+
+@pytest.mark.parametrize(
+    ("dicom", "flagged"),
+    [
+        pytest.param({"BitsAllocated": 32}, True, id="float-32-no-bits-stored"),
+        pytest.param({"BitsAllocated": 64}, True, id="double-float-64"),
+        pytest.param({"BitsAllocated": 32, "BitsStored": 32}, False, id="integer-32"),
+        pytest.param({"BitsAllocated": 16}, False, id="integer-16"),
+        pytest.param({}, False, id="no-dicom-attributes"),
+    ],
+)
+def test_float_pixel_data_is_flagged_from_the_instance_dicom(dicom: dict[str, Any], flagged: bool) -> None:
+    # GIVEN an instance whose DICOM has (or lacks) the marks of Float / Double Float Pixel Data
+    doc = _one_frame_doc(GOOD_FRAME)
+    doc["Study"]["Series"]["1.2.3"]["Instances"]["1.2.3.4"]["DICOM"] = dicom
+    # WHEN parsed THEN its frame carries the flag exactly when DICOM says float
+    (listed,) = parse_image_set_metadata(doc).frames
+    assert listed.float_pixel_data is flagged

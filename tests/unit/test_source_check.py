@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import zlib
 from pathlib import Path
 
@@ -150,3 +151,104 @@ def test_jpeg_lossless_sources_decode_to_their_pixels(syntax: str) -> None:
     # WHEN its source IFRC is computed THEN it is the CRC of the original pixels
     (frame,) = read_source_file(data, "ll.dcm").frames
     assert (frame.rule, frame.crc) == ("decoded-pixels", zlib.crc32(pixels.tobytes()))
+
+
+# ---------------------------------------------------------------- binary segmentation in any syntax
+
+
+@pytest.mark.parametrize(
+    ("syntax", "rle_layout"),
+    [
+        pytest.param("1.2.840.10008.1.2.1", "packed", id="native"),
+        pytest.param("1.2.840.10008.1.2.1.99", "packed", id="deflated"),
+        pytest.param("1.2.840.10008.1.2.5", "packed", id="rle-packed-bits"),
+        pytest.param("1.2.840.10008.1.2.5", "bytes", id="rle-byte-a-pixel"),
+        pytest.param("1.2.840.10008.1.2.4.90", "packed", id="j2k"),
+        pytest.param("1.2.840.10008.1.2.4.201", "packed", id="htj2k"),
+    ],
+)
+def test_binary_segmentation_is_decoded_then_packed_per_frame(syntax: str, rle_layout: str) -> None:
+    # GIVEN a 3-frame 37x41 binary segmentation (1517 bits a frame: frames 2 and 3 start mid-byte) in `syntax`
+    from tests.emulator.p10_factory import segmentation_bits, segmentation_p10, stored_segmentation  # noqa: PLC0415
+
+    bits = segmentation_bits()
+    data = segmentation_p10(bits, syntax, rle_layout=rle_layout)
+    # WHEN its source IFRC is computed
+    frames = read_source_file(data, "seg.dcm").frames
+    # THEN each frame's IFRC is that of its own pixels packed LSB-first from a byte boundary (the stored
+    # .1.2.1 layout), never of the compressed bytes
+    assert [(f.frame_number, f.rule, f.crc) for f in frames] == [
+        (i, "raw-bytes", zlib.crc32(b)) for i, b in enumerate(stored_segmentation(bits), start=1)
+    ]
+    assert len({f.crc for f in frames}) == 3  # the frames really differ, so a mix-up would show
+
+
+def test_compressed_segmentation_whose_frames_do_not_decode_is_an_error() -> None:
+    # GIVEN an RLE segmentation whose first frame's segment is cut short
+    from pydicom.encaps import encapsulate, generate_frames  # noqa: PLC0415
+
+    from tests.emulator.p10_factory import segmentation_bits, segmentation_p10  # noqa: PLC0415
+
+    ds = pydicom.dcmread(io.BytesIO(segmentation_p10(segmentation_bits(), "1.2.840.10008.1.2.5")))
+    frames = list(generate_frames(ds.PixelData, number_of_frames=3))
+    ds.PixelData = encapsulate([frames[0][:70], *frames[1:]])
+    out = io.BytesIO()
+    ds.save_as(out)
+    # THEN the source is unreadable, not a checksum of whatever bytes were there
+    with pytest.raises(SourceError, match="cannot be decoded"):
+        read_source_file(out.getvalue(), "seg.dcm")
+
+
+# ---------------------------------------------- BitsAllocated wider than BitsStored needs (container rule)
+
+
+def test_bits_allocated_16_bits_stored_8_is_hashed_as_one_byte_samples() -> None:
+    # GIVEN 8-bit values in a 16-bit container, with garbage in the high byte
+    values = np.random.default_rng(2).integers(0, 256, size=(6, 7), dtype=np.uint16)
+    (frame,) = read_source_file(_p10(values | np.uint16(0x5A00), 8, signed=False), "ba16bs8").frames
+    # THEN the IFRC is over 1-byte samples, as HealthImaging's 8-bit HTJ2K decodes
+    assert frame.crc == zlib.crc32(values.astype(np.uint8).tobytes())
+    assert frame.crc != zlib.crc32(values.tobytes())
+
+
+def test_bits_allocated_32_bits_stored_16_is_hashed_as_two_byte_samples() -> None:
+    values = np.random.default_rng(3).integers(0, 65536, size=(5, 4), dtype=np.uint32)
+    (frame,) = read_source_file(_p10(values | np.uint32(0x00770000), 16, signed=False), "ba32bs16").frames
+    assert frame.crc == zlib.crc32(values.astype("<u2").tobytes())
+
+
+def test_signed_bits_stored_12_in_16_keeps_two_byte_sign_extended_samples() -> None:
+    # GIVEN signed 12-bit values with their high nibble zeroed (BitsAllocated 16)
+    values = np.array([[-2048, -1, 0], [1, 2047, -5]], dtype=np.int16)
+    stored = (values.view(np.uint16) & np.uint16(0x0FFF)).view(np.int16)
+    (frame,) = read_source_file(_p10(stored, 12, signed=True), "ba16bs12").frames
+    # THEN the container stays 2 bytes (ceil(12/8)) and values are sign-extended
+    assert frame.crc == zlib.crc32(values.astype("<i2").tobytes())
+
+
+def test_signed_bits_stored_8_in_16_is_one_signed_byte() -> None:
+    values = np.array([[-128, -1], [0, 127]], dtype=np.int16)
+    stored = (values.view(np.uint16) & np.uint16(0x00FF)).view(np.int16)
+    (frame,) = read_source_file(_p10(stored, 8, signed=True), "ba16bs8s").frames
+    assert frame.crc == zlib.crc32(values.astype(np.int8).tobytes())
+
+
+# ------------------------------------------------------------------------------------ float pixel data
+
+
+@pytest.mark.parametrize(
+    ("double", "element"),
+    [
+        pytest.param(False, "FloatPixelData (7FE0,0008)", id="float"),
+        pytest.param(True, "DoubleFloatPixelData (7FE0,0009)", id="double"),
+    ],
+)
+def test_float_pixel_data_is_named_and_never_compared(double: bool, element: str) -> None:
+    # GIVEN a file whose pixels are Float or Double Float Pixel Data (no PixelData element)
+    from tests.emulator.p10_factory import float_p10  # noqa: PLC0415
+
+    data = float_p10(np.linspace(-1.5, 2.5, 12).reshape(3, 4), double=double)
+    # WHEN its source IFRC is asked for THEN it is an error naming the element: no frame to compare
+    with pytest.raises(SourceError, match=re.escape(element)) as caught:
+        read_source_file(data, "pm/file-3.dcm")
+    assert "file-3" not in str(caught.value)

@@ -21,6 +21,9 @@ def precheck_frame(frame: FrameRef) -> FrameResult | None:
     """Return the result of a frame that needs no fetch because its metadata already decides it."""
     if frame.problem:
         return FrameResult.of(frame, Status.ERROR, reason=Reason.METADATA_INVALID, detail=frame.problem)
+    float_result = _float_pixel_data(frame)
+    if float_result is not None:
+        return float_result
     if frame.full_resolution is None:
         return FrameResult.of(frame, Status.ERROR, reason=Reason.NO_CHECKSUM, detail="no checksum in metadata")
     if stored_syntax(frame.stored_transfer_syntax_uid) is None:
@@ -83,6 +86,24 @@ def check_frame(frame: FrameRef, fetched: FetchedFrame) -> FrameResult:
         if checksum.crc == expected:
             return _match(frame, expected, checksum)
     return _no_match(frame, expected, computed, failure, authoritative=syntax.authoritative)
+
+
+def _float_pixel_data(frame: FrameRef) -> FrameResult | None:
+    """Float pixel data kept as the original is not verifiable: AWS documents neither its storage nor its
+    checksum. Frames HealthImaging transcoded itself (HTJ2K, JPEG 2000 lossless) are checked as usual."""
+    syntax = stored_syntax(frame.stored_transfer_syntax_uid)
+    if not frame.float_pixel_data or (syntax is not None and syntax.authoritative):
+        return None
+    return FrameResult.of(
+        frame,
+        Status.ERROR,
+        expected=frame.full_resolution.checksum if frame.full_resolution else None,
+        reason=Reason.FLOAT_PIXEL_DATA,
+        detail=(
+            f"Float or Double Float Pixel Data stored as {frame.stored_transfer_syntax_uid}: AWS documents no "
+            "checksum for floating point pixels, so the frame is not verified"
+        ),
+    )
 
 
 def _matched(computed: list[FrameChecksum], expected: int) -> bool:

@@ -53,6 +53,8 @@ class FrameRef:
     samples_per_pixel: int | None = None
     bits_allocated: int | None = None
     frame_size_in_bytes: int | None = None
+    float_pixel_data: bool = False
+    """The instance's ``DICOM`` describes Float or Double Float Pixel Data (see :func:`is_float_pixel_data`)."""
     problem: str | None = None
     """Why this frame cannot be verified from its metadata entry alone (malformed entry)."""
 
@@ -175,6 +177,7 @@ def _instance_frames(series_uid: str, sop_uid: str, instance: Mapping[str, Any])
         "columns": _int_or_none(dicom.get("Columns")),
         "samples_per_pixel": _int_or_none(dicom.get("SamplesPerPixel")),
         "bits_allocated": _int_or_none(dicom.get("BitsAllocated")),
+        "float_pixel_data": is_float_pixel_data(dicom),
     }
     image_frames = instance.get("ImageFrames")
     if image_frames is None:
@@ -230,6 +233,26 @@ def _full_resolution(levels: Any) -> ResolutionChecksum:
             raise ValueError(f"entry {i}: Checksum is outside the unsigned 32-bit range")
         parsed.append(ResolutionChecksum(width=width, height=height, checksum=checksum))
     return max(parsed, key=lambda level: (level.width, level.height))
+
+
+def is_float_pixel_data(dicom: Mapping[str, Any]) -> bool:
+    """Whether an instance's ``DICOM`` attributes describe Float or Double Float Pixel Data.
+
+    AWS documents nothing about float pixel data, so this follows DICOM: integer pixel data always has
+    BitsStored (Type 1), float pixel data (Floating Point Image Pixel module) never has; Double Float Pixel
+    Data is the only pixel data with BitsAllocated 64.
+
+    Parameters
+    ----------
+    dicom : Mapping
+        The instance's ``DICOM`` object (empty when the document has none: then False).
+
+    Returns
+    -------
+    bool
+    """
+    bits_allocated = _int_or_none(dicom.get("BitsAllocated"))
+    return bits_allocated == 64 or (bits_allocated == 32 and "BitsStored" not in dicom)
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -37,6 +37,9 @@ class Reason(enum.StrEnum):
     UNSUPPORTED_CONTENT_TYPE = "unsupported-content-type"
     NO_RULE_MATCHED = "checksum-definition-unknown"
     UNKNOWN_CHECKSUM_TYPE = "unknown-checksum-type"
+    FLOAT_PIXEL_DATA = "float-pixel-data"
+    """Float or Double Float Pixel Data kept as the original: AWS documents neither how it is stored nor its
+    checksum, so the frame is not verified."""
     INTERNAL = "internal-error"
 
 
