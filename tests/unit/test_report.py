@@ -199,6 +199,7 @@ def test_clean_job_document() -> None:
         "importFailures": 0,
         "importWarnings": 0,
         "unreadableLines": 0,
+        "lossyDecoderDiffers": 0,
     }
     assert doc["imageSets"][1]["summary"] == {"total": 2, "match": 2, "mismatch": 0, "error": 0}
     assert doc["job"]["status"] == "COMPLETED"
