@@ -186,10 +186,11 @@ LOSSY_DECODER_TOLERANCE = 1
 """The largest per-sample difference between two decoders of the same lossy frame that is put down to the
 decoders, not to the import. Measured with ``python -m bench.lossy_decoders`` on the real lossy files bundled
 with pydicom: pylibjpeg-libjpeg against libjpeg-turbo differ by at most 1 (JPGExtended 12-bit: 3,612 of
-262,144 samples; SC_rgb_jpeg_lossy_gdcm: 500 of 30,000; examples_ybr_color: 78,333 of 6,912,000), OpenJPH
-against OpenJPEG on lossy HTJ2K by at most 1, lossy JPEG 2000 and JPEG-LS near-lossless not at all; the issue
-measured the same bound (10,416 and 84,190 samples) between pydicom's plugin and libjpeg-turbo, IJG and GDCM on
-real ``.51`` files. IDCT rounding differs by one least significant bit; a larger difference is a change."""
+262,144 samples; SC_rgb_jpeg_lossy_gdcm: 500 of 30,000; SC_rgb_dcmtk_+eb+cy+np: 2,600 of 30,000;
+examples_ybr_color: 78,333 of 6,912,000); OpenJPH against OpenJPEG on a lossy HTJ2K frame by at most 1 (53 of
+16,384); lossy JPEG 2000 and JPEG-LS near-lossless decoders not at all. The issue measured the same bound
+(10,416 and 84,190 samples) between pydicom's plugin and libjpeg-turbo, IJG and GDCM on real ``.51`` files:
+the inverse DCT's rounding differs by one least significant bit; a larger difference is a change."""
 
 
 def _lossy_source_frames(ds: Any, syntax: str, number_of_frames: int) -> tuple[SourceFrame, ...]:
