@@ -6,6 +6,7 @@ a verifier tested against it cannot pass by sharing a decoder's mistakes.
 
 from .emulator import Emulator
 from .faults import Fault, ImportFaults, InjectedFaults, StoredFrameRef
+from .lossy import LossyJpegDecoding
 from .models import NotFoundError
 from .quotas import DEFAULT_QUOTAS, NO_QUOTAS, Quota
 from .server import EmulatorServer
@@ -21,6 +22,7 @@ __all__ = [
     "ImportFaults",
     "InjectedFaults",
     "InstanceSpec",
+    "LossyJpegDecoding",
     "NotFoundError",
     "PatientSpec",
     "Quota",

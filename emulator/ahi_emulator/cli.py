@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 
 from .emulator import Emulator
+from .lossy import DECODERS, LossyJpegDecoding
 from .quotas import NO_QUOTAS, Quota, parse_quota
 from .seed import seed_emulator
 from .server import EmulatorServer
@@ -56,6 +57,20 @@ def _parser() -> argparse.ArgumentParser:
         metavar="OPERATION=RATE[:BURST]",
         help="throttle OPERATION at RATE requests/s with a bucket of BURST (default 2 x RATE) instead of the "
         "service's default quota; repeatable",
+    )
+    serve.add_argument(
+        "--lossy-jpeg-decoder",
+        choices=DECODERS,
+        default="pydicom",
+        help="how import jobs decode JPEG Extended (.51) sources (default: pydicom, as the verifier does first)",
+    )
+    serve.add_argument(
+        "--lossy-jpeg-perturb",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add N to every 97th sample of a decoded JPEG Extended source: a decoder rounding differently "
+        "when 1, an import changing the pixels when larger (default 0)",
     )
     serve.add_argument(
         "--no-quotas",
@@ -123,6 +138,8 @@ def _serve(args: argparse.Namespace) -> int:
         emulator = Emulator.load(args.data, quotas=quotas)
     if args.datastore_id is not None and args.datastore_id not in emulator.datastore_ids():
         emulator.create_datastore(args.datastore_id)
+    if args.lossy_jpeg_decoder != "pydicom" or args.lossy_jpeg_perturb:
+        emulator.lossy_jpeg_decoding = LossyJpegDecoding(args.lossy_jpeg_decoder, args.lossy_jpeg_perturb)
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:

@@ -21,6 +21,7 @@ from .dicom import DicomSource, read_dicom
 from .faults import Fault, FaultBook, FaultDecision, ImportFaults, LoggedRequest
 from .ids import check_id, new_id
 from .jobs import EventSink, ImportControlPlane
+from .lossy import LossyJpegDecoding
 from .metadata import prepare_instances, synthetic_study
 from .models import HealthImagingBackend
 from .persistence import load_state, save_state
@@ -38,7 +39,7 @@ class Emulator(HealthImagingBackend, ImportControlPlane):
 
     Parameters
     ----------
-    s3_client, on_event, region, import_faults
+    s3_client, on_event, region, import_faults, lossy_jpeg_decoding
         Initial values of the import control plane's attributes of the same name, each settable later (see
         :class:`~ahi_emulator.jobs.ImportControlPlane`).
     quotas
@@ -61,12 +62,14 @@ class Emulator(HealthImagingBackend, ImportControlPlane):
         region: str | None = None,
         import_faults: ImportFaults | None = None,
         quotas: Mapping[str, Quota | None] | None = None,
+        lossy_jpeg_decoding: LossyJpegDecoding | None = None,
     ) -> None:
         HealthImagingBackend.__init__(self)
         ImportControlPlane.__init__(self, self, region)
         self.s3_client = s3_client
         self.on_event = on_event
         self.import_faults = import_faults
+        self.lossy_jpeg_decoding = lossy_jpeg_decoding
         self._faults = FaultBook()
         self._quotas = QuotaBook(quotas)
 

@@ -57,6 +57,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .faults import ImportFaults, InjectedFaults, StoredFrameRef
 from .ids import new_id
+from .lossy import LossyJpegDecoding
 from .metadata import PreparedInstance, prepare_import_instance
 from .models import JOB_STATUSES, TERMINAL, JobRecord, safe_message
 from .p10 import TRANSCODING_EXCEPTION, P10Error, P10Instance, read_p10
@@ -284,6 +285,9 @@ class ImportControlPlane:
         As above; settable later.
     import_faults
         Faults for jobs started without their own (e.g. over HTTP); ``None`` (the default): none.
+    lossy_jpeg_decoding
+        How jobs started without their own decode JPEG Extended sources (:mod:`ahi_emulator.lossy`);
+        ``None`` (the default): pydicom.
     """
 
     def __init__(self, backend: ImportBackend, region: str | None = None) -> None:
@@ -293,6 +297,7 @@ class ImportControlPlane:
         self.s3_client: Any | None = None
         self.on_event: EventSink | None = None
         self.import_faults: ImportFaults | None = None
+        self.lossy_jpeg_decoding: LossyJpegDecoding | None = None
 
     def start_import_job(
         self,
@@ -306,6 +311,7 @@ class ImportControlPlane:
         faults: ImportFaults | None = None,
         input_owner_account_id: str | None = None,
         import_configuration: Mapping[str, Any] | None = None,
+        lossy_jpeg_decoding: LossyJpegDecoding | None = None,
     ) -> str:
         """Start a DICOM import job (``StartDICOMImportJob``) on a background thread.
 
@@ -329,6 +335,8 @@ class ImportControlPlane:
             Injected faults (default: :attr:`import_faults`, else none).
         input_owner_account_id, import_configuration
             Recorded and reported only.
+        lossy_jpeg_decoding
+            How the job decodes JPEG Extended sources (default: :attr:`lossy_jpeg_decoding`, else pydicom).
 
         Returns
         -------
@@ -365,6 +373,7 @@ class ImportControlPlane:
             input_owner_account_id=input_owner_account_id,
             import_configuration=dict(import_configuration) if import_configuration is not None else None,
             faults=faults or self.import_faults or ImportFaults(),
+            lossy_jpeg=lossy_jpeg_decoding or self.lossy_jpeg_decoding,
         )
         registered = self.backend.register_job(job)
         if registered is not job:  # a client token already used for this data store: that job, not a new one
@@ -555,7 +564,7 @@ class ImportRunner:
             self._fail(key, f"The object could not be read from S3: {_error_code(exc)}")
             return
         try:
-            instance = read_p10(data)
+            instance = read_p10(data, lossy_jpeg=self.job.lossy_jpeg)
         except P10Error as exc:
             self._fail(key, str(exc))
             return

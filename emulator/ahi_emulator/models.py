@@ -29,6 +29,7 @@ import imagecodecs
 from .codec import JPEG2000_LOSSLESS, box_jph, encode_htj2k, encode_j2k_lossless, flip_one_pixel, is_htj2k_lossless
 from .faults import ImportFaults, InjectedFaults
 from .ids import check_id
+from .lossy import LossyJpegDecoding
 from .metadata import (
     PreparedInstance,
     StoredFrame,
@@ -134,6 +135,8 @@ class JobRecord:
     input_owner_account_id: str | None = None
     import_configuration: dict[str, Any] | None = None
     faults: ImportFaults = field(default_factory=ImportFaults)
+    lossy_jpeg: LossyJpegDecoding | None = None
+    """How the job decodes JPEG Extended sources (None: pydicom, see :mod:`ahi_emulator.lossy`)."""
     injected: InjectedFaults = field(default_factory=InjectedFaults)
     done: threading.Event = field(default_factory=threading.Event)
 

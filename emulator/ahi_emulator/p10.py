@@ -117,9 +117,11 @@ from pydicom.pixels.utils import iter_pixels
 
 from .codec import EXPLICIT_VR_LITTLE_ENDIAN, normalize_frame
 from .dicom import INSTANCE_KEYWORDS, SERIES_KEYWORDS, STUDY_KEYWORDS, dicom_attributes
+from .lossy import LossyJpegDecoding
 from .specs import InstanceSpec
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
 
 #: Source syntaxes decoded by pydicom and transcoded to HTJ2K lossless.
 TRANSCODED_SYNTAXES: frozenset[str] = frozenset(
@@ -250,7 +252,7 @@ def normalise_pixels(
     return np.ascontiguousarray(out)
 
 
-def read_p10(data: bytes, *, blob_code: int | None = None) -> P10Instance:
+def read_p10(data: bytes, *, blob_code: int | None = None, lossy_jpeg: LossyJpegDecoding | None = None) -> P10Instance:
     """Parse one P10 file and decide how its pixel data is stored (see the module docstring).
 
     Parameters
@@ -260,6 +262,9 @@ def read_p10(data: bytes, *, blob_code: int | None = None) -> P10Instance:
     blob_code
         Store any pixel data as a blob with this warning code (the import job's second attempt after the
         HTJ2K encoder failed on a transcoded file).
+    lossy_jpeg
+        Decode a JPEG Extended (``.51``) source this way instead of with pydicom alone (see
+        :mod:`ahi_emulator.lossy`).
 
     Raises
     ------
@@ -273,7 +278,7 @@ def read_p10(data: bytes, *, blob_code: int | None = None) -> P10Instance:
     except Exception as exc:
         raise P10Error(f"the file could not be parsed as DICOM P10 ({type(exc).__name__})") from exc
     try:
-        return _instance(ds, blob_code)
+        return _instance(ds, blob_code, lossy_jpeg)
     except P10Error:
         raise
     except Exception as exc:
@@ -287,7 +292,7 @@ def _required(ds: Dataset, keywords: Iterable[str]) -> None:
             raise P10Error(f"DICOM attribute {keyword} does not exist")
 
 
-def _instance(ds: Dataset, blob_code: int | None) -> P10Instance:
+def _instance(ds: Dataset, blob_code: int | None, lossy_jpeg: LossyJpegDecoding | None = None) -> P10Instance:
     meta = getattr(ds, "file_meta", None)
     if meta is None or not meta.get("TransferSyntaxUID"):
         raise P10Error("DICOM attribute TransferSyntaxUID does not exist")
@@ -299,7 +304,7 @@ def _instance(ds: Dataset, blob_code: int | None) -> P10Instance:
     spec: InstanceSpec | None = None
     warning: P10Warning | None = None
     if "PixelData" in ds:
-        spec, warning = _pixel_spec(ds, syntax, instance, series, blob_code)
+        spec, warning = _pixel_spec(ds, syntax, instance, series, blob_code, lossy_jpeg)
     elif any(keyword in ds for keyword, _ in FLOAT_PIXEL_ELEMENTS):
         spec, warning = _float_blob(ds, syntax, instance, series)
     patient = dicom_attributes(ds, _PATIENT_KEYWORDS)
@@ -333,7 +338,12 @@ def _number_of_frames(ds: Dataset) -> int:
 
 
 def _pixel_spec(
-    ds: Dataset, syntax: str, instance: dict[str, Any], series: dict[str, Any], blob_code: int | None
+    ds: Dataset,
+    syntax: str,
+    instance: dict[str, Any],
+    series: dict[str, Any],
+    blob_code: int | None,
+    lossy_jpeg: LossyJpegDecoding | None = None,
 ) -> tuple[InstanceSpec, P10Warning | None]:
     _required(ds, _PIXEL_KEYWORDS)
     samples = int(ds.SamplesPerPixel)
@@ -363,7 +373,7 @@ def _pixel_spec(
         return spec, None
     if syntax not in TRANSCODED_SYNTAXES:
         return _blob(ds, syntax, common, UNSUPPORTED_TRANSFER_SYNTAX)
-    return _transcoded(ds, syntax, common, frames)
+    return _transcoded(ds, syntax, common, frames, lossy_jpeg if syntax == JPEG_EXTENDED else None)
 
 
 def _binary_segmentation(ds: Dataset, syntax: str, common: dict[str, Any]) -> tuple[InstanceSpec, P10Warning | None]:
@@ -383,7 +393,7 @@ def _binary_segmentation(ds: Dataset, syntax: str, common: dict[str, Any]) -> tu
 
 
 def _transcoded(
-    ds: Dataset, syntax: str, common: dict[str, Any], frames: int
+    ds: Dataset, syntax: str, common: dict[str, Any], frames: int, lossy_jpeg: LossyJpegDecoding | None = None
 ) -> tuple[InstanceSpec, P10Warning | None]:
     bits_stored = int(ds.BitsStored)
     try:
@@ -394,7 +404,7 @@ def _transcoded(
                 bits_stored=bits_stored,
                 pixel_representation=int(ds.PixelRepresentation),
             )
-            for f in _decode(ds)
+            for f in (lossy_jpeg.decode(ds) if lossy_jpeg else _decode(ds))
         ]
     except P10Error:
         raise

@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 
 from ahi_verify.alert import MAX_LISTED_FRAMES, MESSAGE_LIMIT, SUBJECT_LIMIT, Alert, compose_alert
-from ahi_verify.outcomes import Reason, Status
-from ahi_verify.report import JobReport, UnreadableLine, Verdict
+from ahi_verify.outcomes import Reason, Status, ThreeWay
+from ahi_verify.report import JobReport, SourceComparison, UnreadableLine, Verdict
 from tests.unit.test_report import (
     DS,
     ISET_A,
@@ -253,3 +253,15 @@ def test_source_relation_mismatch_names_the_frame() -> None:
     assert alert.subject == f"[ahi-verify] MISMATCH: 1 frame(s) differ in import job {JOB}"
     assert "Frames: 2 total, 1 match, 1 mismatch, 0 could not be verified" in alert.message.splitlines()
     assert f"  MISMATCH {ISET_A} {changed.image_frame_id} #1 differs-from-source" in alert.message.splitlines()
+
+
+def test_a_decoder_dependent_frame_is_said_to_depend_on_the_decoder() -> None:
+    # GIVEN a CLEAN job with one frame that matched its lossy source only within the decoder tolerance
+    comparison = SourceComparison(7, ThreeWay.LOSSY_DECODER_DIFFERS, "dicom_input/1.dcm", "libjpeg-turbo", 1, 3)
+    alert = alert_for(report(header(), image_set(ISET_A, [frame(1), frame(2, source=comparison)])), notify_clean=True)
+    # THEN the alert is an OK one, and says the result depends on the decoder
+    assert alert.attributes["severity"] == "CLEAN"
+    assert (
+        "Frames whose lossy source no decoder reproduced exactly: 1 (within the decoder tolerance, not "
+        "mismatches; the result depends on the decoder)" in alert.message.splitlines()
+    )

@@ -199,6 +199,7 @@ def test_clean_job_document() -> None:
         "importFailures": 0,
         "importWarnings": 0,
         "unreadableLines": 0,
+        "lossyDecoderDiffers": 0,
     }
     assert doc["imageSets"][1]["summary"] == {"total": 2, "match": 2, "mismatch": 0, "error": 0}
     assert doc["job"]["status"] == "COMPLETED"
@@ -652,3 +653,46 @@ def test_a_plan_round_trips_exactly_and_names_a_malformed_field() -> None:
     doc["imageSets"][1]["inputFiles"] = "dicom_input/1.dcm"
     with pytest.raises(ReportFormatError, match=r"plan.imageSets\[1\].inputFiles is not a list of strings"):
         JobPlan.from_json(doc)
+
+
+# --- lossy sources -------------------------------------------------------------------------------------------
+
+
+def decoder_dependent(number: int) -> FrameResult:
+    """A frame whose lossy source no decoder reproduced, within the tolerance of the stored pixels."""
+    comparison = SourceComparison(CRC ^ 7, ThreeWay.LOSSY_DECODER_DIFFERS, "dicom_input/1.dcm", "libjpeg-turbo", 1, 42)
+    return frame(number, source=comparison)
+
+
+def test_a_decoder_dependent_frame_is_counted_listed_and_clean() -> None:
+    # GIVEN a job whose one frame matched a lossy source only within the decoder tolerance
+    rep = report(header(), image_set(ISET_A, [frame(1), decoder_dependent(2)]))
+    doc = rep.to_json()
+    # THEN it is no mismatch and the job is CLEAN, but the summary counts it and the problem list shows it
+    assert doc["verdict"] == "CLEAN"
+    assert doc["summary"]["lossyDecoderDiffers"] == 1
+    assert doc["imageSets"][0]["frames"][1]["source"] == {
+        "ifrc": CRC ^ 7,
+        "relation": "lossy-decoder-differs",
+        "inputFile": "dicom_input/1.dcm",
+        "decoder": "libjpeg-turbo",
+        "maxDifference": 1,
+        "differingSamples": 42,
+    }
+    assert [f.index for _, f in rep.problem_frames()] == [1]
+    # AND the document is valid against the schema and reads back to the same report
+    assert list(jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text())).iter_errors(doc)) == []
+    assert JobReport.from_json(json.loads(json.dumps(doc))) == rep
+    # AND the page says the result depends on the decoder
+    page = render_html(rep)
+    assert "depends on the decoder: libjpeg-turbo is within 1 on 42 samples" in page
+
+
+def test_an_unresolved_lossy_source_makes_the_job_unverified() -> None:
+    # GIVEN a frame whose lossy source no decoder reproduced and whose stored pixels could not be compared
+    unresolved = frame(2, source=source_of("lossy-source-unresolved"))
+    rep = report(header(), image_set(ISET_A, [frame(1), unresolved]))
+    # THEN it stays a MATCH, but the job is neither CLEAN nor MISMATCH
+    assert unresolved.status is Status.MATCH
+    assert rep.verdict is Verdict.UNVERIFIED
+    assert rep.to_json()["summary"]["lossyDecoderDiffers"] == 0

@@ -6,16 +6,28 @@ import io
 import re
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.pixels.utils import iter_pixels
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from ahi_verify.outcomes import ThreeWay, three_way
-from ahi_verify.source_check import SourceError, read_source_file
+from ahi_verify.metadata import FrameRef, ResolutionChecksum
+from ahi_verify.outcomes import MISMATCH_RELATIONS, Status, ThreeWay, three_way
+from ahi_verify.report import FrameResult, SourceComparison
+from ahi_verify.source_check import (
+    LOSSY_DECODER_TOLERANCE,
+    SourceError,
+    lossy_decodings,
+    normalised_source_pixels,
+    read_source_file,
+)
+from ahi_verify.work import SourceInputs, _compare_sources, with_source
 from tests.support import CT1_UNC_CRC
 
 
@@ -252,3 +264,136 @@ def test_float_pixel_data_is_named_and_never_compared(double: bool, element: str
     with pytest.raises(SourceError, match=re.escape(element)) as caught:
         read_source_file(data, "pm/file-3.dcm")
     assert "file-3" not in str(caught.value)
+
+
+# --- lossy sources: the decoder may round differently ---------------------------------------------------------
+
+JPEG_EXTENDED_FILE = "JPGExtended.dcm"  # real JPEG Extended (.51) 12-bit greyscale, decoded by the import
+
+
+class _InputBucket:
+    """The input bucket of a job: ``read_object`` over a dict of keys (the one call the three-way check makes)."""
+
+    def __init__(self, objects: dict[str, bytes]) -> None:
+        self.objects = objects
+
+    def read_object(self, location: Any) -> bytes:
+        return self.objects[location.key]
+
+
+def _decodings(name: str) -> dict[str, npt.NDArray[Any]]:
+    ds = pydicom.dcmread(get_testdata_file(name))
+    return {decoder: normalised_source_pixels(arr, ds) for decoder, arr in lossy_decodings(ds, 1)}
+
+
+def _compare_one(name: str, stored: npt.NDArray[Any] | None, crc: int) -> SourceComparison:
+    """Relate one stored frame (its pixels, or None when they cannot be had, and its checksum) to the file."""
+    data = Path(get_testdata_file(name)).read_bytes()
+    sop = str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID)
+    ref = FrameRef(0, "f0", "1.2.3", sop, 1, "1.2.840.10008.1.2.4.202", "DECOMPRESSED", ResolutionChecksum(1, 1, crc))
+    result = FrameResult.of(ref, Status.MATCH, expected=crc, actual=crc)
+    sources = SourceInputs(_InputBucket({name: data}), "s3://input/", (name,))  # type: ignore[arg-type]
+    comparisons, problems, _ = _compare_sources(
+        sources, [result], (ref,), listing_failed=False, stored_pixels=lambda _: stored
+    )
+    assert problems == ()
+    return comparisons[0]
+
+
+def test_every_decoder_of_a_lossy_jpeg_gives_a_candidate() -> None:
+    # GIVEN a real JPEG Extended file, whose pixels pydicom's plugin and libjpeg-turbo round differently
+    (frame,) = read_source_file(Path(get_testdata_file(JPEG_EXTENDED_FILE)).read_bytes(), "jpeg").frames
+    # THEN both decoders' checksums are kept, and they differ
+    assert [name for name, _ in frame.candidates] == ["pydicom-pylibjpeg", "libjpeg-turbo"]
+    assert len({crc for _, crc in frame.candidates}) == 2
+    assert frame.crc == frame.candidates[0][1]
+
+
+def test_a_lossy_source_is_consistent_when_another_decoder_reproduces_the_stored_checksum() -> None:
+    # GIVEN a stored frame holding libjpeg-turbo's pixels (an import decoding like IJG), not pydicom's
+    turbo = _decodings(JPEG_EXTENDED_FILE)["libjpeg-turbo"]
+    # WHEN it is related to its source
+    comparison = _compare_one(JPEG_EXTENDED_FILE, turbo, zlib.crc32(turbo.data))
+    # THEN it is consistent, and the report says which decoder reproduced it
+    assert comparison.relation is ThreeWay.CONSISTENT
+    assert comparison.decoder == "libjpeg-turbo"
+    assert comparison.ifrc == zlib.crc32(turbo.data)
+
+
+def test_a_lossy_source_within_the_tolerance_is_decoder_dependent_not_a_mismatch() -> None:
+    # GIVEN stored pixels that no decoder gives, each within 1 of pydicom's (another decoder's rounding)
+    stored = _decodings(JPEG_EXTENDED_FILE)["pydicom-pylibjpeg"].copy()
+    stored.reshape(-1)[::97] += 1
+    comparison = _compare_one(JPEG_EXTENDED_FILE, stored, zlib.crc32(stored.data))
+    # THEN the relation says the decoders differ, with how much, and the frame stays a MATCH
+    assert comparison.relation is ThreeWay.LOSSY_DECODER_DIFFERS
+    assert (comparison.decoder, comparison.max_difference) == ("pydicom-pylibjpeg", 1)
+    assert comparison.differing_samples == stored.reshape(-1)[::97].size
+    assert comparison.to_json()["maxDifference"] == 1
+    final = with_source(FrameResult(0, "f0", "1.2.3", "1.2.3.4", 1, Status.MATCH, 1, 1), comparison)
+    assert final.status is Status.MATCH
+    assert not final.source_unchecked
+    assert final.decoder_dependent
+
+
+def test_a_lossy_source_beyond_the_tolerance_is_a_mismatch() -> None:
+    # GIVEN stored pixels 2 away from every decoder's in some samples
+    stored = _decodings(JPEG_EXTENDED_FILE)["pydicom-pylibjpeg"].copy()
+    stored.reshape(-1)[::97] += LOSSY_DECODER_TOLERANCE + 2
+    comparison = _compare_one(JPEG_EXTENDED_FILE, stored, zlib.crc32(stored.data))
+    # THEN the import changed the pixels, and the frame becomes a MISMATCH
+    assert comparison.relation is ThreeWay.IMPORT_CHANGED_PIXELS
+    assert comparison.max_difference is not None
+    assert comparison.max_difference > LOSSY_DECODER_TOLERANCE
+    ref = FrameResult(0, "f0", "1.2.3", "1.2.3.4", 1, Status.MATCH, 1, 1)
+    assert with_source(ref, comparison).status is Status.MISMATCH
+
+
+def test_a_lossy_source_of_another_shape_is_a_mismatch() -> None:
+    # GIVEN stored pixels within 1 of the source's values but with a row fewer
+    stored = np.ascontiguousarray(_decodings(JPEG_EXTENDED_FILE)["pydicom-pylibjpeg"][1:])
+    comparison = _compare_one(JPEG_EXTENDED_FILE, stored, zlib.crc32(stored.data))
+    # THEN that is a change, not a rounding
+    assert comparison.relation is ThreeWay.IMPORT_CHANGED_PIXELS
+
+
+def test_a_lossy_source_whose_stored_pixels_are_unavailable_is_unresolved() -> None:
+    # GIVEN a stored checksum no decoder of the source reproduces, and the stored frame cannot be fetched again
+    comparison = _compare_one(JPEG_EXTENDED_FILE, None, 12345)
+    # THEN the frame is neither consistent nor a mismatch: the job cannot be CLEAN
+    assert comparison.relation is ThreeWay.LOSSY_SOURCE_UNRESOLVED
+    assert comparison.relation not in MISMATCH_RELATIONS
+    ref = FrameResult(0, "f0", "1.2.3", "1.2.3.4", 1, Status.MATCH, 12345, 12345)
+    final = with_source(ref, comparison)
+    assert final.status is Status.MATCH
+    assert final.source_unchecked
+
+
+def test_a_lossless_source_stays_exact() -> None:
+    # GIVEN a lossless (native) source and stored pixels that differ from it by 1 in a few samples
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    stored = normalised_source_pixels(ds.pixel_array, ds).copy()
+    stored.reshape(-1)[::50] += 1
+    comparison = _compare_one("MR_small.dcm", stored, zlib.crc32(stored.data))
+    # THEN no tolerance applies: the import changed the pixels
+    assert comparison.relation is ThreeWay.IMPORT_CHANGED_PIXELS
+    assert comparison.decoder is None
+
+
+@pytest.mark.parametrize("name", ["JPEGLSNearLossless_16.dcm", "SC_rgb_jls_lossy_line.dcm"])
+def test_jpeg_ls_near_lossless_decoders_agree(name: str) -> None:
+    # GIVEN real JPEG-LS near-lossless files, decoded by pydicom's plugin and by CharLS
+    decodings = _decodings(name)
+    # THEN both decode, to the same samples
+    assert list(decodings) == ["pydicom-pylibjpeg", "charls"]
+    assert np.array_equal(decodings["pydicom-pylibjpeg"], decodings["charls"])
+
+
+def test_lossy_ybr_jpeg_is_decoded_without_colour_conversion() -> None:
+    # GIVEN a real YBR_FULL_422 JPEG, whose raw (YCbCr) samples pydicom returns
+    ds = pydicom.dcmread(get_testdata_file("SC_rgb_dcmtk_+eb+cy+np.dcm"))
+    decodings = _decodings("SC_rgb_dcmtk_+eb+cy+np.dcm")
+    raw = normalised_source_pixels(next(iter(iter_pixels(ds, raw=True))), ds)
+    # THEN libjpeg-turbo's samples are also YCbCr: within the tolerance of pydicom's, not converted to RGB
+    delta = np.abs(decodings["libjpeg-turbo"].astype(int) - raw.astype(int))
+    assert 0 < int(delta.max()) <= LOSSY_DECODER_TOLERANCE

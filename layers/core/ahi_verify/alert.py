@@ -86,6 +86,11 @@ def compose_alert(outcome: JobOutcome, report_uri: str, *, notify_clean: bool) -
         f"Image sets: {summary.image_sets} ({summary.image_set_errors} could not be read)",
         f"Files the import rejected: {summary.import_failures}; imported with warnings: {summary.import_warnings}",
     ]
+    if summary.lossy_decoder_differs:
+        lines.append(
+            f"Frames whose lossy source no decoder reproduced exactly: {summary.lossy_decoder_differs} "
+            "(within the decoder tolerance, not mismatches; the result depends on the decoder)"
+        )
     if job.message:
         lines.append("The import job reported a failure (see the report for its message).")
     if outcome.discrepancies:

@@ -147,3 +147,22 @@ def _ifrc_buffer(pixels: npt.NDArray[Any], info: CodestreamInfo) -> npt.NDArray[
         # or differently signed container than the layout asks for must not change the checksum.
         pixels = pixels.astype(layout)
     return np.ascontiguousarray(pixels)
+
+
+def decoded_pixels(blob: bytes, content_type: str) -> npt.NDArray[Any]:
+    """Decode a JPEG 2000 family frame at full resolution into its pixels in the IFRC layout.
+
+    What :func:`decoded_checksum` hashes: the three-way check compares these with a lossy source's pixels
+    when no decoder of the source reproduces the checksum.
+
+    Raises
+    ------
+    FrameDecodeError
+        As :func:`decoded_checksum`.
+    """
+    try:
+        info = read_codestream_info(blob)
+    except CodestreamError as exc:
+        raise FrameDecodeError(str(exc), truncated=exc.truncated) from exc
+    pixels, _ = _decode(blob, content_type, info)
+    return _ifrc_buffer(pixels, info)

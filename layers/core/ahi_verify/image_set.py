@@ -362,3 +362,17 @@ def _guarded(frame: FrameRef, step: Callable[[], _T]) -> _T | FrameResult:
         return step()
     except Exception as exc:  # turned into that frame's result
         return _internal_error(frame, exc)
+
+
+def fetch_frame_again(
+    source: FrameSource, datastore_id: str, image_set_id: str, frame: FrameRef, options: VerifyOptions | None = None
+) -> FetchedFrame | None:
+    """Fetch one frame a second time, in the request-rate budget of ``options`` like every other fetch.
+
+    The three-way check needs the stored pixels of a frame whose lossy source no decoder reproduces; the
+    frame check drops each frame's pixels once hashed (the memory budget holds only the frames in flight), so
+    those few frames are fetched again. None when the fetch fails: the caller reports the frame unresolved.
+    """
+    budget = (options or VerifyOptions()).budget
+    fetched = _paced_fetch(budget, threading.Event(), source, datastore_id, image_set_id, frame)
+    return fetched if isinstance(fetched, FetchedFrame) else None

@@ -54,6 +54,11 @@ class ThreeWay(enum.StrEnum):
     ``stored-checksum-wrong``      source = decoded, the stored checksum differs: the pixels are intact but
                                    the published checksum is not theirs
     ``all-differ``                 no two agree
+    ``lossy-decoder-differs``      a lossy source: no decoder reproduces the stored checksum, but every
+                                   sample of the stored frame is within ``LOSSY_DECODER_TOLERANCE`` of
+                                   the source's: the import's decoder rounds differently (not a mismatch)
+    ``lossy-source-unresolved``    a lossy source no decoder reproduces, and the stored pixels could not
+                                   be compared with it: unverified
     =============================  =====================================================================
     """
 
@@ -69,6 +74,10 @@ class ThreeWay(enum.StrEnum):
     NO_SOURCE = "no-source-frame"
     """No listed source file holds this SOP instance and frame."""
     SOURCE_UNREADABLE = "source-unreadable"
+    LOSSY_DECODER_DIFFERS = "lossy-decoder-differs"
+    """A lossy source whose decoded pixels depend on the decoder: the stored pixels are within the tolerance."""
+    LOSSY_SOURCE_UNRESOLVED = "lossy-source-unresolved"
+    """A lossy source no decoder reproduces, whose stored pixels could not be compared with it."""
 
 
 MISMATCH_RELATIONS = frozenset(
@@ -83,7 +92,13 @@ MISMATCH_RELATIONS = frozenset(
 """Relations that mean "what is stored is not what the file held, or not what its checksum says": each
 makes the frame a MISMATCH, whatever the stored-checksum check alone said. Every one of them has two
 checksums of lossless data that disagree; ``source-agrees-with-stored``, ``no-source-frame`` and
-``source-unreadable`` compare nothing and leave the frame's status as the frame check decided."""
+``source-unreadable`` compare nothing and leave the frame's status as the frame check decided.
+``lossy-decoder-differs`` is not one: a lossy source's pixels are what its decoder makes of it, and decoders
+may round differently (``source_check.LOSSY_DECODER_TOLERANCE``)."""
+
+SETTLED_RELATIONS = frozenset({ThreeWay.CONSISTENT, ThreeWay.LOSSY_DECODER_DIFFERS})
+"""Relations that compared the frame with its source and found nothing wrong: every other relation leaves the
+three-way check of the frame incomplete (the job cannot be CLEAN)."""
 
 
 def three_way(source: int | None, stored: int | None, decoded: int | None) -> ThreeWay:

@@ -36,7 +36,7 @@ from .documents import (
 )
 from .ids import is_int
 from .metadata import FrameRef
-from .outcomes import MISMATCH_RELATIONS, Reason, Status, ThreeWay
+from .outcomes import MISMATCH_RELATIONS, SETTLED_RELATIONS, Reason, Status, ThreeWay
 from .syntax import Rule
 
 SCHEMA_VERSION = 1
@@ -71,10 +71,24 @@ class SourceComparison:
     ifrc: int | None
     relation: ThreeWay
     input_file: str | None
+    decoder: str | None = None
+    """A lossy source: the decoder whose pixels ``ifrc`` is of (the one that reproduced the stored checksum,
+    or the closest one)."""
+    max_difference: int | None = None
+    """``lossy-decoder-differs``: the largest absolute difference of a sample, source against stored."""
+    differing_samples: int | None = None
+    """``lossy-decoder-differs``: how many samples differ."""
 
     def to_json(self) -> dict[str, Any]:
-        """The frame's ``source`` object."""
-        return {"ifrc": self.ifrc, "relation": self.relation.value, "inputFile": self.input_file}
+        """The frame's ``source`` object (``decoder`` and the differences only where they apply)."""
+        doc: dict[str, Any] = {"ifrc": self.ifrc, "relation": self.relation.value, "inputFile": self.input_file}
+        if self.decoder is not None:
+            doc["decoder"] = self.decoder
+        if self.max_difference is not None:
+            doc["maxDifference"] = self.max_difference
+        if self.differing_samples is not None:
+            doc["differingSamples"] = self.differing_samples
+        return doc
 
     @classmethod
     def from_json(cls, doc: Any, where: str) -> SourceComparison:
@@ -84,6 +98,9 @@ class SourceComparison:
             ifrc=optional_integer(obj, "ifrc", where),
             relation=member(ThreeWay, obj, "relation", where),
             input_file=optional_text(obj, "inputFile", where),
+            decoder=optional_text(obj, "decoder", where),
+            max_difference=optional_integer(obj, "maxDifference", where),
+            differing_samples=optional_integer(obj, "differingSamples", where),
         )
 
 
@@ -148,7 +165,13 @@ class FrameResult:
     @property
     def source_unchecked(self) -> bool:
         """The three-way check ran but could not compare this frame with its source."""
-        return self.source is not None and self.source.relation is not ThreeWay.CONSISTENT
+        return self.source is not None and self.source.relation not in SETTLED_RELATIONS
+
+    @property
+    def decoder_dependent(self) -> bool:
+        """The frame matched a lossy source only within the decoder tolerance (``lossy-decoder-differs``): not a
+        problem, but listed with the problems so that a person sees the verification depends on the decoder."""
+        return self.source is not None and self.source.relation is ThreeWay.LOSSY_DECODER_DIFFERS
 
     def to_json(self) -> dict[str, Any]:
         """A frame entry of the report."""
@@ -627,6 +650,10 @@ class JobSummary:
     import_failures: int
     import_warnings: int
     unreadable_lines: int
+    lossy_decoder_differs: int = 0
+    """Frames whose lossy source decodes, with every decoder tried, to pixels within the tolerance of the
+    stored ones but not to them (``lossy-decoder-differs``): not mismatches, but what was verified depends on
+    the decoder."""
 
     def to_json(self) -> dict[str, Any]:
         """The report's ``summary`` object."""
@@ -637,6 +664,7 @@ class JobSummary:
             "importFailures": self.import_failures,
             "importWarnings": self.import_warnings,
             "unreadableLines": self.unreadable_lines,
+            "lossyDecoderDiffers": self.lossy_decoder_differs,
         }
 
 
@@ -671,6 +699,7 @@ class JobTally:
         self._image_sets = 0
         self._frames = FrameCounts()
         self._source_incomplete = False
+        self._lossy_decoder_differs = 0
         # Mismatches are listed before every other problem, so each kind is kept (and counted) on its own.
         self._mismatches: list[tuple[str, FrameResult]] = []
         self._others: list[tuple[str, FrameResult]] = []
@@ -692,11 +721,12 @@ class JobTally:
         for frame in image_set.frames:
             unchecked = frame.source_unchecked
             self._source_incomplete = self._source_incomplete or unchecked
+            self._lossy_decoder_differs += frame.decoder_dependent
             if frame.status is Status.MISMATCH:
                 self._mismatch_count += 1
                 if len(self._mismatches) < self._kept:
                     self._mismatches.append((image_set.image_set_id, frame))
-            elif frame.status is not Status.MATCH or unchecked:
+            elif frame.status is not Status.MATCH or unchecked or frame.decoder_dependent:
                 self._other_count += 1
                 if len(self._others) < self._kept:
                     self._others.append((image_set.image_set_id, frame))
@@ -713,6 +743,7 @@ class JobTally:
                 import_failures=len(findings.failures),
                 import_warnings=len(findings.warnings),
                 unreadable_lines=len(findings.unreadable_lines),
+                lossy_decoder_differs=self._lossy_decoder_differs,
             ),
             source_incomplete=self._source_incomplete,
             problems=tuple(problems),
@@ -783,8 +814,13 @@ class JobReport:
         return self.outcome().verdict
 
     def problem_frames(self) -> list[tuple[str, FrameResult]]:
-        """``(image set ID, frame)`` for every frame that is not a clean MATCH, mismatches first."""
-        found = [(i, f) for i, f in self.frames() if f.status is not Status.MATCH or f.source_unchecked]
+        """``(image set ID, frame)`` for every frame that is not a clean MATCH (or matched its lossy source only
+        within the decoder tolerance), mismatches first."""
+        found = [
+            (i, f)
+            for i, f in self.frames()
+            if f.status is not Status.MATCH or f.source_unchecked or f.decoder_dependent
+        ]
         return sorted(found, key=lambda pair: pair[1].status is not Status.MISMATCH)
 
     def to_json(self) -> dict[str, Any]:

@@ -91,6 +91,11 @@ def _problem_row(image_set_id: str, f: FrameResult) -> str:
     expected = "-" if f.expected is None else f.expected
     actual = "-" if f.actual is None else f.actual
     source = "-" if f.source is None else f"{'-' if f.source.ifrc is None else f.source.ifrc} ({f.source.relation})"
+    if f.decoder_dependent and f.source is not None:
+        source += (
+            f"; depends on the decoder: {f.source.decoder} is within {f.source.max_difference} "
+            f"on {f.source.differing_samples} samples"
+        )
     why = " ".join(str(x) for x in (f.reason, f.detail) if x)
     return (
         f"<tr class='{e(f.status.lower())}'><td>{e(f.status)}</td><td>{e(image_set_id)}</td>"

@@ -19,6 +19,11 @@ How source pixels are normalised into the IFRC layout (the same layout HealthIma
 * Syntaxes HealthImaging keeps as the original (JPEG baseline ``.50``, JPEG 2000 lossy ``.91``, HTJ2K
   ``.203``) are compared on the raw encapsulated frame bytes, never decoded: decoded lossy values depend
   on the decoder.
+* A lossy source that is decoded (JPEG extended ``.51``, JPEG-LS near-lossless ``.81``, and the syntaxes
+  above if they are not retained) is decoded by every decoder of :data:`LOSSY_SOURCE_DECODERS`: the import
+  decoded it with a decoder of its own, and decoders of a lossy syntax may round differently. Each
+  decoder's output is normalised as above, with no colour conversion (the JPEG decoders are told to keep
+  the components as coded, which is what pydicom's ``raw=True`` returns).
 * 1-bit data (binary segmentation, kept as raw pixel data) is compared on each frame's bits, cut from the
   bit-packed PixelData and re-packed from a byte boundary, least significant bit first (DICOM's packing
   order). AWS does not document how it splits frames whose bit count is not a multiple of 8. Compressed
@@ -32,7 +37,9 @@ from __future__ import annotations
 
 import io
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -63,6 +70,8 @@ class SourceFrame:
     crc: int
     rule: str
     """``decoded-pixels`` (normalised as above) or ``raw-bytes`` (retained syntaxes)."""
+    candidates: tuple[tuple[str, int], ...] = ()
+    """A lossy source: ``(decoder, IFRC)`` for every decoder that decoded the frame; ``crc`` is the first's."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,8 @@ def read_source_file(data: bytes, input_file: str) -> SourceFile:
         elif syntax in RETAINED_SOURCE_SYNTAXES:
             raw = generate_frames(ds.PixelData, number_of_frames=number_of_frames)
             frames = tuple(SourceFrame(i, zlib.crc32(f), Rule.RAW_BYTES.value) for i, f in enumerate(raw, start=1))
+        elif syntax in LOSSY_SOURCE_DECODERS:
+            frames = _lossy_source_frames(ds, syntax, number_of_frames)
         else:
             frames = tuple(
                 SourceFrame(i, _ifrc(arr, ds), "decoded-pixels") for i, arr in enumerate(_iter_frames(ds), start=1)
@@ -195,6 +206,11 @@ def _iter_frames(ds: Any) -> Any:
 
 
 def _ifrc(arr: npt.NDArray[Any], ds: Any) -> int:
+    return zlib.crc32(_normalised(arr, ds).data)
+
+
+def _normalised(arr: npt.NDArray[Any], ds: Any) -> npt.NDArray[Any]:
+    """The frame's samples as the IFRC hashes them: container dtype, only BitsStored bits significant."""
     bits_allocated = int(ds.BitsAllocated)
     bits_stored = int(ds.get("BitsStored") or bits_allocated)
     signed = int(ds.get("PixelRepresentation") or 0) == 1
@@ -209,7 +225,7 @@ def _ifrc(arr: npt.NDArray[Any], ds: Any) -> int:
     if 0 < shift < size * 8:
         np.left_shift(values, shift, out=values)
         np.right_shift(values, shift, out=values)
-    return zlib.crc32(_ifrc_container(values, bits_stored, signed).data)
+    return _ifrc_container(values, bits_stored, signed)
 
 
 def _ifrc_container(values: npt.NDArray[Any], bits_stored: int, signed: bool) -> npt.NDArray[Any]:
@@ -222,3 +238,169 @@ def _ifrc_container(values: npt.NDArray[Any], bits_stored: int, signed: bool) ->
     if size == values.dtype.itemsize:
         return values
     return np.ascontiguousarray(values.astype(np.dtype(f"<{'i' if signed else 'u'}{size}")))
+
+
+# --- lossy sources ------------------------------------------------------------------------------------------
+
+JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
+JPEG_LS_NEAR_LOSSLESS = "1.2.840.10008.1.2.4.81"
+
+LOSSY_SOURCE_DECODERS: dict[str, tuple[str, ...]] = {
+    JPEG_BASELINE: ("pydicom", "libjpeg-turbo"),
+    JPEG_EXTENDED: ("pydicom", "libjpeg-turbo"),  # libjpeg-turbo 3 decodes 12-bit lossy JPEG too
+    JPEG_LS_NEAR_LOSSLESS: ("pydicom", "charls"),
+    JPEG2000_RETAINED: ("pydicom", "openjpeg"),
+    HTJ2K_RETAINED: ("pydicom", "openjph", "openjpeg"),
+}
+"""The decoders tried on a decoded lossy source, by its transfer syntax: ``pydicom`` is each of pydicom's
+available plugins for the syntax (``pydicom-<plugin>``; the one the emulator's import uses comes first), the
+others are imagecodecs' builds of libjpeg-turbo, CharLS, OpenJPEG and OpenJPH. HTJ2K lossless ``.201`` and
+``.202``, JPEG 2000 lossless ``.90``, JPEG-LS lossless ``.80`` and the lossless JPEG processes are not here:
+they decode to one exact result, and any difference from it is a mismatch."""
+
+LOSSY_DECODER_TOLERANCE = 1
+"""The largest per-sample difference between two decoders of the same lossy frame that is put down to the
+decoders, not to the import. Measured with ``python -m bench.lossy_decoders`` on the real lossy files bundled
+with pydicom: pylibjpeg-libjpeg against libjpeg-turbo differ by at most 1 (JPGExtended 12-bit: 3,612 of
+262,144 samples; SC_rgb_jpeg_lossy_gdcm: 500 of 30,000; SC_rgb_dcmtk_+eb+cy+np: 2,600 of 30,000;
+examples_ybr_color: 78,333 of 6,912,000); OpenJPH against OpenJPEG on a lossy HTJ2K frame by at most 1 (53 of
+16,384); lossy JPEG 2000 and JPEG-LS near-lossless decoders not at all. The issue measured the same bound
+(10,416 and 84,190 samples) between pydicom's plugin and libjpeg-turbo, IJG and GDCM on real ``.51`` files:
+the inverse DCT's rounding differs by one least significant bit; a larger difference is a change."""
+
+
+def _lossy_source_frames(ds: Any, syntax: str, number_of_frames: int) -> tuple[SourceFrame, ...]:
+    """Every frame's IFRC by every decoder of the syntax that decodes it; a frame no decoder decodes fails."""
+    frames = []
+    for number in range(1, number_of_frames + 1):
+        candidates = tuple((name, zlib.crc32(_normalised(arr, ds).data)) for name, arr in lossy_decodings(ds, number))
+        if not candidates:
+            raise ValueError(f"no decoder of {syntax} decodes frame {number}")
+        frames.append(SourceFrame(number, candidates[0][1], "decoded-pixels", candidates))
+    return tuple(frames)
+
+
+def lossy_decodings(ds: Any, frame_number: int) -> Iterator[tuple[str, npt.NDArray[Any]]]:
+    """Yield ``(decoder, pixels)`` for one frame of a lossy source, for every decoder that decodes it.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        The source, with encapsulated pixel data in one of the syntaxes of :data:`LOSSY_SOURCE_DECODERS`.
+    frame_number : int
+        From 1.
+
+    Yields
+    ------
+    tuple of (str, numpy.ndarray)
+        The decoder's name and the frame as ``(rows, cols)`` or ``(rows, cols, samples)``, not yet normalised
+        (see :func:`normalised_source_pixels`). A decoder that fails on the frame, or returns another shape
+        than Rows x Columns x SamplesPerPixel, yields nothing.
+    """
+    from pydicom.encaps import generate_frames  # noqa: PLC0415
+    from pydicom.pixels.decoders.base import get_decoder  # noqa: PLC0415
+    from pydicom.pixels.utils import pixel_array  # noqa: PLC0415
+
+    syntax = str(ds.file_meta.TransferSyntaxUID)
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    shape: tuple[int, ...] = (int(ds.Rows), int(ds.Columns)) + ((samples,) if samples > 1 else ())
+    number_of_frames = int(ds.get("NumberOfFrames") or 1)
+    encoded: bytes | None = None
+    for name in LOSSY_SOURCE_DECODERS[syntax]:
+        if name == "pydicom":
+            for plugin in get_decoder(syntax).available_plugins:
+                yield from _shaped(
+                    f"pydicom-{plugin}",
+                    partial(pixel_array, ds, index=frame_number - 1, raw=True, decoding_plugin=plugin),
+                    shape,
+                )
+            continue
+        if encoded is None:
+            encoded = _nth(generate_frames(ds.PixelData, number_of_frames=number_of_frames), frame_number - 1)
+        yield from _shaped(name, partial(_imagecodecs_decode, name, encoded, samples), shape)
+
+
+def _nth(frames: Iterator[bytes], index: int) -> bytes:
+    for position, frame in enumerate(frames):
+        if position == index:
+            return frame
+    raise ValueError(f"the pixel data holds {index} frame(s) or fewer")
+
+
+def _shaped(name: str, decode: Any, shape: tuple[int, ...]) -> Iterator[tuple[str, npt.NDArray[Any]]]:
+    try:
+        arr = np.asarray(decode())
+    except Exception:  # a decoder that refuses the frame is one opinion fewer
+        return
+    if arr.shape == shape and arr.dtype.kind in "iu":
+        yield name, arr
+
+
+def _imagecodecs_decode(name: str, frame: bytes, samples: int) -> Any:
+    import imagecodecs  # noqa: PLC0415
+
+    if name == "libjpeg-turbo":
+        # In and out colour space the same: the components come back as coded (YCbCr stays YCbCr), as
+        # pydicom's raw decode returns them; upsampling of subsampled chroma is libjpeg-turbo's own.
+        space = "RGB" if samples == 3 else None
+        return imagecodecs.jpeg8_decode(frame, colorspace=space, outcolorspace=space)
+    if name == "charls":
+        return imagecodecs.jpegls_decode(frame)
+    if name == "openjpeg":
+        return imagecodecs.jpeg2k_decode(frame, planar=False)
+    if name == "openjph":
+        return imagecodecs.htj2k_decode(frame, planar=False)
+    raise ValueError(f"unknown decoder {name}")
+
+
+def normalised_source_pixels(arr: npt.NDArray[Any], ds: Any) -> npt.NDArray[Any]:
+    """A decoded source frame's samples as the IFRC hashes them (the container of BitsAllocated, BitsStored
+    bits significant): what the stored frame's decoded pixels are compared with."""
+    return _normalised(arr, ds)
+
+
+@dataclass(frozen=True)
+class PixelDifference:
+    """How a lossy source's pixels (by one decoder) differ from the stored frame's."""
+
+    decoder: str
+    crc: int
+    max_difference: int
+    differing_samples: int
+
+
+def closest_decoding(data: bytes, frame_number: int, stored: npt.NDArray[Any]) -> PixelDifference | None:
+    """The decoder of a lossy source whose pixels of one frame are closest to the stored frame's.
+
+    Parameters
+    ----------
+    data : bytes
+        The source P10 file.
+    frame_number : int
+        From 1.
+    stored : numpy.ndarray
+        The stored frame decoded, in the IFRC layout.
+
+    Returns
+    -------
+    PixelDifference or None
+        The smallest largest difference of a sample over the decoders; None when no decoder gives pixels of
+        the stored frame's shape (or the file cannot be decoded), which is a change, not a rounding.
+    """
+    import pydicom  # noqa: PLC0415
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+        decodings = list(lossy_decodings(ds, frame_number))
+    except Exception:
+        return None
+    best: PixelDifference | None = None
+    for name, arr in decodings:
+        source = _normalised(arr, ds)
+        if source.shape != stored.shape:
+            continue
+        delta = np.abs(source.astype(np.int64) - stored.astype(np.int64))
+        found = PixelDifference(name, zlib.crc32(source.data), int(delta.max(initial=0)), int(np.count_nonzero(delta)))
+        if best is None or found.max_difference < best.max_difference:
+            best = found
+    return best

@@ -11,18 +11,32 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
 
-from .image_set import Stop, VerifyOptions, iter_frame_results, load_image_set_frames
+from .ifrc import FrameDecodeError, crc32, decoded_pixels
+from .image_set import Stop, VerifyOptions, fetch_frame_again, iter_frame_results, load_image_set_frames
 from .locations import S3Location
 from .metadata import FrameRef
 from .outcomes import MISMATCH_RELATIONS, Reason, Status, ThreeWay, three_way
 from .plan import JobPlan
 from .ports import FrameSource, ImageSetError, JobOutputError, JobOutputStore
 from .report import FrameResult, Part, SourceComparison, SourceFileProblem
-from .source_check import SourceError, read_source_file
+from .source_check import (
+    LOSSY_DECODER_TOLERANCE,
+    PixelDifference,
+    SourceError,
+    SourceFile,
+    SourceFrame,
+    closest_decoding,
+    read_source_file,
+)
+from .syntax import content_type_of
 from .work_items import WorkItem
 
 OnResult = Callable[[FrameResult, int], None]
+StoredPixels = Callable[[FrameRef], Any]
+"""The stored frame's pixels in the IFRC layout (fetched again through the budget), or None when unavailable."""
 """Called with each frame's result and the number of frames being checked (progress reporting)."""
 
 
@@ -125,7 +139,11 @@ def verify_frames(
     orphans: tuple[str, ...] = ()
     if sources is not None:
         comparisons, problems, orphans = _compare_sources(
-            sources, results, listed, listing_failed=listing.error is not None
+            sources,
+            results,
+            listed,
+            listing_failed=listing.error is not None,
+            stored_pixels=lambda frame: _stored_pixels(source, item, frame, options),
         )
     return Part(
         item_id=item.item_id,
@@ -177,7 +195,12 @@ def with_source(result: FrameResult, comparison: SourceComparison) -> FrameResul
 
 
 def _compare_sources(
-    sources: SourceInputs, results: list[FrameResult], listed: tuple[FrameRef, ...], *, listing_failed: bool
+    sources: SourceInputs,
+    results: list[FrameResult],
+    listed: tuple[FrameRef, ...],
+    *,
+    listing_failed: bool,
+    stored_pixels: StoredPixels | None = None,
 ) -> tuple[dict[int, SourceComparison], tuple[SourceFileProblem, ...], tuple[str, ...]]:
     """Read the source files and relate each checked frame to its original.
 
@@ -187,6 +210,7 @@ def _compare_sources(
     input_bucket = S3Location.parse(sources.input_s3_uri).bucket
     problems: list[SourceFileProblem] = []
     by_frame: dict[tuple[str, int], tuple[int, str]] = {}
+    lossy: dict[tuple[str, int], SourceFrame] = {}
     for input_file in sources.input_files:
         if sources.readable_bucket is not None and input_bucket != sources.readable_bucket:
             why = "the input bucket is not the source bucket this deployment reads"
@@ -205,6 +229,7 @@ def _compare_sources(
             continue
         for frame in parsed.frames:
             by_frame[(parsed.sop_instance_uid, frame.frame_number)] = (frame.crc, input_file)
+        lossy.update(_lossy_frames(parsed))
     comparisons = {}
     for r in results:
         found = by_frame.get((r.sop_instance_uid, r.frame_number))
@@ -215,6 +240,11 @@ def _compare_sources(
             else three_way(found[0] if found else None, r.expected, decoded)
         )
         comparisons[r.index] = SourceComparison(found[0] if found else None, relation, found[1] if found else None)
+        lossy_frame = lossy.get((r.sop_instance_uid, r.frame_number))
+        if found is not None and lossy_frame is not None:
+            frame_ref = next((f for f in listed if f.index == r.index), None)
+            pixels = None if stored_pixels is None or frame_ref is None else partial(stored_pixels, frame_ref)
+            comparisons[r.index] = _lossy_comparison(lossy_frame, found[1], r, decoded, pixels, sources)
     if listing_failed:
         return comparisons, tuple(problems), ()
     stored = {(f.sop_instance_uid, f.frame_number) for f in listed}
@@ -224,3 +254,82 @@ def _compare_sources(
         if (sop, number) not in stored
     )
     return comparisons, tuple(problems), orphans
+
+
+def _lossy_frames(parsed: SourceFile) -> dict[tuple[str, int], SourceFrame]:
+    return {(parsed.sop_instance_uid, f.frame_number): f for f in parsed.frames if f.candidates}
+
+
+_AGREEING = frozenset(
+    {ThreeWay.CONSISTENT, ThreeWay.SOURCE_AGREES, ThreeWay.STORAGE_CORRUPTED, ThreeWay.STORED_CHECKSUM_WRONG}
+)
+"""Relations in which the source's checksum (by some decoder) equals the stored or the decoded one."""
+
+
+def _lossy_comparison(
+    frame: SourceFrame,
+    input_file: str,
+    result: FrameResult,
+    decoded: int | None,
+    stored_pixels: Callable[[], Any] | None,
+    sources: SourceInputs,
+) -> SourceComparison:
+    """Relate a frame to its lossy source, whose pixels depend on the decoder (``source_check``).
+
+    The relation of the first decoder whose checksum equals the stored or the decoded one. When none does
+    and the stored frame decodes to its stored checksum (what would be ``import-changed-pixels``), the stored
+    pixels are compared with the source's by each decoder: within ``LOSSY_DECODER_TOLERANCE`` everywhere it is
+    ``lossy-decoder-differs``; beyond it, or in another shape, ``import-changed-pixels``; stored pixels that
+    cannot be had leave it ``lossy-source-unresolved``.
+    """
+    for decoder, crc in frame.candidates:
+        relation = three_way(crc, result.expected, decoded)
+        if relation in _AGREEING:
+            return SourceComparison(crc, relation, input_file, decoder)
+    first_decoder, first_crc = frame.candidates[0]
+    if decoded is not None and decoded != result.expected:
+        return SourceComparison(first_crc, ThreeWay.ALL_DIFFER, input_file, first_decoder)
+    closest = None if decoded is None else _closest(frame, input_file, result, stored_pixels, sources)
+    if closest is None:
+        return SourceComparison(first_crc, ThreeWay.LOSSY_SOURCE_UNRESOLVED, input_file, first_decoder)
+    if isinstance(closest, str):  # no decoding has the stored frame's shape: a change, not a rounding
+        return SourceComparison(first_crc, ThreeWay.IMPORT_CHANGED_PIXELS, input_file, first_decoder)
+    within = closest.max_difference <= LOSSY_DECODER_TOLERANCE
+    return SourceComparison(
+        closest.crc,
+        ThreeWay.LOSSY_DECODER_DIFFERS if within else ThreeWay.IMPORT_CHANGED_PIXELS,
+        input_file,
+        closest.decoder,
+        closest.max_difference,
+        closest.differing_samples,
+    )
+
+
+def _closest(
+    frame: SourceFrame,
+    input_file: str,
+    result: FrameResult,
+    stored_pixels: Callable[[], Any] | None,
+    sources: SourceInputs,
+) -> PixelDifference | str | None:
+    """The source's decoding closest to the stored pixels; ``other-shape`` when none has their shape; None when
+    the stored pixels (those the frame check hashed) or the source file cannot be had again."""
+    stored = None if stored_pixels is None else stored_pixels()
+    if stored is None or crc32(stored) != result.expected:
+        return None  # not the pixels the frame check hashed: nothing to compare with
+    try:
+        data = sources.store.read_object(S3Location(S3Location.parse(sources.input_s3_uri).bucket, input_file))
+    except JobOutputError:
+        return None
+    return closest_decoding(data, frame.frame_number, stored) or "other-shape"
+
+
+def _stored_pixels(source: FrameSource, item: WorkItem, frame: FrameRef, options: VerifyOptions | None) -> Any:
+    """The stored frame fetched again (through the budget) and decoded, or None when it cannot be."""
+    fetched = fetch_frame_again(source, item.datastore_id, item.image_set_id, frame, options)
+    if fetched is None:
+        return None
+    try:
+        return decoded_pixels(fetched.blob, content_type_of(fetched.content_type))
+    except FrameDecodeError:
+        return None
