@@ -41,6 +41,11 @@ class PoisonSource:
         data: bytes = self.inner.get_image_set_metadata(datastore_id, image_set_id, version_id)
         return data
 
+    def lossless_storage_format(self, datastore_id: str) -> str:
+        """The inner source's answer."""
+        found: str = self.inner.lossless_storage_format(datastore_id)
+        return found
+
     def get_image_frame(self, datastore_id: str, image_set_id: str, image_frame_id: str) -> Any:
         """The inner source's frame."""
         return self.inner.get_image_frame(datastore_id, image_set_id, image_frame_id)
@@ -70,6 +75,11 @@ class HangingSource:
         """The inner source's metadata."""
         data: bytes = self.inner.get_image_set_metadata(datastore_id, image_set_id, version_id)
         return data
+
+    def lossless_storage_format(self, datastore_id: str) -> str:
+        """The inner source's answer."""
+        found: str = self.inner.lossless_storage_format(datastore_id)
+        return found
 
     def get_image_frame(self, datastore_id: str, image_set_id: str, image_frame_id: str) -> Any:
         """The inner source's frame, after ``seconds`` for the stuck image set (the function times out first)."""
@@ -117,6 +127,11 @@ class GatedSource:
             raise ImageSetError(f"GetImageSetMetadata for image set {image_set_id} failed: InternalServerException")
         data: bytes = self.inner.get_image_set_metadata(datastore_id, image_set_id, version_id)
         return data
+
+    def lossless_storage_format(self, datastore_id: str) -> str:
+        """The inner source's answer."""
+        found: str = self.inner.lossless_storage_format(datastore_id)
+        return found
 
     def get_image_frame(self, datastore_id: str, image_set_id: str, image_frame_id: str) -> Any:
         """The inner source's frame, once ``hold`` is gone for the held frames."""

@@ -386,7 +386,12 @@ def _damaged_metadata(kind: str, blob: bytes) -> bytes:
     if kind == "invalid_json":
         return gzip.compress(gzip.decompress(blob)[:-1] + b",,}", mtime=0)
     doc = json.loads(gzip.decompress(blob))
-    doc.pop("Study", None)
+    if kind == "omit_stored_syntax":
+        for series in doc.get("Study", {}).get("Series", {}).values():
+            for instance in series.get("Instances", {}).values():
+                instance.pop("StoredTransferSyntaxUID", None)
+    else:
+        doc.pop("Study", None)
     return gzip.compress(json.dumps(doc).encode(), mtime=0)
 
 

@@ -26,6 +26,7 @@ from types import FrameType
 
 from .emulator import Emulator
 from .lossy import DECODERS, LossyJpegDecoding
+from .models import LOSSLESS_STORAGE_FORMATS
 from .quotas import NO_QUOTAS, Quota, parse_quota
 from .seed import seed_emulator
 from .server import EmulatorServer
@@ -99,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument("--rows", type=int, default=256, help="rows per frame (default 256)")
     seed.add_argument("--cols", type=int, default=256, help="columns per frame (default 256)")
     seed.add_argument("--seed", type=int, default=0, help="random seed of the pixel data")
+    seed.add_argument(
+        "--lossless-storage-format",
+        choices=LOSSLESS_STORAGE_FORMATS,
+        default="HTJ2K",
+        help="the data store's losslessStorageFormat (default HTJ2K; JPEG_2000_LOSSLESS stores frames as .90)",
+    )
     return parser
 
 
@@ -196,7 +203,14 @@ def _view(args: argparse.Namespace) -> int:
 
 def _seed(args: argparse.Namespace) -> int:
     emulator = Emulator()
-    infos = seed_emulator(emulator, frames=args.frames, rows=args.rows, cols=args.cols, seed=args.seed)
+    infos = seed_emulator(
+        emulator,
+        frames=args.frames,
+        rows=args.rows,
+        cols=args.cols,
+        seed=args.seed,
+        lossless_storage_format=args.lossless_storage_format,
+    )
     emulator.save(args.data)
     for info in infos:
         print(f"datastore {info.datastore_id} image set {info.image_set_id}: {len(info.frame_ids)} frame(s)")

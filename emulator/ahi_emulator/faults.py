@@ -28,6 +28,7 @@ FaultKind = Literal[
     "corrupt_gzip",
     "invalid_json",
     "missing_fields",
+    "omit_stored_syntax",
 ]
 Operation = Literal[
     "GetImageFrame",
@@ -47,7 +48,7 @@ FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 OPERATIONS: tuple[str, ...] = get_args(Operation)
 
 #: Faults that answer ``GetImageSetMetadata`` with 200 and a damaged document (other operations: no effect).
-METADATA_BODY_FAULTS: tuple[str, ...] = ("corrupt_gzip", "invalid_json", "missing_fields")
+METADATA_BODY_FAULTS: tuple[str, ...] = ("corrupt_gzip", "invalid_json", "missing_fields", "omit_stored_syntax")
 
 #: kind -> (HTTP status, x-amzn-ErrorType, message) for faults answered with an error response.
 ERROR_RESPONSES: dict[str, tuple[int, str, str]] = {
@@ -72,7 +73,9 @@ class Fault:
         with 200 and ``Content-Encoding: gzip`` but a damaged document: ``corrupt_gzip`` (gzip magic number
         followed by bytes that do not inflate), ``invalid_json`` (valid gzip of text that is not JSON) and
         ``missing_fields`` (valid gzip of the document without its ``Study`` object, so no frame can be
-        listed); on other operations they fire (and are counted) but change nothing.
+        listed), and ``omit_stored_syntax`` (the document with every instance's ``StoredTransferSyntaxUID``
+        removed, as a reader must then take it from the data store's lossless storage format); on other
+        operations they fire (and are counted) but change nothing.
     operation
         ``GetImageFrame``, ``GetImageSetMetadata``, ``GetImageSet``, ``StartDICOMImportJob``,
         ``GetDICOMImportJob``, ``ListDICOMImportJobs`` or ``None`` for any.

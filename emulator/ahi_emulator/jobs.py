@@ -55,6 +55,7 @@ from typing import IO, Any, Protocol
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .codec import JPEG2000_LOSSLESS
 from .faults import ImportFaults, InjectedFaults, StoredFrameRef
 from .ids import new_id
 from .lossy import LossyJpegDecoding
@@ -110,6 +111,8 @@ class ImportBackend(Protocol):
     def wait_until_ended(self, job: JobRecord, deadline: float) -> bool: ...
 
     # What a running job writes.
+    def lossless_storage_format(self, datastore_id: str) -> str: ...
+
     def publish_image_set(
         self, datastore_id: str, image_set_id: str, patient_dicom: _Dicom, study_dicom: _Dicom, instances: _Instances
     ) -> ImageSetInfo: ...
@@ -502,12 +505,16 @@ class ImportRunner:
         self.imported = 0
         self.customer_errors = 0
         self.server_errors = 0
+        self.transcode_to: str | None = None
 
     def run(self) -> None:
         """Do the job and leave it COMPLETED or FAILED."""
         plane, job = self.plane, self.job
         plane.set_job_status(job, "IN_PROGRESS")
         try:
+            # A JPEG 2000 Lossless data store stores what the import transcodes as .90, not HTJ2K.
+            if self.backend.lossless_storage_format(job.datastore_id) == "JPEG_2000_LOSSLESS":
+                self.transcode_to = JPEG2000_LOSSLESS
             self._scan()
             infos = self._publish()
             self._inject(infos)
@@ -573,12 +580,12 @@ class ImportRunner:
             self._fail(key, "SOPInstanceUID repeats an instance already imported into this series by this job")
             return
         try:
-            prepared = prepare_import_instance(instance)
+            prepared = prepare_import_instance(instance, self.transcode_to)
         except Exception:
             # The HTJ2K encoder refused the frames: keep the pixel data as a blob, like TRANSCODING_EXCEPTION.
             try:
                 instance = read_p10(data, blob_code=TRANSCODING_EXCEPTION)
-                prepared = prepare_import_instance(instance)
+                prepared = prepare_import_instance(instance, self.transcode_to)
             except Exception:
                 logger.exception("import job %s: %s could not be stored", self.job.job_id, key)
                 self._fail(key, "Internal error while storing the file", server=True)

@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy.typing as npt
@@ -168,7 +168,7 @@ def prepare_instances(instances: Sequence[InstanceSpec], resolution_levels: bool
     return result
 
 
-def prepare_import_instance(source: P10Instance) -> PreparedInstance:
+def prepare_import_instance(source: P10Instance, transcode_to: str | None = None) -> PreparedInstance:
     """Encode one instance read by an import job; its ``DICOM`` is exactly the source file's attributes.
 
     Parameters
@@ -176,6 +176,9 @@ def prepare_import_instance(source: P10Instance) -> PreparedInstance:
     source
         What :func:`ahi_emulator.p10.read_p10` made of the file; without pixel data (``spec`` is ``None``)
         the instance has no frames.
+    transcode_to
+        The data store's lossless transcode when it is not HTJ2K: ``1.2.840.10008.1.2.4.90`` in a JPEG 2000
+        Lossless data store. Frames the import transcodes (not retained ones, not blobs) are stored as it.
 
     Returns
     -------
@@ -190,7 +193,10 @@ def prepare_import_instance(source: P10Instance) -> PreparedInstance:
     if source.spec is None:
         instance: dict[str, Any] = {"DICOM": dict(source.instance), "DICOMVRs": {}}
         return PreparedInstance(source.series_uid, source.sop_uid, dict(source.series), instance, {})
-    (prepared,) = prepare_instances([source.spec], resolution_levels=True)
+    spec = source.spec
+    if transcode_to is not None and spec.stored_transfer_syntax_uid is None:
+        spec = replace(spec, stored_transfer_syntax_uid=transcode_to)
+    (prepared,) = prepare_instances([spec], resolution_levels=True)
     prepared.instance["DICOM"] = dict(source.instance)
     prepared.series_dicom = dict(source.series)
     return prepared

@@ -233,6 +233,11 @@ class HealthImagingBackend:
                 raise NotFoundError(f"data store {datastore_id} not found")
             return store.properties(region)
 
+    def lossless_storage_format(self, datastore_id: str) -> str:
+        """The data store's ``losslessStorageFormat``; raise :class:`NotFoundError` for an unknown data store."""
+        with self._lock:
+            return self._datastore(datastore_id).lossless_storage_format
+
     def datastore_summaries(self, region: str) -> list[dict[str, Any]]:
         """``ListDatastores``' summaries, in creation order."""
         with self._lock:

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .codec import JPEG2000_LOSSLESS
 from .emulator import Emulator
 from .specs import ImageSetInfo, InstanceSpec, PatientSpec
 
@@ -64,6 +65,7 @@ def seed_emulator(
     rows: int = 256,
     cols: int = 256,
     seed: int = 0,
+    lossless_storage_format: str = "HTJ2K",
 ) -> list[ImageSetInfo]:
     """Add a data store with two image sets that cover the common pixel formats.
 
@@ -79,6 +81,9 @@ def seed_emulator(
         Frames per instance series and frame size.
     seed
         Seed of the synthetic pixel data.
+    lossless_storage_format
+        The data store's ``losslessStorageFormat``: ``HTJ2K`` (the service's default), or ``JPEG_2000_LOSSLESS``,
+        whose frames are all stored as JPEG 2000 lossless (``.90``; the ultrasound frames then are not boxed).
 
     Returns
     -------
@@ -86,11 +91,13 @@ def seed_emulator(
     """
     if frames < 1 or rows < 1 or cols < 1:
         raise ValueError("frames, rows and cols must be >= 1")
-    datastore_id = emulator.create_datastore()
+    datastore_id = emulator.create_datastore(lossless_storage_format=lossless_storage_format)
+    syntax = JPEG2000_LOSSLESS if lossless_storage_format == "JPEG_2000_LOSSLESS" else None
     ct = [
         InstanceSpec(
             frames=[synthetic_frame(rows, cols, np.uint16, bits_stored=12, seed=seed + i)],
             bits_stored=12,
+            stored_transfer_syntax_uid=syntax,
             modality="CT",
             sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
             series_number="1",
@@ -100,13 +107,15 @@ def seed_emulator(
     ]
     signed = InstanceSpec(
         frames=[synthetic_frame(rows, cols, np.int16, seed=seed + 100 + i) for i in range(frames)],
+        stored_transfer_syntax_uid=syntax,
         modality="CT",
         sop_class_uid="1.2.840.10008.5.1.4.1.1.2.1",
         series_number="2",
     )
     ultrasound = InstanceSpec(
         frames=[synthetic_frame(rows, cols, np.uint8, samples=3, seed=seed + 200 + i) for i in range(frames)],
-        boxed=True,
+        stored_transfer_syntax_uid=syntax,
+        boxed=syntax is None,
         modality="US",
         sop_class_uid="1.2.840.10008.5.1.4.1.1.3.1",
     )

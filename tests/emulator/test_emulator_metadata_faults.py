@@ -71,3 +71,23 @@ def test_metadata_body_fault_kinds_are_validated() -> None:
     assert Fault.from_json({"kind": "missing_fields", "operation": "GetImageSetMetadata"}).kind == "missing_fields"
     with pytest.raises(ValueError, match="unknown fault kind"):
         Fault.from_json({"kind": "half_json"})
+
+
+def test_omit_stored_syntax_serves_the_document_without_the_syntax(
+    client: Any, emulator: Emulator, datastore_id: str
+) -> None:
+    """GIVEN an instance stored as .90 and an omit_stored_syntax fault WHEN the metadata is read twice THEN the
+    first document lists the frames with no StoredTransferSyntaxUID (the verifier then asks the data store), the
+    second is intact."""
+    spec = InstanceSpec(frames=[FRAME], stored_transfer_syntax_uid="1.2.840.10008.1.2.4.90")
+    info = emulator.add_image_set(datastore_id, [spec])
+    emulator.add_fault(Fault("omit_stored_syntax", operation="GetImageSetMetadata", count=1))
+
+    omitted = parse_image_set_metadata(decode_metadata_blob(get_metadata(client, info)))
+    intact = parse_image_set_metadata(decode_metadata_blob(get_metadata(client, info)))
+
+    assert [(f.image_frame_id, f.syntax_stated) for f in omitted.frames] == [(info.frame_ids[0], False)]
+    assert [(f.stored_transfer_syntax_uid, f.syntax_stated) for f in intact.frames] == [
+        ("1.2.840.10008.1.2.4.90", True)
+    ]
+    assert omitted.frames[0].full_resolution == intact.frames[0].full_resolution

@@ -19,6 +19,7 @@ from botocore.config import Config
 
 from ahi_emulator import Emulator, InstanceSpec
 from ahi_emulator.cli import main
+from ahi_verify.codestream import read_codestream_info
 
 
 def test_save_load_round_trip(emulator: Emulator, datastore_id: str, tmp_path: Path) -> None:
@@ -87,6 +88,36 @@ def test_seed_writes_a_loadable_dataset(tmp_path: Path, capsys: pytest.CaptureFi
             assert decoded.shape[:2] == (24, 20)
             assert zlib.crc32(decoded) == checksum
     assert "image set" in capsys.readouterr().out
+
+
+def test_seed_can_make_a_jpeg_2000_lossless_data_store(tmp_path: Path) -> None:
+    """GIVEN seed --lossless-storage-format JPEG_2000_LOSSLESS WHEN run THEN the data store has that format and
+    every frame is classic JPEG 2000 (.90, image/j2c, no HT code-blocks) whose pixels have the listed checksum."""
+    args = ["seed", "--data", str(tmp_path / "j2k"), "--frames", "1", "--rows", "16", "--cols", "12"]
+    assert main([*args, "--lossless-storage-format", "JPEG_2000_LOSSLESS"]) == 0
+    loaded = Emulator.load(tmp_path / "j2k")
+    (datastore,) = loaded.datastore_ids()
+    assert loaded.lossless_storage_format(datastore) == "JPEG_2000_LOSSLESS"
+    image_sets = loaded.image_sets()
+    assert [len(i.frame_ids) for i in image_sets] == [2, 1]
+    for info in image_sets:
+        instances = [
+            i
+            for s in loaded.metadata(datastore, info.image_set_id)["Study"]["Series"].values()
+            for i in s["Instances"].values()
+        ]
+        assert {i["StoredTransferSyntaxUID"] for i in instances} == {"1.2.840.10008.1.2.4.90"}
+        for frame_id, checksum in zip(info.frame_ids, info.checksums, strict=True):
+            data, content_type = loaded.frame(datastore, info.image_set_id, frame_id)
+            assert content_type == "image/j2c"
+            assert not read_codestream_info(data).high_throughput
+            assert zlib.crc32(np.ascontiguousarray(imagecodecs.jpeg2k_decode(data, planar=False))) == checksum
+
+
+def test_seed_refuses_an_unknown_storage_format(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        main(["seed", "--data", str(tmp_path / "x"), "--lossless-storage-format", "JPEG_XL"])
+    assert not (tmp_path / "x").exists()
 
 
 def test_serve_without_dataset_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

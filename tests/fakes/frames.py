@@ -1,4 +1,5 @@
-"""An in-memory FrameSource: HTJ2K frames and their metadata per image set, failures on demand, load counters."""
+"""An in-memory FrameSource: HTJ2K frames and their metadata per image set, failures on demand, load counters;
+and a stand-in for the ``medical-imaging`` client's GetDatastore, counting its calls."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import imagecodecs
 import numpy as np
+from botocore.exceptions import ClientError
 
 from ahi_verify.ports import FetchedFrame, FrameFetchError, ImageSetError
 
@@ -47,6 +49,11 @@ class FakeSource:
         self.in_flight = 0
         self.max_in_flight = 0
         self.fetched: list[str] = []
+        self.content_type = "image/jph"
+        self.storage_format = "HTJ2K"
+        """What :meth:`lossless_storage_format` answers, unless ``datastore_failure`` is set."""
+        self.datastore_failure: Exception | None = None
+        self.format_lookups: list[str] = []
         self._lock = threading.Lock()
 
     @property
@@ -76,6 +83,12 @@ class FakeSource:
     def get_image_set_metadata(self, datastore_id: str, image_set_id: str, version_id: str | None) -> bytes:
         return self._lookup(image_set_id)[0]
 
+    def lossless_storage_format(self, datastore_id: str) -> str:
+        self.format_lookups.append(datastore_id)
+        if self.datastore_failure is not None:
+            raise self.datastore_failure
+        return self.storage_format
+
     def get_image_frame(self, datastore_id: str, image_set_id: str, image_frame_id: str) -> FetchedFrame:
         with self._lock:
             self.in_flight += 1
@@ -85,10 +98,45 @@ class FakeSource:
             time.sleep(self.delay)
             if image_frame_id in self.failures:
                 raise self.failures[image_frame_id]
-            return FetchedFrame(self._lookup(image_set_id)[1][image_frame_id][0], "image/jph")
+            return FetchedFrame(self._lookup(image_set_id)[1][image_frame_id][0], self.content_type)
         finally:
             with self._lock:
                 self.in_flight -= 1
 
 
-__all__ = ["FakeSource", "FrameFetchError", "make_frames", "metadata_for"]
+def client_error(code: str, operation: str, status: int = 400, retries: int = 0) -> ClientError:
+    """The ClientError botocore raises for an error response with this code (after ``retries`` retries)."""
+    response: Any = {
+        "Error": {"Code": code, "Message": f"{code} (fake)"},
+        "ResponseMetadata": {"HTTPStatusCode": status, "RetryAttempts": retries},
+    }
+    return ClientError(response, operation)
+
+
+class FakeDatastoreClient:
+    """The GetDatastore part of a ``medical-imaging`` client: answers ``formats`` (data store ID -> format), or
+    raises ``failure`` (a real ClientError), and records every call."""
+
+    def __init__(self, formats: dict[str, str] | None = None, failure: Exception | None = None) -> None:
+        self.formats = formats or {}
+        self.failure = failure
+        self.calls: list[str] = []
+
+    def get_datastore(self, datastoreId: str) -> dict[str, Any]:  # noqa: N803 - boto3's parameter name
+        self.calls.append(datastoreId)
+        if self.failure is not None:
+            raise self.failure
+        properties: dict[str, Any] = {"datastoreId": datastoreId, "datastoreStatus": "ACTIVE"}
+        if datastoreId in self.formats:
+            properties["losslessStorageFormat"] = self.formats[datastoreId]
+        return {"datastoreProperties": properties}
+
+
+__all__ = [
+    "FakeDatastoreClient",
+    "FakeSource",
+    "FrameFetchError",
+    "client_error",
+    "make_frames",
+    "metadata_for",
+]

@@ -7,13 +7,14 @@ IFRC of the decoded pixels, and a difference is an authoritative MISMATCH.
 
 from __future__ import annotations
 
+import imagecodecs
 import numpy as np
 import pytest
 
 from ahi_emulator import Emulator, InstanceSpec
 from ahi_verify.healthimaging import HealthImagingSource, make_client
 from ahi_verify.image_set import VerifyOptions, verify_image_set
-from ahi_verify.outcomes import Status
+from ahi_verify.outcomes import Reason, Status
 from ahi_verify.syntax import JPEG2000_LOSSLESS, Rule, stored_syntax
 
 pytestmark = pytest.mark.integration
@@ -71,3 +72,20 @@ def test_a_changed_pixel_or_a_wrong_checksum_is_a_mismatch(emulator: Emulator, d
     )
     # THEN both are mismatches (the storage is lossless: no "decoder-dependent" excuse), the third matches
     assert [r.status for r in result.results] == [Status.MISMATCH, Status.MISMATCH, Status.MATCH]
+
+
+@pytest.mark.usefixtures("emulator_env")
+def test_a_90_frame_holding_htj2k_is_an_error_not_a_match(emulator: Emulator, datastore: str) -> None:
+    # GIVEN a frame labelled .90 (served as image/j2c) whose bytes are an HTJ2K codestream of the listed pixels
+    pixels = frames(np.uint16, 1, seed=13)
+    htj2k = bytes(imagecodecs.htj2k_encode(pixels[0], reversible=True))
+    spec = InstanceSpec(frames=pixels, stored_transfer_syntax_uid=JPEG2000_LOSSLESS, encoded_frames=[htj2k])
+    info = emulator.add_image_set(datastore, [spec], resolution_levels=False)
+    # WHEN it is verified
+    (result,) = verify_image_set(
+        HealthImagingSource(make_client(max_pool_connections=4)), datastore, info.image_set_id
+    ).results
+    # THEN it is an ERROR with the reason, although OpenJPEG would decode it to the listed pixels
+    assert (result.status, result.reason) == (Status.ERROR, Reason.STORAGE_FORMAT_DISAGREES)
+    assert result.detail is not None
+    assert "HTJ2K" in result.detail

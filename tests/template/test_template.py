@@ -203,11 +203,18 @@ def test_medical_imaging_is_scoped_to_the_datastore(cfn: Template) -> None:
                 assert sub_text(resource) in (DATASTORE_ARN, DATASTORE_ARN + "/imageset/*"), resource
     assert by_function == {
         "JobTriggerFunction": ["medical-imaging:GetDICOMImportJob", "medical-imaging:ListDICOMImportJobs"],
-        "ImageSetWorkerFunction": ["medical-imaging:GetImageFrame", "medical-imaging:GetImageSetMetadata"],
+        "ImageSetWorkerFunction": [
+            "medical-imaging:GetDatastore",  # the data store's lossless storage format
+            "medical-imaging:GetImageFrame",
+            "medical-imaging:GetImageSetMetadata",
+        ],
         "DeadLetterRecorderFunction": [],  # it records and finalises; it reads nothing of HealthImaging
     }
     worker = grants(function_statements(cfn, "ImageSetWorkerFunction"), "medical-imaging:GetImageFrame")
     assert [sub_text(r) for r in listed(worker[0]["Resource"])] == [DATASTORE_ARN, DATASTORE_ARN + "/imageset/*"]
+    # GetDatastore reads the data store itself, never an image set
+    (datastore,) = grants(function_statements(cfn, "ImageSetWorkerFunction"), "medical-imaging:GetDatastore")
+    assert [sub_text(r) for r in listed(datastore["Resource"])] == [DATASTORE_ARN]
 
 
 SOURCE_FILES = "arn:${AWS::Partition}:s3:::${SourceBucketName}/*"

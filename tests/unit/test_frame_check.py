@@ -17,6 +17,7 @@ from ahi_verify.syntax import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     HTJ2K_LOSSLESS_RPCL,
     HTJ2K_RETAINED,
+    JPEG2000_LOSSLESS,
     JPEG2000_RETAINED,
     JPEG_BASELINE,
     Rule,
@@ -174,3 +175,48 @@ def test_float_flag_does_not_stop_checking_htj2k_that_healthimaging_made() -> No
     result = check_frame(frame(float_pixel_data=True), FetchedFrame(HT, "image/jph"))
     # THEN it is verified as any HTJ2K frame
     assert (result.status, result.reason) == (Status.MATCH, None)
+
+
+J2K = bytes(imagecodecs.jpeg2k_encode(PIXELS, level=0, codecformat="j2k"))
+
+
+@pytest.mark.parametrize(
+    ("syntax", "content_type", "blob", "status", "reason"),
+    [
+        pytest.param(JPEG2000_LOSSLESS, "image/j2c", J2K, Status.MATCH, None, id="90-classic-j2k"),
+        pytest.param(HTJ2K_LOSSLESS_RPCL, "image/jph", HT, Status.MATCH, None, id="202-htj2k"),
+        pytest.param(
+            JPEG2000_LOSSLESS, "image/j2c", HT, Status.ERROR, Reason.STORAGE_FORMAT_DISAGREES, id="90-holding-htj2k"
+        ),
+        pytest.param(
+            HTJ2K_LOSSLESS_RPCL, "image/jph", J2K, Status.ERROR, Reason.STORAGE_FORMAT_DISAGREES, id="202-holding-j2k"
+        ),
+        pytest.param(
+            JPEG2000_LOSSLESS, "image/jph", J2K, Status.ERROR, Reason.STORAGE_FORMAT_DISAGREES, id="90-served-as-jph"
+        ),
+        pytest.param(
+            HTJ2K_LOSSLESS_RPCL, "image/j2c", HT, Status.ERROR, Reason.STORAGE_FORMAT_DISAGREES, id="202-served-as-j2c"
+        ),
+    ],
+)
+def test_a_transcoded_frame_must_be_of_the_kind_its_syntax_names(
+    syntax: str, content_type: str, blob: bytes, status: Status, reason: Reason | None
+) -> None:
+    # GIVEN a frame of HealthImaging's own transcode whose pixels have the published checksum
+    # WHEN its content type or codestream kind is not the syntax's
+    result = check_frame(frame(syntax=syntax), FetchedFrame(blob, content_type))
+    # THEN it is an ERROR with a reason, never a MATCH through the other decoder
+    assert (result.status, result.reason) == (status, reason)
+
+
+def test_a_disagreement_says_the_syntax_came_from_the_data_store() -> None:
+    result = check_frame(replace(frame(syntax=JPEG2000_LOSSLESS), syntax_stated=False), FetchedFrame(HT, "image/j2c"))
+    assert result.reason is Reason.STORAGE_FORMAT_DISAGREES
+    assert result.detail is not None
+    assert "HTJ2K" in result.detail
+    assert "resolved from the data store's lossless storage format" in result.detail
+
+
+def test_a_truncated_stream_keeps_its_own_reason_under_the_format_check() -> None:
+    result = check_frame(frame(syntax=JPEG2000_LOSSLESS), FetchedFrame(J2K[: len(J2K) // 2], "image/j2c"))
+    assert (result.status, result.reason) == (Status.ERROR, Reason.TRUNCATED)

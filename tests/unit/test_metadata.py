@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from ahi_verify.metadata import MetadataError, decode_metadata_blob, parse_image_set_metadata
-from ahi_verify.syntax import HTJ2K_LOSSLESS_RPCL
+from ahi_verify.metadata import MetadataError, decode_metadata_blob, parse_image_set_metadata, resolve_omitted_syntax
+from ahi_verify.syntax import HTJ2K_LOSSLESS_RPCL, JPEG2000_LOSSLESS
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -179,3 +179,21 @@ def test_float_pixel_data_is_flagged_from_the_instance_dicom(dicom: dict[str, An
     # WHEN parsed THEN its frame carries the flag exactly when DICOM says float
     (listed,) = parse_image_set_metadata(doc).frames
     assert listed.float_pixel_data is flagged
+
+    assert not listed.syntax_stated  # HTJ2K until the data store's format resolves it
+
+
+def test_omitted_syntax_is_kept_as_a_flag_and_resolved_only_where_omitted() -> None:
+    # GIVEN two instances, one stating .202 and one omitting its syntax
+    doc = _one_frame_doc(GOOD_FRAME)
+    instances = doc["Study"]["Series"]["1.2.3"]["Instances"]
+    instances["1.2.3.4"]["StoredTransferSyntaxUID"] = HTJ2K_LOSSLESS_RPCL
+    instances["1.2.3.5"] = {"ImageFrames": [GOOD_FRAME]}
+    listed = parse_image_set_metadata(doc)
+    assert [f.syntax_stated for f in listed.frames] == [True, False]
+    # WHEN resolved to the syntax of a JPEG 2000 Lossless data store
+    resolved = resolve_omitted_syntax(listed, JPEG2000_LOSSLESS, note="assumed")
+    # THEN only the omitting instance's frame changes, and it carries the note
+    stated, omitted = resolved.frames
+    assert (stated.stored_transfer_syntax_uid, stated.syntax_note) == (HTJ2K_LOSSLESS_RPCL, None)
+    assert (omitted.stored_transfer_syntax_uid, omitted.syntax_note) == (JPEG2000_LOSSLESS, "assumed")

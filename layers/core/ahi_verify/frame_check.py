@@ -7,12 +7,13 @@ checksum definition AWS documents; everything else that cannot be confirmed is E
 
 from __future__ import annotations
 
+from .codestream import CodestreamError, read_codestream_info
 from .ifrc import FrameChecksum, FrameDecodeError, decoded_checksum, raw_checksum
 from .metadata import FrameRef
 from .outcomes import Reason, Status
 from .ports import FetchedFrame
 from .report import FrameResult
-from .syntax import DECODABLE_CONTENT_TYPES, RuleSet, content_type_of, stored_syntax
+from .syntax import DECODABLE_CONTENT_TYPES, RuleSet, StoredSyntax, content_type_of, stored_syntax
 
 KNOWN_CHECKSUM_TYPES = frozenset({"DECOMPRESSED"})
 
@@ -71,6 +72,13 @@ def check_frame(frame: FrameRef, fetched: FetchedFrame) -> FrameResult:
             reason=Reason.UNSUPPORTED_CONTENT_TYPE,
             detail=f"content type {content_type} for stored syntax {syntax.uid} (expected {syntax.content_type})",
         )
+    disagreement = _format_disagreement(frame, syntax, content_type, fetched.blob)
+    if disagreement is not None:
+        # Decoding anyway could MATCH through the OpenJPEG fallback and hide that the frame is not what the
+        # stored syntax (or the data store's format) says was stored.
+        return FrameResult.of(
+            frame, Status.ERROR, expected=expected, reason=Reason.STORAGE_FORMAT_DISAGREES, detail=disagreement
+        )
 
     computed: list[FrameChecksum] = []
     failure: FrameDecodeError | None = None
@@ -104,6 +112,27 @@ def _float_pixel_data(frame: FrameRef) -> FrameResult | None:
             "checksum for floating point pixels, so the frame is not verified"
         ),
     )
+
+
+def _format_disagreement(frame: FrameRef, syntax: StoredSyntax, content_type: str, blob: bytes) -> str | None:
+    """Why a frame of HealthImaging's own transcode is not of the kind its syntax names, or None when it is.
+
+    Only syntaxes with a codestream kind in the table are checked; a stream too damaged to read is left to the
+    decoder, which reports it with its own reason (truncated, decode failed).
+    """
+    if syntax.high_throughput is None:
+        return None
+    where = "" if frame.syntax_stated else " (resolved from the data store's lossless storage format)"
+    if content_type != syntax.content_type:
+        return f"content type {content_type} for stored syntax {syntax.uid}{where} (expected {syntax.content_type})"
+    try:
+        high_throughput = read_codestream_info(blob).high_throughput
+    except CodestreamError:
+        return None
+    if high_throughput == syntax.high_throughput:
+        return None
+    found = "HTJ2K (CAP marker or Rsiz HT bit)" if high_throughput else "classic JPEG 2000 (no HT code-blocks)"
+    return f"the codestream is {found}, not what stored syntax {syntax.uid}{where} holds"
 
 
 def _matched(computed: list[FrameChecksum], expected: int) -> bool:

@@ -12,6 +12,7 @@ so they never wait for a socket.
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError, IncompleteReadError,
 
 from .budget import OPERATIONS, RequestBudget, throttle_retry_delay
 from .outcomes import Reason
-from .ports import FetchedFrame, FrameFetchError, ImageSetError, ImportJob, ImportJobError
+from .ports import DatastoreError, FetchedFrame, FrameFetchError, ImageSetError, ImportJob, ImportJobError
 
 #: Attempts per request, the first included. botocore's default (3) gives up on a frame after two 429s;
 #: ten rides out several consecutive throttles with exponential back-off (capped at 20 s per retry).
@@ -95,11 +96,58 @@ def attach_budget(client: Any, budget: RequestBudget, max_attempts: int = DEFAUL
         events.register(f"response-received.medical-imaging.{operation}", received)
 
 
+#: GetDatastore errors that will not go away within a run: remembered like an answer, so a missing permission
+#: costs one denied request per process rather than one per image set.
+_LASTING_DATASTORE_ERRORS = frozenset({"AccessDeniedException", "ResourceNotFoundException", "ValidationException"})
+
+
 class HealthImagingSource:
-    """Fetches metadata and frames with a ``medical-imaging`` client and maps failures to reasons."""
+    """Fetches metadata and frames with a ``medical-imaging`` client and maps failures to reasons.
+
+    The data stores' lossless storage formats are remembered for the life of the object (one CLI run, one warm
+    function container): a data store's format is fixed when it is created.
+    """
 
     def __init__(self, client: Any) -> None:
         self._client = client
+        self._formats: dict[str, str | DatastoreError] = {}
+        self._formats_lock = threading.Lock()
+
+    def lossless_storage_format(self, datastore_id: str) -> str:
+        """Return the data store's ``losslessStorageFormat``, with one GetDatastore per data store and process.
+
+        Raises
+        ------
+        DatastoreError
+            GetDatastore failed after the client's retries, or its answer has no format. A lasting failure
+            (access denied, not found) is remembered; a passing one (throttling, 5xx) is asked again next time.
+        """
+        # Held across the request: concurrent image sets wait for the one GetDatastore instead of each sending it.
+        with self._formats_lock:
+            known = self._formats.get(datastore_id)
+            if known is None:
+                known = self._read_format(datastore_id)
+                if isinstance(known, str) or known.lasting:
+                    self._formats[datastore_id] = known
+        if isinstance(known, DatastoreError):
+            raise DatastoreError(str(known), lasting=known.lasting)
+        return known
+
+    def _read_format(self, datastore_id: str) -> str | DatastoreError:
+        try:
+            properties = self._client.get_datastore(datastoreId=datastore_id)["datastoreProperties"]
+        except ClientError as exc:
+            lasting = exc.response.get("Error", {}).get("Code") in _LASTING_DATASTORE_ERRORS
+            message = f"GetDatastore for data store {datastore_id} failed: {_describe(exc)}"
+            return DatastoreError(message, lasting=lasting)
+        except BotoCoreError as exc:
+            return DatastoreError(f"GetDatastore for data store {datastore_id} failed: {exc}")
+        found = properties.get("losslessStorageFormat")
+        if not isinstance(found, str) or not found:
+            # Stores created before the parameter existed may not list it; the caller assumes the default.
+            message = f"GetDatastore for data store {datastore_id} lists no losslessStorageFormat"
+            return DatastoreError(message, lasting=True)
+        return found
 
     def get_image_set_metadata(self, datastore_id: str, image_set_id: str, version_id: str | None) -> bytes:
         """Return the raw metadata blob (gzip as served; the core decompresses it).

@@ -23,10 +23,18 @@ from typing import TypeVar
 
 from .budget import MAX_FETCH_THREADS, RequestBudget
 from .frame_check import check_frame, precheck_frame
-from .metadata import FrameRef, ImageSetFrames, MetadataError, decode_metadata_blob, parse_image_set_metadata
+from .metadata import (
+    FrameRef,
+    ImageSetFrames,
+    MetadataError,
+    decode_metadata_blob,
+    parse_image_set_metadata,
+    resolve_omitted_syntax,
+)
 from .outcomes import Reason, Status
 from .ports import FetchedFrame, FrameFetchError, FrameSource, ImageSetError
 from .report import FrameCounts, FrameResult
+from .syntax import DEFAULT_LOSSLESS_STORAGE_FORMAT, LOSSLESS_STORAGE_FORMATS
 
 # What one frame costs while in flight, as a multiple of its decoded size: the encoded bytes, twice while
 # the HTTP client joins its reads, the decoded array, and OpenJPH's scratch space. Measured with
@@ -188,6 +196,9 @@ def load_image_set_frames(
 ) -> ImageSetFrames:
     """Fetch and parse an image set's metadata.
 
+    Instances that omit ``StoredTransferSyntaxUID`` get the syntax of the data store's lossless storage format
+    (:func:`datastore_syntax`), asked of ``source`` only then: the common case costs no request.
+
     Raises
     ------
     ImageSetError
@@ -195,9 +206,40 @@ def load_image_set_frames(
     """
     blob = source.get_image_set_metadata(datastore_id, image_set_id, version_id)
     try:
-        return parse_image_set_metadata(decode_metadata_blob(blob))
+        listed = parse_image_set_metadata(decode_metadata_blob(blob))
     except MetadataError as exc:
         raise ImageSetError(f"image set {image_set_id}: {exc}") from exc
+    if all(frame.syntax_stated for frame in listed.frames):
+        return listed
+    return resolve_omitted_syntax(listed, *datastore_syntax(source, datastore_id))
+
+
+def datastore_syntax(source: FrameSource, datastore_id: str) -> tuple[str, str | None]:
+    """The stored syntax of frames whose instance does not state one, and why it is assumed, if it is.
+
+    Parameters
+    ----------
+    source : FrameSource
+    datastore_id : str
+
+    Returns
+    -------
+    tuple of (str, str or None)
+        The syntax of the data store's ``losslessStorageFormat``, and ``None``; or, when the format cannot be
+        read or is unknown, HTJ2K's (the documented default) and a note saying so for each frame's detail.
+    """
+    default = LOSSLESS_STORAGE_FORMATS[DEFAULT_LOSSLESS_STORAGE_FORMAT]
+    try:
+        found = source.lossless_storage_format(datastore_id)
+    except Exception as exc:  # any failure (DatastoreError, a source without the method) falls back, said aloud
+        why = f"the data store's lossless storage format could not be read ({type(exc).__name__}: {exc})"
+    else:
+        syntax = LOSSLESS_STORAGE_FORMATS.get(found)
+        if syntax is not None:
+            return syntax, None
+        why = f"the data store's lossless storage format {found!r} is not one the verifier knows"
+    note = f"stored syntax assumed {default} ({DEFAULT_LOSSLESS_STORAGE_FORMAT}, the documented default): {why}"
+    return default, note
 
 
 def iter_frame_results(

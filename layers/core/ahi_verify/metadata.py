@@ -12,7 +12,7 @@ import gzip
 import json
 import zlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .ids import is_int
@@ -57,6 +57,12 @@ class FrameRef:
     """The instance's ``DICOM`` describes Float or Double Float Pixel Data (see :func:`is_float_pixel_data`)."""
     problem: str | None = None
     """Why this frame cannot be verified from its metadata entry alone (malformed entry)."""
+    syntax_stated: bool = True
+    """False when the instance omits ``StoredTransferSyntaxUID``: ``stored_transfer_syntax_uid`` is then HTJ2K
+    until :func:`resolve_omitted_syntax` sets the syntax of the data store's lossless storage format."""
+    syntax_note: str | None = None
+    """Why the resolved syntax is an assumption (the data store's format could not be read); every result of
+    the frame carries it in its detail."""
 
     def decoded_size_estimate(self) -> int:
         """Upper estimate of the decoded frame in bytes, for the in-flight memory budget."""
@@ -153,6 +159,30 @@ def parse_image_set_metadata(doc: Mapping[str, Any]) -> ImageSetFrames:
     )
 
 
+def resolve_omitted_syntax(listed: ImageSetFrames, syntax_uid: str, note: str | None = None) -> ImageSetFrames:
+    """Give the frames whose instance omits ``StoredTransferSyntaxUID`` the data store's stored syntax.
+
+    Parameters
+    ----------
+    listed : ImageSetFrames
+        From :func:`parse_image_set_metadata`.
+    syntax_uid : str
+        The syntax the data store's lossless storage format transcodes to (``.202`` or ``.90``).
+    note : str, optional
+        Why ``syntax_uid`` is an assumption rather than the data store's answer; kept on each resolved frame.
+
+    Returns
+    -------
+    ImageSetFrames
+        The same frames, the omitted syntaxes resolved; frames with a stated syntax are unchanged.
+    """
+    frames = tuple(
+        f if f.syntax_stated else replace(f, stored_transfer_syntax_uid=syntax_uid, syntax_note=note)
+        for f in listed.frames
+    )
+    return replace(listed, frames=frames)
+
+
 def _walk_frames(series_map: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     for series_uid, series in series_map.items():
         instances = series.get("Instances") if isinstance(series, Mapping) else None
@@ -168,10 +198,12 @@ def _instance_frames(series_uid: str, sop_uid: str, instance: Mapping[str, Any])
     where = f"Series[{series_uid}].Instances[{sop_uid}]"
     raw_dicom = instance.get("DICOM")
     dicom: Mapping[str, Any] = raw_dicom if isinstance(raw_dicom, Mapping) else {}
+    stated = _str_or_none(instance.get("StoredTransferSyntaxUID"))
     common: dict[str, Any] = {
         "series_instance_uid": series_uid,
         "sop_instance_uid": sop_uid,
-        "stored_transfer_syntax_uid": _str_or_none(instance.get("StoredTransferSyntaxUID")) or HTJ2K_LOSSLESS_RPCL,
+        "stored_transfer_syntax_uid": stated or HTJ2K_LOSSLESS_RPCL,
+        "syntax_stated": stated is not None,
         "checksum_type": _str_or_none(instance.get("ChecksumType")),
         "rows": _int_or_none(dicom.get("Rows")),
         "columns": _int_or_none(dicom.get("Columns")),

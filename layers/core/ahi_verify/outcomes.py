@@ -35,6 +35,9 @@ class Reason(enum.StrEnum):
     DECODE_FAILED = "decode-failed"
     UNSUPPORTED_SYNTAX = "unsupported-transfer-syntax"
     UNSUPPORTED_CONTENT_TYPE = "unsupported-content-type"
+    STORAGE_FORMAT_DISAGREES = "storage-format-disagrees"
+    """A frame of HealthImaging's own lossless transcode whose content type or codestream kind (HTJ2K or classic
+    JPEG 2000) is not what its stored syntax, stated or resolved from the data store's format, says."""
     NO_RULE_MATCHED = "checksum-definition-unknown"
     UNKNOWN_CHECKSUM_TYPE = "unknown-checksum-type"
     FLOAT_PIXEL_DATA = "float-pixel-data"

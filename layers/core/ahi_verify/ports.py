@@ -1,6 +1,7 @@
 """What the core needs from the outside world, as small interfaces; the adapters implement them.
 
-``FrameSource``     GetImageSetMetadata and GetImageFrame (adapter: ``healthimaging.HealthImagingSource``)
+``FrameSource``     GetImageSetMetadata, GetImageFrame and the data store's lossless storage format (GetDatastore)
+                    (adapter: ``healthimaging.HealthImagingSource``)
 ``ImportJobs``      GetDICOMImportJob and ListDICOMImportJobs (adapter: ``healthimaging.HealthImagingJobs``)
 ``JobOutputStore``  the job output folder and the source files in S3 (adapter: ``s3_output.JobOutputReader``)
 
@@ -40,6 +41,17 @@ class ImageSetError(Exception):
     """The image set as a whole cannot be verified (its metadata could not be fetched or read)."""
 
 
+class DatastoreError(Exception):
+    """The data store's properties cannot be read (GetDatastore failed after the client's retries).
+
+    ``lasting`` says the failure will not pass within a run (access denied, not found), so it may be remembered.
+    """
+
+    def __init__(self, message: str, *, lasting: bool = False) -> None:
+        super().__init__(message)
+        self.lasting = lasting
+
+
 class FrameSource(Protocol):
     """Where metadata and frames come from."""
 
@@ -49,6 +61,11 @@ class FrameSource(Protocol):
 
     def get_image_frame(self, datastore_id: str, image_set_id: str, image_frame_id: str) -> FetchedFrame:
         """Return one frame's bytes and content type; raise :class:`FrameFetchError` on failure."""
+        ...
+
+    def lossless_storage_format(self, datastore_id: str) -> str:
+        """Return the data store's ``losslessStorageFormat`` (``HTJ2K``, ``JPEG_2000_LOSSLESS``); raise
+        :class:`DatastoreError` on failure. Asked only for instances that omit their stored syntax."""
         ...
 
 

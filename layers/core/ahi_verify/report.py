@@ -147,7 +147,9 @@ class FrameResult:
         reason: Reason | None = None,
         detail: str | None = None,
     ) -> FrameResult:
-        """The result of a frame listed in metadata: its identity comes from the metadata entry."""
+        """The result of a frame listed in metadata: its identity comes from the metadata entry, and the entry's
+        ``syntax_note`` (an assumed stored syntax) is added to ``detail`` so that no verdict hides it."""
+        detail = "; ".join(d for d in (detail, frame.syntax_note) if d) or None
         return cls(
             frame.index,
             frame.image_frame_id,

@@ -61,6 +61,9 @@ class StoredSyntax:
     uid: str
     content_type: str
     rules: RuleSet
+    high_throughput: bool | None = None
+    """For HealthImaging's own transcodes, the codestream kind it writes: HTJ2K code-blocks (True) or classic
+    JPEG 2000 (False). A frame of the other kind was not made by the transcode its syntax names."""
 
     @property
     def authoritative(self) -> bool:
@@ -71,10 +74,10 @@ class StoredSyntax:
 _SYNTAXES: dict[str, StoredSyntax] = {
     s.uid: s
     for s in (
-        StoredSyntax(HTJ2K_LOSSLESS_RPCL, "image/jph", RuleSet.DECODED),
+        StoredSyntax(HTJ2K_LOSSLESS_RPCL, "image/jph", RuleSet.DECODED, high_throughput=True),
         StoredSyntax(HTJ2K_RETAINED, "image/jphc", RuleSet.RAW_THEN_DECODED),
         # The content type of these frames is not in the botocore model's list; classic JPEG 2000's is expected.
-        StoredSyntax(JPEG2000_LOSSLESS, "image/j2c", RuleSet.DECODED),
+        StoredSyntax(JPEG2000_LOSSLESS, "image/j2c", RuleSet.DECODED, high_throughput=False),
         StoredSyntax(JPEG2000_RETAINED, "image/j2c", RuleSet.RAW_THEN_DECODED),
         StoredSyntax(JPEG_BASELINE, "image/jpeg", RuleSet.RAW),
         StoredSyntax(EXPLICIT_VR_LITTLE_ENDIAN, "application/octet-stream", RuleSet.RAW),
@@ -88,6 +91,12 @@ _SYNTAXES: dict[str, StoredSyntax] = {
 
 #: Content types whose bytes are a JPEG 2000 family codestream (bare or boxed) that the codecs decode.
 DECODABLE_CONTENT_TYPES = frozenset({"image/jph", "image/jphc", "image/j2c"})
+
+
+LOSSLESS_STORAGE_FORMATS = {"HTJ2K": HTJ2K_LOSSLESS_RPCL, "JPEG_2000_LOSSLESS": JPEG2000_LOSSLESS}
+"""``GetDatastore``'s ``losslessStorageFormat`` -> the syntax HealthImaging transcodes the data store's frames to."""
+DEFAULT_LOSSLESS_STORAGE_FORMAT = "HTJ2K"
+"""``CreateDatastore``'s documented default, assumed when the data store's format cannot be read."""
 
 
 def stored_syntax(uid: str | None) -> StoredSyntax | None:
