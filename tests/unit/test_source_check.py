@@ -27,7 +27,7 @@ from ahi_verify.source_check import (
     normalised_source_pixels,
     read_source_file,
 )
-from ahi_verify.work import SourceInputs, _compare_sources, with_source
+from ahi_verify.work import SourceInputs, _compare_sources, source_inputs, with_source
 from tests.support import CT1_UNC_CRC
 
 
@@ -397,3 +397,63 @@ def test_lossy_ybr_jpeg_is_decoded_without_colour_conversion() -> None:
     # THEN libjpeg-turbo's samples are also YCbCr: within the tolerance of pydicom's, not converted to RGB
     delta = np.abs(decodings["libjpeg-turbo"].astype(int) - raw.astype(int))
     assert 0 < int(delta.max()) <= LOSSY_DECODER_TOLERANCE
+
+
+# --- files the import warned about: not compared ---------------------------------------------------------------
+
+
+def _multi_frame_p10() -> tuple[bytes, str]:
+    """A native 3-frame file, as a file the import stored as a blob might be."""
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 4000, size=(3, 8, 6)).astype(np.uint16)
+    data = _p10(frames[0], 12, False, NumberOfFrames=3)
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.PixelData = frames.tobytes()
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    data = out.getvalue()
+    return data, str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID)
+
+
+def test_a_file_stored_as_a_blob_is_not_compared_and_loses_no_frames() -> None:
+    # GIVEN a 3-frame file whose WARNING line says 0xB100 (stored as one blob frame, checksum of the bytes)
+    data, sop = _multi_frame_p10()
+    blob_crc = zlib.crc32(data)
+    ref = FrameRef(0, "f0", "1.2.3", sop, 1, "1.2.840.10008.1.2.1", "DECOMPRESSED", ResolutionChecksum(8, 6, blob_crc))
+    result = FrameResult.of(ref, Status.MATCH, expected=blob_crc, actual=blob_crc)
+    bucket = _InputBucket({"in/blob.dcm": data})
+    warned = SourceInputs(bucket, "s3://input/", ("in/blob.dcm",), warned_files=frozenset({"in/blob.dcm"}))  # type: ignore[arg-type]
+    unwarned = SourceInputs(bucket, "s3://input/", ("in/blob.dcm",))  # type: ignore[arg-type]
+    # WHEN it is related to its source with and without the warning known
+    comparisons, problems, orphans = _compare_sources(warned, [result], (ref,), listing_failed=False)
+    blind, _, blind_orphans = _compare_sources(unwarned, [result], (ref,), listing_failed=False)
+    # THEN with the warning the frame is import-warned (not a mismatch) and no source frame is "lost"
+    assert comparisons[0].relation is ThreeWay.IMPORT_WARNED
+    assert comparisons[0].input_file == "in/blob.dcm"
+    assert ThreeWay.IMPORT_WARNED not in MISMATCH_RELATIONS
+    assert with_source(result, comparisons[0]).status is Status.MATCH
+    assert (problems, orphans) == ((), ())
+    # AND without it the same frame would be a false alarm: blob against frame 1, frames 2 and 3 lost
+    assert blind[0].relation in MISMATCH_RELATIONS
+    assert blind_orphans == ("in/blob.dcm: frame 2", "in/blob.dcm: frame 3")
+
+
+def test_source_inputs_name_the_files_with_frame_affecting_warnings() -> None:
+    # GIVEN a plan whose image set has three files: one warned 0xB100, one warned 0xB003 (no effect on frames)
+    from ahi_verify.plan import JobPlan, PlannedImageSet  # noqa: PLC0415
+    from ahi_verify.report import ImportFindings, JobHeader, WarnedFile, WarningCode  # noqa: PLC0415
+
+    files = ("in/a.dcm", "in/b.dcm", "in/c.dcm")
+    findings = ImportFindings(
+        warnings=(
+            WarnedFile("in/a.dcm", "1" * 32, (WarningCode(0xB100, "TRANSCODING_EXCEPTION", True),)),
+            WarnedFile("in/b.dcm", "1" * 32, (WarningCode(0xB003, "OTHER", False),)),
+        )
+    )
+    job = JobHeader("j", "0" * 32, "s3://out/f/", input_s3_uri="s3://input/in/")
+    plan = JobPlan(job, findings, (), (PlannedImageSet("1" * 32, None, None, files),), "t", with_sources=True)
+    # WHEN the image set's source inputs are made
+    inputs = source_inputs(plan, "1" * 32, _InputBucket({}))  # type: ignore[arg-type]
+    # THEN only the file whose warning affects frames is left uncompared
+    assert inputs is not None
+    assert inputs.warned_files == frozenset({"in/a.dcm"})

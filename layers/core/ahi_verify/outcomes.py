@@ -62,6 +62,10 @@ class ThreeWay(enum.StrEnum):
                                    the source's: the import's decoder rounds differently (not a mismatch)
     ``lossy-source-unresolved``    a lossy source no decoder reproduces, and the stored pixels could not
                                    be compared with it: unverified
+    ``import-warned``              the import warned that the file's frames were not stored as usual
+                                   (a blob, frames not extracted, a frame count that disagrees): nothing
+                                   documents how such frames relate to the file's, so they are not
+                                   compared: unverified, never a mismatch
     =============================  =====================================================================
     """
 
@@ -81,6 +85,8 @@ class ThreeWay(enum.StrEnum):
     """A lossy source whose decoded pixels depend on the decoder: the stored pixels are within the tolerance."""
     LOSSY_SOURCE_UNRESOLVED = "lossy-source-unresolved"
     """A lossy source no decoder reproduces, whose stored pixels could not be compared with it."""
+    IMPORT_WARNED = "import-warned"
+    """The file's WARNING line has a code that affects frames (0xB100-0xB120): not compared."""
 
 
 MISMATCH_RELATIONS = frozenset(

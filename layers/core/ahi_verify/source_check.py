@@ -83,6 +83,22 @@ class SourceFile:
     frames: tuple[SourceFrame, ...]
 
 
+def read_sop_instance_uid(data: bytes, input_file: str) -> str:
+    """The SOP Instance UID of a P10 file, read without its pixel data (for files whose frames are not compared).
+
+    Raises
+    ------
+    SourceError
+        Not DICOM, or no SOP Instance UID.
+    """
+    import pydicom  # noqa: PLC0415
+
+    try:
+        return str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID)
+    except Exception as exc:
+        raise SourceError(f"not a readable DICOM P10 file ({type(exc).__name__})", input_file) from exc
+
+
 def read_source_file(data: bytes, input_file: str) -> SourceFile:
     """Compute the IFRC of every frame of an original P10 file.
 

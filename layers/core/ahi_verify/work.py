@@ -29,6 +29,7 @@ from .source_check import (
     SourceFile,
     SourceFrame,
     closest_decoding,
+    read_sop_instance_uid,
     read_source_file,
 )
 from .syntax import content_type_of
@@ -49,6 +50,8 @@ class SourceInputs:
     input_files: tuple[str, ...]
     readable_bucket: str | None = None
     """The one input bucket the deployment may read (None: any); other buckets are reported, not read."""
+    warned_files: frozenset[str] = frozenset()
+    """Input files whose WARNING line has a code that affects frames: their frames are not compared."""
 
 
 def source_inputs(
@@ -60,7 +63,15 @@ def source_inputs(
     planned = plan.image_set(image_set_id)
     if planned is None:
         return None
-    return SourceInputs(store, plan.job.input_s3_uri, planned.input_files, readable_bucket)
+    # A file the import stored as a blob (0xB100, 0xB120) or whose frames it could not extract or count
+    # (0xB110-0xB112) has stored frames that no documented rule relates to the file's: comparing them would
+    # give a false MISMATCH (the blob against frame 1) and report the file's other frames as lost.
+    warned = frozenset(
+        line.input_file
+        for line in plan.findings.warnings
+        if line.input_file in planned.input_files and any(w.affects_frames for w in line.warnings)
+    )
+    return SourceInputs(store, plan.job.input_s3_uri, planned.input_files, readable_bucket, warned)
 
 
 @dataclass(frozen=True)
@@ -211,6 +222,7 @@ def _compare_sources(
     problems: list[SourceFileProblem] = []
     by_frame: dict[tuple[str, int], tuple[int, str]] = {}
     lossy: dict[tuple[str, int], SourceFrame] = {}
+    warned: dict[str, str] = {}  # SOP Instance UID -> input file, for files the import warned about
     for input_file in sources.input_files:
         if sources.readable_bucket is not None and input_bucket != sources.readable_bucket:
             why = "the input bucket is not the source bucket this deployment reads"
@@ -218,7 +230,11 @@ def _compare_sources(
             continue
         try:
             # inputFile is the key relative to the input bucket (it already carries the input prefix).
-            parsed = read_source_file(sources.store.read_object(S3Location(input_bucket, input_file)), input_file)
+            data = sources.store.read_object(S3Location(input_bucket, input_file))
+            if input_file in sources.warned_files:
+                warned[read_sop_instance_uid(data, input_file)] = input_file
+                continue
+            parsed = read_source_file(data, input_file)
         except JobOutputError as exc:
             # The store's message carries the object's URI; the report keeps the key in inputFile only.
             why = f"cannot be read from the input bucket ({exc.code or type(exc).__name__})"
@@ -232,6 +248,9 @@ def _compare_sources(
         lossy.update(_lossy_frames(parsed))
     comparisons = {}
     for r in results:
+        if r.sop_instance_uid in warned:
+            comparisons[r.index] = SourceComparison(None, ThreeWay.IMPORT_WARNED, warned[r.sop_instance_uid])
+            continue
         found = by_frame.get((r.sop_instance_uid, r.frame_number))
         decoded = r.actual if r.status in (Status.MATCH, Status.MISMATCH) else None
         relation = (
