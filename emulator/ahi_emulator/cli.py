@@ -137,7 +137,8 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _served_emulator(args: argparse.Namespace) -> Emulator:
+    """The emulator ``serve`` runs: loaded (or empty for ``--datastore-id``), with the options applied."""
     quotas = _serve_quotas(args)
     if args.datastore_id is not None and not (args.data / "index.json").is_file():
         emulator = Emulator(quotas=quotas)
@@ -147,6 +148,11 @@ def _serve(args: argparse.Namespace) -> int:
         emulator.create_datastore(args.datastore_id)
     if args.lossy_jpeg_decoder != "pydicom" or args.lossy_jpeg_perturb:
         emulator.lossy_jpeg_decoding = LossyJpegDecoding(args.lossy_jpeg_decoder, args.lossy_jpeg_perturb)
+    return emulator
+
+
+def _serve(args: argparse.Namespace) -> int:
+    emulator = _served_emulator(args)
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:

@@ -186,3 +186,29 @@ def test_serve_subprocess_answers_boto3_and_stops_on_sigterm(tmp_path: Path, mon
     assert process.returncode == 0, err
     assert f"export AWS_ENDPOINT_URL_MEDICAL_IMAGING={url}" in out
     assert "stopped" in out
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        pytest.param([], None, id="default-pydicom"),
+        pytest.param(["--lossy-jpeg-decoder", "libjpeg-turbo"], ("libjpeg-turbo", 0), id="libjpeg-turbo"),
+        pytest.param(["--lossy-jpeg-perturb", "2"], ("pydicom", 2), id="perturb"),
+    ],
+)
+def test_serve_lossy_jpeg_flags_reach_the_emulator(
+    tmp_path: Path, flags: list[str], expected: tuple[str, int] | None
+) -> None:
+    """GIVEN serve's lossy JPEG flags WHEN the served emulator is built THEN its imports decode that way."""
+    from ahi_emulator.cli import _parser, _served_emulator  # noqa: PLC0415
+
+    args = _parser().parse_args(["serve", "--data", str(tmp_path), "--datastore-id", "0" * 32, *flags])
+    decoding = _served_emulator(args).lossy_jpeg_decoding
+    found = None if decoding is None else (decoding.decoder, decoding.perturb)
+    assert found == expected
+
+
+def test_serve_refuses_an_unknown_lossy_decoder(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--data", str(tmp_path), "--lossy-jpeg-decoder", "gdcm"])
+    assert exited.value.code == 2

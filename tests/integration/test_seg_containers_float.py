@@ -163,5 +163,6 @@ def test_float_pixel_data_is_unverified_with_its_reason(
     assert {(f["status"], f["reason"], f["source"]["relation"]) for f in frames} == {
         ("ERROR", "float-pixel-data", "import-warned")
     }
-    assert doc["imageSets"] and all(s["orphanSourceFrames"] == [] for s in doc["imageSets"])
+    assert doc["imageSets"]
+    assert all(s["orphanSourceFrames"] == [] for s in doc["imageSets"])
     assert (code, doc["verdict"]) == (3, "UNVERIFIED")
