@@ -35,7 +35,7 @@ lint: $(STAMP) ## ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP) ## mypy --strict on the core and the emulator
+typecheck: $(STAMP) ## mypy --strict on the core, the emulator, the functions and the local stack
 	$(BIN)/mypy
 
 unit: $(STAMP) ## the fast tests only (no network, no layer build)
@@ -44,7 +44,7 @@ unit: $(STAMP) ## the fast tests only (no network, no layer build)
 test: lint typecheck validate ## everything CI runs: lint, types, all tests
 	$(BIN)/pytest
 
-demo: $(STAMP) ## start the emulator with sample image sets and verify each one
+demo: $(STAMP) ## the application on this machine: an import with one corrupted frame, caught by the stack (report + alert) and the CLI
 	$(BIN)/python -m local.demo
 
 bench: $(STAMP) ## the benchmarks (ratios against a baseline in the same run)

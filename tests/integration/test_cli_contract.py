@@ -208,7 +208,7 @@ def test_json_documents_carry_verdict_version_and_timings(served: Any, capsys: p
     assert (code_clean, doc_clean["verdict"]) == (EXIT_OK, "CLEAN")
     assert doc_clean["verdictReason"] == "all 3 frames match the published checksum"
     assert (code_broken, doc_broken["verdict"]) == (EXIT_MISMATCH, "MISMATCH")
-    assert doc_broken["verdictReason"] == "1 frame differ from the published checksum"
+    assert doc_broken["verdictReason"] == "1 frame differs from the published checksum"
     for doc in (doc_clean, doc_broken):
         assert doc["toolVersion"] == __version__
         assert set(doc["timings"]) == {"startedAt", "finishedAt", "verificationSeconds"}
@@ -224,7 +224,7 @@ def test_the_table_ends_with_the_verdict_in_words(served: Any, capsys: pytest.Ca
     )
     assert main(["image-set", datastore_id, broken.image_set_id, *common]) == EXIT_MISMATCH
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last == "Verdict: MISMATCH: 1 frame differ from the published checksum"
+    assert last == "Verdict: MISMATCH: 1 frame differs from the published checksum"
     missing = "f" * 32
     assert main(["image-set", datastore_id, missing, *common]) == EXIT_UNVERIFIED
 

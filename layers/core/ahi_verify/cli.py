@@ -375,7 +375,7 @@ def exit_code(counts: FrameCounts) -> int:
 def image_set_verdict(counts: FrameCounts, *, error: str | None = None) -> tuple[Verdict, str]:
     """The image set's verdict, with its reason in words (the rule of :func:`exit_code`)."""
     if counts.mismatch:
-        return Verdict.MISMATCH, f"{_frames(counts.mismatch)} differ from the published checksum"
+        return Verdict.MISMATCH, f"{_frames(counts.mismatch)} {_differ(counts.mismatch)} from the published checksum"
     if error is not None:
         return Verdict.UNVERIFIED, "the image set's metadata could not be read"
     if counts.total == 0:
@@ -387,6 +387,10 @@ def image_set_verdict(counts: FrameCounts, *, error: str | None = None) -> tuple
 
 def _frames(n: int) -> str:
     return f"{n} frame" if n == 1 else f"{n} frames"
+
+
+def _differ(n: int) -> str:
+    return "differs" if n == 1 else "differ"
 
 
 def image_set_document(
@@ -459,7 +463,7 @@ def job_verdict_reason(report: JobReport) -> str:
     counts = outcome.summary.frames
     verdict = outcome.verdict
     if verdict is Verdict.MISMATCH:
-        return f"{_frames(counts.mismatch)} differ from the published or the source checksum"
+        return f"{_frames(counts.mismatch)} {_differ(counts.mismatch)} from the published or the source checksum"
     if verdict is Verdict.IMPORT_FAILED:
         message = f" ({report.job.message})" if report.job.message else ""
         return f"the import job failed{message}"
