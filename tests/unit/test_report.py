@@ -696,3 +696,14 @@ def test_an_unresolved_lossy_source_makes_the_job_unverified() -> None:
     assert unresolved.status is Status.MATCH
     assert rep.verdict is Verdict.UNVERIFIED
     assert rep.to_json()["summary"]["lossyDecoderDiffers"] == 0
+
+
+def test_every_report_says_which_tool_wrote_it_and_its_verdict() -> None:
+    # GIVEN a report document
+    doc = report(header(), image_set(ISET_A, [frame(1)])).to_json()
+    # THEN it carries the tool's version (declared in the schema) next to the verdict
+    from ahi_verify import __version__  # noqa: PLC0415
+
+    assert doc["toolVersion"] == __version__
+    assert doc["verdict"] == "CLEAN"
+    assert "toolVersion" in json.loads(SCHEMA_PATH.read_text())["properties"]

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from . import __version__
 from .documents import (
     ReportFormatError,
     boolean,
@@ -872,6 +873,7 @@ def report_opening(
     """The report document's members that come before ``imageSets``: all known once the job is planned."""
     return {
         "schemaVersion": SCHEMA_VERSION,
+        "toolVersion": __version__,
         "job": job.to_json(),
         **findings.to_json(),
         "notes": list(notes),
