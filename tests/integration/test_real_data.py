@@ -57,7 +57,7 @@ FILES: dict[str, Path] = {
 
 VERIFIED = ("CLEAN", "consistent")
 REJECTED = ("UNVERIFIED", "rejected")
-BLOB = ("UNVERIFIED", "blob")
+BLOB = ("UNVERIFIED", "blob: source-unreadable")
 NO_PIXELS = ("UNVERIFIED", "no pixel data")
 
 
@@ -120,10 +120,10 @@ EXPECTED: dict[str, tuple[str, str, str]] = {
 KNOWN_GAPS: dict[str, tuple[str, str, str]] = {
     "derived/seg_odd_7x9_liver.dcm": (
         "MISMATCH",
-        "blob",
-        "emulator: a binary SEG whose frames start mid-byte fails its 1-bit path and is stored as a 45312 blob; "
-        "verifier: work.py compares the decoded source frame 1 with the blob (a false MISMATCH) and reports the "
-        "other source frames as orphans",
+        "blob: import-changed-pixels",
+        "a false MISMATCH. Emulator: pydicom 3.0.2's iter_pixels cannot split 1-bit frames that start mid-byte "
+        "(7 x 9 = 63 bits), so the SEG is stored as one 45312 blob; verifier: work.py compares the decoded source "
+        "frame 1 with that blob and lists source frames 2-3 as orphans",
     ),
     "derived/jpegxl_112_SC_rgb.dcm": (
         "UNVERIFIED",
@@ -294,14 +294,16 @@ def _detail(report: JobReport) -> str:
 
 
 def _relation(report: JobReport) -> str:
+    """``rejected``, ``no pixel data``, or the frames' three-way relations (prefixed ``blob:`` when the
+    import stored the pixel data as one blob with a warning)."""
     if report.findings.failures:
         return "rejected"
-    if any(w.code is not None for line in report.findings.warnings for w in line.warnings):
-        return "blob"
     if report.summary.frames.total == 0:
         return "no pixel data"
-    relations = sorted({f.source.relation.value for _, f in report.frames() if f.source})
-    return "+".join(relations) or "no source"
+    relations = "+".join(sorted({f.source.relation.value for _, f in report.frames() if f.source})) or "no source"
+    if any(w.code is not None for line in report.findings.warnings for w in line.warnings):
+        return f"blob: {relations}"
+    return relations
 
 
 def _decoder_of(path: Path) -> str | None:
