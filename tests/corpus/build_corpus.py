@@ -102,7 +102,7 @@ def fetch(pin: Pin) -> Path:
     if not path.is_file():
         DOWNLOADS.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", str(DOWNLOADS)]
-        command += ["--only-binary", ":all:"] if pin.filename.endswith(".whl") else ["--no-binary", ":all:"]
+        command += ["--only-binary", ":all:"] if pin.filename.endswith(".whl") else ["--no-binary", pin.name]
         subprocess.run([*command, f"{pin.name}=={pin.version}"], check=True)
     actual = _sha256(path) if path.is_file() else "missing"
     if actual != pin.sha256:
