@@ -39,6 +39,7 @@ HTJ2K = "1.2.840.10008.1.2.4.203"
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 JPEG_LOSSLESS = "1.2.840.10008.1.2.4.57"
 JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
+JPEG_LS_NEAR_LOSSLESS = "1.2.840.10008.1.2.4.81"
 J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
 J2K = "1.2.840.10008.1.2.4.91"
 JPEG_XL = "1.2.840.10008.1.2.4.112"
@@ -109,13 +110,12 @@ def _jpeg_lossless(ds: Dataset, predictor: int) -> Dataset:
     return _encapsulated(ds, streams, JPEG_LOSSLESS)
 
 
-def _jpeg_ls(ds: Dataset) -> Dataset:
-    streams = [bytes(imagecodecs.jpegls_encode(f, level=0)) for f in _frames(ds)]
-    return (
-        _encapsulated(ds, streams, JPEG_LS_LOSSLESS, PlanarConfiguration=0)
-        if ds.SamplesPerPixel == 3
-        else (_encapsulated(ds, streams, JPEG_LS_LOSSLESS))
-    )
+def _jpeg_ls(ds: Dataset, near: int = 0) -> Dataset:
+    """JPEG-LS; ``near`` > 0 is near-lossless (.81): each value within ``near`` of the source."""
+    streams = [bytes(imagecodecs.jpegls_encode(f, level=near)) for f in _frames(ds)]
+    syntax = JPEG_LS_NEAR_LOSSLESS if near else JPEG_LS_LOSSLESS
+    extra = {"PlanarConfiguration": 0} if ds.SamplesPerPixel == 3 else {}
+    return _encapsulated(ds, streams, syntax, **extra)
 
 
 def _j2k(ds: Dataset, *, reversible: bool, mct: bool) -> Dataset:
@@ -256,6 +256,18 @@ DERIVATIONS: tuple[Derivation, ...] = (
     ),
     Derivation("jpegls_80_SC_rgb.dcm", "pydicom-data/SC_rgb.dcm", "re-encoded JPEG-LS lossless (.80)", _jpeg_ls),
     Derivation("jpegls_80_vlut_04.dcm", "pydicom-data/vlut_04.dcm", "re-encoded JPEG-LS lossless (.80)", _jpeg_ls),
+    Derivation(
+        "jpegls_81_near2_vlut_04.dcm",
+        "pydicom-data/vlut_04.dcm",
+        "re-encoded JPEG-LS near-lossless, NEAR=2 (.81)",
+        lambda d: _jpeg_ls(d, near=2),
+    ),
+    Derivation(
+        "jpegls_81_near3_SC_rgb_2frame.dcm",
+        "pydicom-data/SC_rgb_2frame.dcm",
+        "re-encoded JPEG-LS near-lossless, NEAR=3 (.81)",
+        lambda d: _jpeg_ls(d, near=3),
+    ),
     Derivation(
         "j2k_90_rgb_nomct_SC_rgb.dcm",
         "pydicom-data/SC_rgb.dcm",

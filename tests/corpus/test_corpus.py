@@ -108,7 +108,7 @@ def test_format_class_names_syntax_photometric_bits_and_layout() -> None:
 
 #: Derived files that change only the encoding or the layout: their stored values are the source's.
 LOSSLESS = tuple(
-    d for d in derive.DERIVATIONS if d.name.startswith(("htj2k_", "jpeg_57", "jpegls_", "j2k_90", "rle_", "deflate_"))
+    d for d in derive.DERIVATIONS if d.name.startswith(("htj2k_", "jpeg_57", "jpegls_80", "j2k_90", "rle_", "deflate_"))
 ) + tuple(d for d in derive.DERIVATIONS if d.name.startswith("planar1_"))
 
 
@@ -124,3 +124,19 @@ def test_a_losslessly_derived_file_holds_its_real_sources_values(derivation: der
     pairs = list(zip(iter_pixels(derived, raw=True), iter_pixels(source, raw=True), strict=True))
     assert pairs
     assert all(np.array_equal(a, b) for a, b in pairs)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("name", "near"), [("jpegls_81_near2_vlut_04.dcm", 2), ("jpegls_81_near3_SC_rgb_2frame.dcm", 3)]
+)
+def test_a_near_lossless_derived_file_is_within_near_of_its_source(name: str, near: int) -> None:
+    # GIVEN the built corpus
+    build_corpus.ensure()
+    (derivation,) = [d for d in derive.DERIVATIONS if d.name == name]
+    derived = pydicom.dcmread(build_corpus.CORPUS / "derived" / name)
+    source = pydicom.dcmread(derive._source_path(build_corpus.CORPUS, derivation.source))
+    # WHEN both are decoded THEN the values differ (it is lossy) but never by more than NEAR
+    a = np.stack(list(iter_pixels(derived, raw=True))).astype(np.int64)
+    b = np.stack(list(iter_pixels(source, raw=True))).astype(np.int64)
+    assert 0 < int(np.abs(a - b).max()) <= near

@@ -225,6 +225,8 @@ EXPECTED_CLASSES: dict[str, int] = {
     "1.2.840.10008.1.2.4.80 / MONOCHROME2 16-bit signed": 1,
     "1.2.840.10008.1.2.4.80 / MONOCHROME2 8-bit": 1,
     "1.2.840.10008.1.2.4.80 / RGB 8-bit": 1,
+    "1.2.840.10008.1.2.4.81 / MONOCHROME2 8-bit": 1,
+    "1.2.840.10008.1.2.4.81 / RGB 8-bit multi-frame": 1,
     "1.2.840.10008.1.2.4.90 / MONOCHROME1 10-in-16-bit": 1,
     "1.2.840.10008.1.2.4.90 / MONOCHROME1 15-in-16-bit odd-size": 1,
     "1.2.840.10008.1.2.4.90 / MONOCHROME2 12-in-16-bit": 2,
