@@ -33,7 +33,7 @@ FloatPixelData / DoubleFloatPixelData            WARNING 45312 (TRANSCODING_EXCE
                                                  keeps BitsAllocated 32/64 and, like the source, has no
                                                  BitsStored/HighBit/PixelRepresentation
 ``.4.50`` JPEG baseline, ``.4.91`` JPEG 2000,    RETAINED: ``StoredTransferSyntaxUID`` = source syntax; each
-``.4.203`` HTJ2K                                 frame is the original frame bytes
+``.4.203`` HTJ2K, ``.4.112`` JPEG XL             frame is the original frame bytes
                                                  (``pydicom.encaps.generate_frames``)
 ``.1.2``, ``.1.2.1``, ``.1.2.1.99``, ``.1.2.2``, TRANSCODED to HTJ2K lossless RPCL (``htj2k_encode(arr,
 ``.1.2.5`` RLE, ``.4.51``, ``.4.57``, ``.4.70``, reversible=True)``); ``StoredTransferSyntaxUID`` omitted,
@@ -148,6 +148,9 @@ RETAINED_SYNTAXES: frozenset[str] = frozenset(
         "1.2.840.10008.1.2.4.50",  # JPEG Baseline
         "1.2.840.10008.1.2.4.91",  # JPEG 2000
         "1.2.840.10008.1.2.4.203",  # HTJ2K
+        # JPEG XL: the botocore model lists it among GetImageFrame's stored syntaxes (image/jxl), as the
+        # original; pydicom 3.0 does not know the UID, which only matters for decoding (never done here).
+        "1.2.840.10008.1.2.4.112",
     }
 )
 
@@ -436,10 +439,18 @@ def _encapsulated_frames(ds: Dataset, count: int) -> list[bytes]:
     return frames
 
 
+def _encapsulated(ds: Dataset) -> bool:
+    """Whether the pixel data is encapsulated (fragments in items), read from the element itself: encapsulated
+    pixel data always has undefined length. ``TransferSyntaxUID.is_encapsulated`` would raise for a syntax
+    pydicom does not know (JPEG XL ``.112`` in pydicom 3.0), and such a file must become a 45344 blob, not a
+    rejected file."""
+    return "PixelData" in ds and bool(ds["PixelData"].is_undefined_length)
+
+
 def _blob(ds: Dataset, syntax: str, common: dict[str, Any], code: int) -> tuple[InstanceSpec, P10Warning]:
     value: bytes = ds.PixelData
     blob = value
-    if ds.file_meta.TransferSyntaxUID.is_encapsulated:
+    if _encapsulated(ds):
         try:
             buffer = io.BytesIO(value)
             parse_basic_offsets(buffer)  # positions the buffer after the Basic Offset Table item
@@ -529,7 +540,7 @@ def _segmentation_pixels(ds: Dataset) -> list[npt.NDArray[Any]]:
     """The 0/1 pixels of each frame of a binary segmentation, flat, whatever the syntax."""
     pixels = int(ds.Rows) * int(ds.Columns)
     count = _number_of_frames(ds)
-    if not ds.file_meta.TransferSyntaxUID.is_encapsulated:
+    if not _encapsulated(ds):
         # The frames follow each other in one bit stream; pydicom 3.0.2 under-reads frames that start mid-byte.
         stream = np.unpackbits(np.frombuffer(ds.PixelData, dtype=np.uint8), bitorder="little")
         if stream.size < pixels * count:

@@ -17,8 +17,8 @@ How source pixels are normalised into the IFRC layout (the same layout HealthIma
   frame IFRC (``ifrc.py``): HealthImaging's HTJ2K carries the real precision, so a BitsAllocated 16 /
   BitsStored 8 file is hashed as 1-byte samples, BitsAllocated 32 / BitsStored 16 as 2-byte samples.
 * Syntaxes HealthImaging keeps as the original (JPEG baseline ``.50``, JPEG 2000 lossy ``.91``, HTJ2K
-  ``.203``) are compared on the raw encapsulated frame bytes, never decoded: decoded lossy values depend
-  on the decoder.
+  ``.203``, JPEG XL ``.112``) are compared on the raw encapsulated frame bytes, never decoded: decoded lossy
+  values depend on the decoder.
 * A lossy source that is decoded (JPEG extended ``.51``, JPEG-LS near-lossless ``.81``, and the syntaxes
   above if they are not retained) is decoded by every decoder of :data:`LOSSY_SOURCE_DECODERS`: the import
   decoded it with a decoder of its own, and decoders of a lossy syntax may round differently. Each
@@ -45,9 +45,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .syntax import HTJ2K_RETAINED, JPEG2000_RETAINED, JPEG_BASELINE, Rule
+from .syntax import HTJ2K_RETAINED, JPEG2000_RETAINED, JPEG_BASELINE, JPEG_XL, Rule
 
-RETAINED_SOURCE_SYNTAXES = frozenset({JPEG_BASELINE, JPEG2000_RETAINED, HTJ2K_RETAINED})
+RETAINED_SOURCE_SYNTAXES = frozenset({JPEG_BASELINE, JPEG2000_RETAINED, HTJ2K_RETAINED, JPEG_XL})
 
 
 class SourceError(Exception):
@@ -126,7 +126,10 @@ def read_source_file(data: bytes, input_file: str) -> SourceFile:
     if "PixelData" not in ds:
         _refuse_float_pixel_data(ds, input_file)
         return SourceFile(input_file, sop_uid, ())
-    number_of_frames = int(ds.get("NumberOfFrames") or 1)
+    try:
+        number_of_frames = int(ds.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError) as exc:  # a malformed IS value ("1A"): named, never quoted
+        raise SourceError("NumberOfFrames is not an integer", input_file) from exc
     try:
         if int(ds.get("BitsAllocated") or 0) == 1:
             packed = (
