@@ -180,7 +180,13 @@ def compose_alert(
 
 
 def compose_manifest_changed(
-    job_id: str, datastore_id: str, planned_sha256: str, new_sha256: str, report_uri: str
+    job_id: str,
+    datastore_id: str,
+    planned_sha256: str,
+    new_sha256: str,
+    report_uri: str,
+    *,
+    deployment: Deployment | None = None,
 ) -> Alert:
     """The alert for a manifest rewritten after its job was planned: the report describes the first one.
 
@@ -192,13 +198,15 @@ def compose_manifest_changed(
         "",
         f"Data store: {datastore_id}",
         f"Import job: {job_id}",
+        *(deployment or Deployment()).lines(),
         f"SHA-256 of the manifest verified: {planned_sha256}",
         f"SHA-256 of the manifest now: {new_sha256}",
         "",
         "The report stands for the first manifest (its evidence lists the SHA-256); verify the job again, for",
-        "example with ahi-verify job, and find out who wrote the second one.",
+        "example with ahi-verify job, and find out who wrote the second one (the bucket's CloudTrail data",
+        "events or server access logs name the writer).",
         "",
-        f"Report: {report_uri}",
+        *_report_lines(report_uri, (deployment or Deployment()).region),
     ]
     return Alert(
         subject=_one_line(f"[ahi-verify] MANIFEST CHANGED: import job {job_id}")[:SUBJECT_LIMIT],
@@ -207,7 +215,9 @@ def compose_manifest_changed(
     )
 
 
-def compose_unreadable(job_id: str, datastore_id: str, error_type: str) -> Alert:
+def compose_unreadable(
+    job_id: str, datastore_id: str, error_type: str, *, deployment: Deployment | None = None
+) -> Alert:
     """The alert for a job the reconciliation found but cannot verify: its output cannot be read."""
     lines = [
         "An import job of the data store cannot be verified: its output (manifest or ndjson files) cannot be",
@@ -215,6 +225,7 @@ def compose_unreadable(job_id: str, datastore_id: str, error_type: str) -> Alert
         "",
         f"Data store: {datastore_id}",
         f"Import job: {job_id}",
+        *(deployment or Deployment()).lines(),
         "",
         "Look at the job's output folder (GetDICOMImportJob gives it) and verify the job with ahi-verify job.",
     ]
@@ -225,7 +236,15 @@ def compose_unreadable(job_id: str, datastore_id: str, error_type: str) -> Alert
     )
 
 
-def compose_open_job(job_id: str, datastore_id: str, *, open_s: float, pending: int, deadline_s: float) -> Alert:
+def compose_open_job(
+    job_id: str,
+    datastore_id: str,
+    *,
+    open_s: float,
+    pending: int,
+    deadline_s: float,
+    deployment: Deployment | None = None,
+) -> Alert:
     """The operational message naming the oldest job still open when it is overdue (the alarm on the
     ``OldestOpenJobAge`` metric carries no job ID; this message does)."""
     finished = open_s > deadline_s
@@ -242,6 +261,7 @@ def compose_open_job(job_id: str, datastore_id: str, *, open_s: float, pending: 
         "",
         f"Data store: {datastore_id}",
         f"Import job: {job_id}",
+        *(deployment or Deployment()).lines(),
         "",
         "Look at the work queue's dead-letter queue, the worker's errors and throttles (dashboard), and the",
         "job's record in the progress table.",
