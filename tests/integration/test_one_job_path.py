@@ -19,6 +19,7 @@ from pydicom.data import get_testdata_file
 from ahi_verify.cli import main
 from ahi_verify.report import JobReport, Verdict
 from local.stack import LocalStack
+from local.template import ACCOUNT_ID
 
 pytestmark = pytest.mark.integration
 
@@ -150,3 +151,9 @@ def test_a_source_file_replaced_after_import_gives_one_answer_everywhere(
     assert alert.subject == f"[ahi-verify] MISMATCH: 1 frame(s) differ in import job {job}"
     assert "Frames: 4 total, 3 match, 1 mismatch, 0 could not be verified" in alert.message
     assert f"MISMATCH {image_set['imageSetId']} {frame['imageFrameId']} #1 differs-from-source" in alert.message
+    # AND it names the deployment from the template's pseudo parameters and Lambda's region, with a console link
+    lines = alert.message.splitlines()
+    assert [f"Region: {stack.region}", f"Account: {ACCOUNT_ID}", f"Stack: {stack.stack_name}"] == [
+        line for line in lines if line.startswith(("Region: ", "Account: ", "Stack: "))
+    ]
+    assert any(line.startswith(f"Full report in the S3 console: https://{stack.region}.console.") for line in lines)

@@ -34,6 +34,8 @@ RESOURCE_POLICY_TYPES = {
     "AWS::KMS::Key": "KeyPolicy",
 }
 ENVIRONMENT = {
+    "ACCOUNT_ID",
+    "STACK_NAME",
     "DATASTORE_ID",
     "OUTPUT_BUCKET",
     "OUTPUT_PREFIX",
@@ -764,6 +766,9 @@ def test_every_function_gets_the_environment_contract(cfn: Template) -> None:
         assert env["REPORTS_BUCKET"] == {"Ref": "ReportsBucket"}
         assert env["FRAMES_PER_WORK_ITEM"] == {"Ref": "FramesPerWorkItem"}
         assert env["JOB_DEADLINE_S"] == {"Ref": "JobDeadlineSeconds"}
+        # named in the alerts; from pseudo parameters, so no STS call (nor its permission) is needed
+        assert env["ACCOUNT_ID"] == {"Ref": "AWS::AccountId"}
+        assert env["STACK_NAME"] == {"Ref": "AWS::StackName"}
         assert props["Runtime"] == "python3.12"
         assert props["TracingConfig"] == {"Mode": "Active"}
         # The trigger and the recorder decode nothing and carry only the core layer (tests/template/test_sam_build.py

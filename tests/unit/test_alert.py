@@ -1,14 +1,33 @@
-"""The one SNS alert per job: IDs and counts only, within SNS's limits, never patient data."""
+"""The one SNS alert per job: IDs, codes and counts only, within SNS's limits, never patient data; enough for a
+person on call to act (why, where, what next, a link to click)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
 
-from ahi_verify.alert import MAX_LISTED_FRAMES, MESSAGE_LIMIT, SUBJECT_LIMIT, Alert, compose_alert
+from ahi_verify.alert import (
+    MAX_LISTED_FRAMES,
+    MAX_LISTED_IMAGE_SETS,
+    MESSAGE_LIMIT,
+    SUBJECT_LIMIT,
+    Alert,
+    Deployment,
+    compose_alert,
+    console_url,
+)
+from ahi_verify.job_output import ImportLine, LineKind
 from ahi_verify.outcomes import Reason, Status, ThreeWay
-from ahi_verify.report import JobReport, SourceComparison, UnreadableLine, Verdict
+from ahi_verify.report import (
+    JobReport,
+    SourceComparison,
+    Timings,
+    UnreadableLine,
+    Verdict,
+    image_set_error_cause,
+)
 from tests.unit.test_report import (
     DS,
     ISET_A,
@@ -28,12 +47,27 @@ from tests.unit.test_report import (
 
 HTML_URI = REPORT_URI.removesuffix(".json") + ".html"
 SNS_MESSAGE_BYTES = 262_144
+HERE = Deployment(region="eu-west-1", account_id="111122223333", stack_name="ahi-verify-prod")
+REPORT_KEY = REPORT_URI.removeprefix("s3://medical-imaging-output/")
 
 
-def alert_for(doc: JobReport, *, notify_clean: bool = False) -> Alert:
-    alert = compose_alert(doc.outcome(), REPORT_URI, notify_clean=notify_clean)
+def alert_for(doc: JobReport, *, notify_clean: bool = False, deployment: Deployment | None = None) -> Alert:
+    alert = compose_alert(doc.outcome(), REPORT_URI, notify_clean=notify_clean, deployment=deployment)
     assert alert is not None
     return alert
+
+
+def metadata_error(image_set_id: str, code: str, message: str = "User arn:aws:sts::1:x is not authorized") -> str:
+    """An image set's error as healthimaging.HealthImagingSource words a failed GetImageSetMetadata."""
+    return f"GetImageSetMetadata for image set {image_set_id} failed: {code}: {message} (after 0 retries)"
+
+
+def section(message: str, heading: str) -> list[str]:
+    """The lines of the message under ``heading`` up to the next empty line."""
+    lines = message.splitlines()
+    start = lines.index(heading) + 1
+    end = lines.index("", start) if "" in lines[start:] else len(lines)
+    return lines[start:end]
 
 
 def assert_valid_subject(subject: str) -> None:
@@ -140,7 +174,8 @@ def test_image_sets_that_could_not_be_read_are_named() -> None:
         header(), image_set(ISET_A, matching(1)), image_set(ISET_B, [], error="ResourceNotFoundException: DOE^JOHN")
     )
     alert = alert_for(doc)
-    assert f"Image sets that could not be read: {ISET_B}" in alert.message.splitlines()
+    # an error text of no known form is named by its image set only: its words stay in the report
+    assert f"    image set {ISET_B} could not be read: see the report" in alert.message.splitlines()
     assert "Image sets: 2 (1 could not be read)" in alert.message.splitlines()
     assert "DOE^JOHN" not in alert.message
 
@@ -265,3 +300,235 @@ def test_a_decoder_dependent_frame_is_said_to_depend_on_the_decoder() -> None:
         "Frames whose lossy source no decoder reproduced exactly: 1 (within the decoder tolerance, not "
         "mismatches; the result depends on the decoder)" in alert.message.splitlines()
     )
+
+
+def test_an_unverified_alert_says_why_in_words_naming_the_image_set_and_its_error_code() -> None:
+    # GIVEN a job that rejected two files and one of whose image sets GetImageSetMetadata refused
+    head = header(failures=[failure(), failure("dicom_input/b2.dcm")], job_manifest=manifest(customer_errors=2))
+    denied = metadata_error(ISET_B, "AccessDeniedException", "DOE^JOHN may not read this")
+    doc = report(head, image_set(ISET_A, matching(3)), image_set(ISET_B, [], error=denied))
+    # WHEN the alert is composed
+    alert = alert_for(doc, deployment=HERE)
+    # THEN it says why, cause by cause, naming the image set and the service's error code, not its message
+    assert alert.attributes["severity"] == "UNVERIFIED"
+    assert section(alert.message, "Why it is not verified:") == [
+        "  - 1 image set could not be read",
+        f"    image set {ISET_B} could not be read: AccessDeniedException",
+        "  - 2 files failed import",
+        "    2 with ValidationException",
+        "  - the manifest counts 2 files with errors",
+    ]
+    assert "DOE^JOHN" not in alert.message
+    assert "dicom_input/" not in alert.message
+
+
+def test_the_next_step_of_an_unverified_job_fixes_its_causes_and_gives_the_command_to_verify_it_again() -> None:
+    # GIVEN an UNVERIFIED job with failed files and a frame that could not be fetched
+    head = header(failures=[failure()], job_manifest=manifest(customer_errors=1))
+    error = frame(2, Status.ERROR, reason=Reason.FETCH_FAILED)
+    alert = alert_for(report(head, image_set(ISET_A, [frame(1), error])), deployment=HERE)
+    # THEN the next step names a fix for each kind of cause, and the command with this job's IDs and region
+    steps = section(alert.message, "What to do next:")
+    assert steps[0] == "  1. Fix the cause above:"
+    assert steps[1].startswith("     - re-import the files that failed import")
+    assert steps[2].startswith("     - an image set or frame that could not be read gives its code: AccessDenied*")
+    assert len(steps) == 6  # nothing about counts or source files, which do not apply
+    assert steps[-2] == f"     ahi-verify job --datastore-id {DS} --job-id {JOB} --region eu-west-1"
+
+
+def test_the_next_step_of_a_mismatch_is_the_report_a_re_import_and_aws_support() -> None:
+    alert = alert_for(report(header(), image_set(ISET_A, [frame(1, Status.MISMATCH)])))
+    steps = section(alert.message, "What to do next:")
+    assert steps[0].startswith("  1. Open the readable report (link below)")
+    assert any("re-import the affected source files" in line for line in steps)
+    assert any("contact AWS Support with the data store, image set and frame" in line for line in steps)
+    assert "Why it is not verified:" not in alert.message
+
+
+def test_a_mismatch_with_unreadable_image_sets_says_what_else_was_not_verified() -> None:
+    doc = report(
+        header(),
+        image_set(ISET_A, [frame(1, Status.MISMATCH)]),
+        image_set(ISET_B, [], error=metadata_error(ISET_B, "ThrottlingException")),
+    )
+    alert = alert_for(doc)
+    assert alert.attributes["severity"] == "MISMATCH"
+    assert section(alert.message, "Also not verified:") == [
+        "  - 1 image set could not be read",
+        f"    image set {ISET_B} could not be read: ThrottlingException",
+    ]
+
+
+def test_at_most_ten_unreadable_image_sets_are_named_and_the_rest_counted() -> None:
+    # GIVEN 25 image sets that could not be read
+    ids = [f"{n:032d}" for n in range(25)]
+    doc = report(header(), *(image_set(i, [], error=metadata_error(i, "AccessDeniedException")) for i in ids))
+    # WHEN the alert is composed
+    named = [line for line in alert_for(doc).message.splitlines() if line.startswith("    image set ")]
+    # THEN the first ten are named, in report order, and the rest counted
+    assert MAX_LISTED_IMAGE_SETS == 10
+    assert named == [f"    image set {i} could not be read: AccessDeniedException" for i in ids[:10]]
+    assert "    ... and 15 more in the report" in alert_for(doc).message.splitlines()
+
+
+def test_the_alert_names_region_account_stack_and_the_verification_times() -> None:
+    # GIVEN a mismatching job whose verification has its times
+    doc = replace(
+        report(header(), image_set(ISET_A, [frame(1, Status.MISMATCH)])),
+        timings=Timings("2026-12-01T00:00:00+00:00", "2026-12-01T00:07:12+00:00", 1, 3.5),
+    )
+    # WHEN the alert is composed for a deployment
+    lines = alert_for(doc, deployment=HERE).message.splitlines()
+    # THEN it says where it comes from and when the job was verified
+    assert lines[lines.index(f"Import job: {JOB}") + 1 :][:4] == [
+        "Region: eu-west-1",
+        "Account: 111122223333",
+        "Stack: ahi-verify-prod",
+        "Verification: started 2026-12-01T00:00:00+00:00, finished 2026-12-01T00:07:12+00:00 (UTC)",
+    ]
+
+
+def test_the_report_is_a_console_link_as_well_as_an_s3_uri() -> None:
+    # GIVEN a deployment in eu-west-1
+    alert = alert_for(report(header(), image_set(ISET_A, [frame(1, Status.MISMATCH)])), deployment=HERE)
+    # THEN the readable report and the full report are https links to the S3 console, then the S3 URIs
+    console = "https://eu-west-1.console.aws.amazon.com/s3/object/medical-imaging-output?region=eu-west-1&prefix="
+    assert alert.message.splitlines()[-4:] == [
+        f"Readable report in the S3 console: {console}{REPORT_KEY.removesuffix('.json')}.html",
+        f"Full report in the S3 console: {console}{REPORT_KEY}",
+        f"Full report: {REPORT_URI}",
+        f"Readable report: {HTML_URI}",
+    ]
+
+
+def test_without_a_region_the_alert_gives_the_s3_uris_only() -> None:
+    alert = alert_for(report(header(), image_set(ISET_A, [frame(1, Status.MISMATCH)])))
+    assert "console" not in alert.message
+    assert "Region:" not in alert.message
+
+
+@pytest.mark.parametrize(
+    ("region", "url"),
+    [
+        pytest.param(
+            "us-east-1", "https://us-east-1.console.aws.amazon.com/s3/object/b?region=us-east-1&prefix=", id="aws"
+        ),
+        pytest.param(
+            "cn-north-1", "https://cn-north-1.console.amazonaws.cn/s3/object/b?region=cn-north-1&prefix=", id="cn"
+        ),
+        pytest.param(
+            "us-gov-west-1",
+            "https://us-gov-west-1.console.amazonaws-us-gov.com/s3/object/b?region=us-gov-west-1&prefix=",
+            id="gov",
+        ),
+        pytest.param("us-iso-east-1", None, id="iso-has-no-public-console"),
+        pytest.param("eu-west-1/../x", None, id="not-a-region"),
+        pytest.param(None, None, id="no-region"),
+    ],
+)
+def test_the_console_link_is_in_the_console_of_the_regions_partition(region: str | None, url: str | None) -> None:
+    # WHEN the link of an object whose key needs quoting is made for the region
+    link = console_url("s3://b/reports/job 1/report#1.json", region)
+    # THEN it is the partition's console, with the key quoted (its slashes kept)
+    assert link == (None if url is None else url + "reports/job%201/report%231.json")
+
+
+@pytest.mark.parametrize("uri", ["https://b/k", "s3://b", "s3://b/", "s3:///k"])
+def test_a_uri_that_names_no_object_has_no_console_link(uri: str) -> None:
+    assert console_url(uri, "us-east-1") is None
+
+
+@pytest.mark.parametrize(
+    ("error", "cause"),
+    [
+        pytest.param(metadata_error(ISET_A, "AccessDeniedException"), "AccessDeniedException", id="service-code"),
+        pytest.param(
+            f"GetImageSetMetadata for image set {ISET_A} failed: Could not connect to the endpoint URL: x",
+            "GetImageSetMetadata failed",
+            id="transport-error-without-code",
+        ),
+        pytest.param(f"image set {ISET_A}: DOE^JOHN is not JSON", "its metadata could not be parsed", id="parse"),
+        pytest.param("no work item of this image set completed", "no work item of this image set completed", id="none"),
+        pytest.param("3 of 10 frames have no recorded result", "3 of 10 frames have no recorded result", id="partial"),
+        pytest.param(
+            "work item failed on all 5 deliveries and was moved to the dead-letter queue: KeyError: 'DOE^JOHN'",
+            "its work item failed on all 5 deliveries (KeyError)",
+            id="last-delivery",
+        ),
+        pytest.param(
+            "work item was moved to the dead-letter queue after 5 deliveries that failed or ran out of time; its "
+            "frames were not verified",
+            "its work item was dead-lettered after 5 deliveries that failed or ran out of time",
+            id="dead-lettered",
+        ),
+        pytest.param(
+            f"{metadata_error(ISET_A, 'ThrottlingException')}; {metadata_error(ISET_A, 'ThrottlingException')}; "
+            "no work item of this image set completed",
+            "ThrottlingException, no work item of this image set completed",
+            id="parts-joined-once-each",
+        ),
+        pytest.param("DOE^JOHN: SENTINEL", "see the report", id="unknown-form"),
+        pytest.param(None, "see the report", id="none-at-all"),
+    ],
+)
+def test_an_image_set_error_is_published_as_its_code_or_the_projects_own_words(error: str | None, cause: str) -> None:
+    assert image_set_error_cause(error) == cause
+
+
+def test_an_exception_type_that_is_not_a_name_is_not_published() -> None:
+    # GIVEN a rejected file whose exception type is free text (the ndjson is the import's, not ours)
+    odd = ImportLine(LineKind.FAILURE, "dicom/DOE^JOHN/1.dcm", exception_type="DOE^JOHN failed", message="x")
+    head = header(failures=[odd, failure()], job_manifest=manifest(customer_errors=2))
+    alert = alert_for(report(head, image_set(ISET_A, matching(1))))
+    # THEN it is counted without its text, beside the named one
+    assert section(alert.message, "Why it is not verified:")[:3] == [
+        "  - 2 files failed import",
+        "    1 with ValidationException",
+        "    1 with an exception type not shown here",
+    ]
+    assert "DOE^JOHN" not in alert.message
+
+
+LONG_JOB = "f" * 32  # a job ID's full length
+
+
+@pytest.mark.parametrize(
+    ("doc", "subject"),
+    [
+        pytest.param(
+            lambda: report(header(), image_set(ISET_A, [frame(1, Status.MISMATCH)])),
+            f"[ahi-verify] MISMATCH: 9999999 frame(s) differ in import job {LONG_JOB}",
+            id="MISMATCH",
+        ),
+        pytest.param(
+            lambda: report(header(), image_set(ISET_A, [])),
+            f"[ahi-verify] UNVERIFIED: import job {LONG_JOB} is not fully verified",
+            id="UNVERIFIED",
+        ),
+        pytest.param(
+            lambda: report(header(failure_message="failed")),
+            f"[ahi-verify] Import job {LONG_JOB} failed",
+            id="IMPORT_FAILED",
+        ),
+        pytest.param(
+            lambda: report(header(), image_set(ISET_A, matching(1))),
+            f"[ahi-verify] OK: import job {LONG_JOB} verified, 9999999 frames match",
+            id="CLEAN",
+        ),
+    ],
+)
+def test_the_subject_of_the_longest_real_job_is_whole_within_the_limit(
+    doc: Callable[[], JobReport], subject: str
+) -> None:
+    # GIVEN a job with the longest real ID whose every count (mismatches, matches) has seven digits
+    built = doc()
+    outcome = replace(built, job=replace(built.job, job_id=LONG_JOB)).outcome()
+    counts = outcome.summary.frames
+    frames = replace(counts, mismatch=counts.mismatch and 9_999_999, match=counts.match and 9_999_999)
+    outcome = replace(outcome, totals=replace(outcome.totals, summary=replace(outcome.summary, frames=frames)))
+    # WHEN the alert is composed
+    alert = compose_alert(outcome, REPORT_URI, notify_clean=True, deployment=HERE)
+    # THEN its subject is whole, not cut, and within SNS's limit
+    assert alert is not None
+    assert alert.subject == subject
+    assert_valid_subject(alert.subject)

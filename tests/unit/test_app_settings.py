@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from ahi_verify.alert import Deployment
 from ahi_verify.app.settings import Settings, SettingsError
 
 DS = "12345678901234567890123456789012"
@@ -73,8 +74,29 @@ def test_complete_environment_gives_typed_settings() -> None:
 
 
 def test_unrelated_variables_are_ignored() -> None:
-    settings = Settings.from_env(env(AWS_REGION="us-east-1", POWERTOOLS_SERVICE_NAME="ahi-verify"))
+    settings = Settings.from_env(env(AWS_LAMBDA_FUNCTION_NAME="trigger", POWERTOOLS_SERVICE_NAME="ahi-verify"))
     assert settings == Settings.from_env(ENV)
+
+
+def test_the_region_account_and_stack_name_the_alerts_give_are_read() -> None:
+    # GIVEN Lambda's AWS_REGION and the template's ACCOUNT_ID and STACK_NAME
+    given = env(AWS_REGION="us-gov-west-1", ACCOUNT_ID="111122223333", STACK_NAME="ahi-verify-prod")
+    # WHEN the settings are read THEN the alerts' deployment is them
+    assert Settings.from_env(given).deployment == Deployment("us-gov-west-1", "111122223333", "ahi-verify-prod")
+    # AND without them (a test, a partial environment) the alerts name none: nothing else reads them
+    assert Settings.from_env(ENV).deployment == Deployment(None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        pytest.param("AWS_REGION", "us-east-1/../x", id="region"),
+        pytest.param("ACCOUNT_ID", "1111-2222-3333", id="account"),
+        pytest.param("STACK_NAME", "ahi verify\nSubject: x", id="stack-name"),
+    ],
+)
+def test_a_malformed_deployment_value_is_named(name: str, value: str) -> None:
+    assert problems_of(env(**{name: value})) == [f"{name} is malformed"]
 
 
 def test_every_problem_is_listed_at_once() -> None:

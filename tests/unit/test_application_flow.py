@@ -133,6 +133,9 @@ def services(aws: dict[str, Any], source: FakeSource, clock: Any = None, **overr
         metadata_rate_budget=10,
         worker_max_concurrency=5,
         manifest_wait_s=0,
+        region="eu-central-1",
+        account_id="111122223333",
+        stack_name="ahi-verify-test",
     )
     return Services(
         settings=replace(settings, **overrides),
@@ -244,6 +247,16 @@ def test_job_is_queued_verified_and_reported_once_with_one_alert(aws: dict[str, 
     assert len(alert["Subject"]) <= 99
     assert bad_id in alert["Message"]
     assert alert["MessageAttributes"]["severity"]["Value"] == "MISMATCH"
+    # AND it says which deployment sent it, and links the report in the region's S3 console
+    lines = alert["Message"].splitlines()
+    assert [line for line in lines if line.startswith(("Region: ", "Account: ", "Stack: "))] == [
+        "Region: eu-central-1",
+        "Account: 111122223333",
+        "Stack: ahi-verify-test",
+    ]
+    key = f"ahi-verify-reports/{job_id(1)}/report.html"
+    console = f"https://eu-central-1.console.aws.amazon.com/s3/object/{BUCKET}?region=eu-central-1&prefix={key}"
+    assert f"Readable report in the S3 console: {console}" in lines
     record = svc.progress.get(job_id(1))
     assert record is not None
     assert (record["state"], record["pending"], record["frames_mismatch"]) == ("done", 0, 1)
@@ -422,7 +435,15 @@ def test_an_item_failing_on_its_last_delivery_is_reported_and_the_job_completes(
     assert "failed on all 3 deliveries" in errors[image_set_id(21)]
     assert "RuntimeError: boom" in errors[image_set_id(21)]
     assert (doc["verdict"], doc["summary"]["frames"]["total"]) == ("UNVERIFIED", 2)
-    assert len(alerts(aws)) == 1
+    (alert,) = alerts(aws)
+    # AND the alert names the image set and why in words: the exception's type, not its text
+    lines = alert["Message"].splitlines()
+    assert "  - 1 image set could not be read" in lines
+    assert (
+        f"    image set {image_set_id(21)} could not be read: its work item failed on all 3 deliveries (RuntimeError)"
+        in lines
+    )
+    assert "boom" not in alert["Message"]
 
 
 def test_a_manifest_rewritten_after_planning_is_alerted_once_and_not_re_planned(aws: dict[str, Any]) -> None:
@@ -563,6 +584,7 @@ def test_one_unreadable_job_does_not_stop_the_reconciliation_sweep(aws: dict[str
     (alert,) = alerts(aws)
     assert alert["Subject"] == f"[ahi-verify] UNVERIFIED: import job {job_id(40)} output unreadable"
     assert "(ManifestError)" in alert["Message"]
+    assert "Region: eu-central-1" in alert["Message"].splitlines()
     assert BUCKET not in alert["Message"]  # the error's text names objects: only its type is published
     # AND the readable job is verified to the end
     for m in drain(aws):
@@ -716,7 +738,10 @@ def test_a_dead_lettered_item_that_was_killed_on_every_delivery_is_reported_and_
     assert errors[image_set_id(50)] is None
     assert "dead-letter queue after 5 deliveries" in errors[image_set_id(51)]
     assert (doc["verdict"], doc["summary"]["frames"]["total"]) == ("UNVERIFIED", 2)
-    assert len(alerts(aws)) == 1
+    (alert,) = alerts(aws)
+    # AND the alert names the image set and why in words
+    why = "its work item was dead-lettered after 5 deliveries that failed or ran out of time"
+    assert f"    image set {image_set_id(51)} could not be read: {why}" in alert["Message"].splitlines()
 
 
 def test_a_dead_letter_of_an_item_the_worker_already_recorded_changes_nothing(aws: dict[str, Any]) -> None:

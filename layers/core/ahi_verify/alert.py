@@ -1,23 +1,78 @@
-"""The one alert per job: composed from the report, IDs and counts only.
+"""The one alert per job: composed from the report, IDs, codes and counts only.
 
-A person reads it in ten seconds: what happened, how many frames, which data store, job, image sets and
-frames, and where the full report is. It is composed from the job's :class:`~ahi_verify.report.JobOutcome`
-(totals and the first problems), which a streaming merge gives without the frames. No patient data can
-reach it: the outcome comes from the report, which holds none, and file keys (which may embed names) are
-counted, never listed.
+A person on call reads it in ten seconds and can act on it: what happened and why in words, how many
+frames, which deployment (region, account, stack), data store, job, image sets and frames, what to do next,
+and the report as a link to the S3 console as well as its S3 URI. It is composed from the job's
+:class:`~ahi_verify.report.JobOutcome` (totals and the first problems), which a streaming merge gives
+without the frames. No patient data can reach it: the outcome comes from the report, which holds none;
+file keys (which may embed names) are counted, never listed; and of an error's text only its code is
+published (:func:`~ahi_verify.report.image_set_error_cause`).
 """
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import quote
 
-from .report import PROBLEMS_KEPT, JobOutcome, Verdict
+from .report import PROBLEMS_KEPT, JobOutcome, Verdict, unverified_causes
 
 SUBJECT_LIMIT = 99  # SNS: "less than 100 characters"
 MAX_LISTED_FRAMES = 50
+MAX_LISTED_IMAGE_SETS = 10
+"""Image sets named, with why each could not be read; the rest are counted ("and 12 more in the report")."""
 MESSAGE_LIMIT = 200_000  # well under SNS's 256 KB
 assert MAX_LISTED_FRAMES <= PROBLEMS_KEPT  # an outcome keeps enough problem frames and image sets to list
+
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]+")
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,63}")
+# The console's domain per partition, by region prefix. The isolated partitions (us-iso-*, us-isob-*, ...)
+# have consoles on private networks only: no link is given there.
+_CONSOLES = (("cn-", "console.amazonaws.cn"), ("us-gov-", "console.amazonaws-us-gov.com"))
+_NO_PUBLIC_CONSOLE = ("us-iso", "eu-iso")
+# Two of the causes report.unverified_causes words, which the alert names the members of.
+_UNREADABLE_SETS = re.compile(r"[0-9]+ image sets? could not be read")
+_FAILED_FILES = re.compile(r"[0-9]+ files? failed import")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where an alert comes from: the stack's region, account and name (None: not known, not printed)."""
+
+    region: str | None = None
+    account_id: str | None = None
+    stack_name: str | None = None
+
+    def lines(self) -> list[str]:
+        """``Region``, ``Account`` and ``Stack`` lines for what is known."""
+        named = (("Region", self.region), ("Account", self.account_id), ("Stack", self.stack_name))
+        return [f"{label}: {value}" for label, value in named if value]
+
+
+def console_url(s3_uri: str, region: str | None) -> str | None:
+    """The S3 console's page of the object ``s3://bucket/key``, in the console of the region's partition
+    (``https://<region>.console.aws.amazon.com``, ``.amazonaws.cn``, ``.amazonaws-us-gov.com``); None without
+    a region, in a partition without a public console, or for a URI that names no object."""
+    if region is None or not _REGION.fullmatch(region) or region.startswith(_NO_PUBLIC_CONSOLE):
+        return None
+    bucket, _, key = s3_uri.removeprefix("s3://").partition("/")
+    if not s3_uri.startswith("s3://") or not bucket or not key:
+        return None
+    host = next((host for prefix, host in _CONSOLES if region.startswith(prefix)), "console.aws.amazon.com")
+    return f"https://{region}.{host}/s3/object/{quote(bucket)}?region={region}&prefix={quote(key, safe='/')}"
+
+
+def _report_lines(report_uri: str, region: str | None) -> list[str]:
+    """The report and the page beside it: console links (clickable in e-mail) first, then the S3 URIs."""
+    page_uri = f"{report_uri.removesuffix('.json')}.html"
+    lines = []
+    for label, uri in (("Readable report", page_uri), ("Full report", report_uri)):
+        link = console_url(uri, region)
+        if link is not None:
+            lines.append(f"{label} in the S3 console: {link}")
+    return [*lines, f"Full report: {report_uri}", f"Readable report: {page_uri}"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +106,9 @@ class Alert:
         return cls(doc["subject"], doc["message"], attributes)
 
 
-def compose_alert(outcome: JobOutcome, report_uri: str, *, notify_clean: bool) -> Alert | None:
+def compose_alert(
+    outcome: JobOutcome, report_uri: str, *, notify_clean: bool, deployment: Deployment | None = None
+) -> Alert | None:
     """Return the job's alert, or None for a clean job unless ``notify_clean``.
 
     Parameters
@@ -63,6 +120,8 @@ def compose_alert(outcome: JobOutcome, report_uri: str, *, notify_clean: bool) -
         Where ``report.json`` is; the page is beside it.
     notify_clean : bool
         Alert a CLEAN job too.
+    deployment : Deployment, optional
+        The stack's region (for the console links), account and name.
     """
     verdict = outcome.verdict
     if verdict is Verdict.CLEAN and not notify_clean:
@@ -76,11 +135,16 @@ def compose_alert(outcome: JobOutcome, report_uri: str, *, notify_clean: bool) -
         Verdict.UNVERIFIED: f"UNVERIFIED: import job {job_id} is not fully verified",
         Verdict.CLEAN: f"OK: import job {job_id} verified, {frames.match} frames match",
     }[verdict]
-    lines = [
-        _headline(verdict, frames.mismatch),
-        "",
+    where = deployment or Deployment()
+    causes = [] if verdict is Verdict.IMPORT_FAILED else _causes(outcome)
+    lines = [_headline(verdict, frames.mismatch), ""]
+    if causes:
+        lines += ["Why it is not verified:" if verdict is Verdict.UNVERIFIED else "Also not verified:", *causes, ""]
+    lines += [
         f"Data store: {job.datastore_id}",
         f"Import job: {job_id}",
+        *where.lines(),
+        *_timing_lines(outcome),
         f"Frames: {frames.total} total, {frames.match} match, {frames.mismatch} mismatch, "
         f"{frames.error} could not be verified",
         f"Image sets: {summary.image_sets} ({summary.image_set_errors} could not be read)",
@@ -105,12 +169,8 @@ def compose_alert(outcome: JobOutcome, report_uri: str, *, notify_clean: bool) -
         ]
         if totals.problem_count > MAX_LISTED_FRAMES:
             lines.append(f"  ... and {totals.problem_count - MAX_LISTED_FRAMES} more in the report")
-    errored = summary.image_set_errors
-    if errored:
-        more = f" and {errored - MAX_LISTED_FRAMES} more" if errored > MAX_LISTED_FRAMES else ""
-        listed = totals.unreadable_image_sets[:MAX_LISTED_FRAMES]
-        lines += ["", "Image sets that could not be read: " + ", ".join(listed) + more]
-    lines += ["", f"Full report: {report_uri}", f"Readable report: {report_uri.removesuffix('.json')}.html"]
+    lines += ["", "What to do next:", *_next_steps(outcome, where), ""]
+    lines += _report_lines(report_uri, where.region)
     message = "\n".join(lines)[:MESSAGE_LIMIT]
     return Alert(
         subject=_one_line(f"[ahi-verify] {subject}")[:SUBJECT_LIMIT],
@@ -120,7 +180,13 @@ def compose_alert(outcome: JobOutcome, report_uri: str, *, notify_clean: bool) -
 
 
 def compose_manifest_changed(
-    job_id: str, datastore_id: str, planned_sha256: str, new_sha256: str, report_uri: str
+    job_id: str,
+    datastore_id: str,
+    planned_sha256: str,
+    new_sha256: str,
+    report_uri: str,
+    *,
+    deployment: Deployment | None = None,
 ) -> Alert:
     """The alert for a manifest rewritten after its job was planned: the report describes the first one.
 
@@ -132,13 +198,15 @@ def compose_manifest_changed(
         "",
         f"Data store: {datastore_id}",
         f"Import job: {job_id}",
+        *(deployment or Deployment()).lines(),
         f"SHA-256 of the manifest verified: {planned_sha256}",
         f"SHA-256 of the manifest now: {new_sha256}",
         "",
         "The report stands for the first manifest (its evidence lists the SHA-256); verify the job again, for",
-        "example with ahi-verify job, and find out who wrote the second one.",
+        "example with ahi-verify job, and find out who wrote the second one (the bucket's CloudTrail data",
+        "events or server access logs name the writer).",
         "",
-        f"Report: {report_uri}",
+        *_report_lines(report_uri, (deployment or Deployment()).region),
     ]
     return Alert(
         subject=_one_line(f"[ahi-verify] MANIFEST CHANGED: import job {job_id}")[:SUBJECT_LIMIT],
@@ -147,7 +215,9 @@ def compose_manifest_changed(
     )
 
 
-def compose_unreadable(job_id: str, datastore_id: str, error_type: str) -> Alert:
+def compose_unreadable(
+    job_id: str, datastore_id: str, error_type: str, *, deployment: Deployment | None = None
+) -> Alert:
     """The alert for a job the reconciliation found but cannot verify: its output cannot be read."""
     lines = [
         "An import job of the data store cannot be verified: its output (manifest or ndjson files) cannot be",
@@ -155,6 +225,7 @@ def compose_unreadable(job_id: str, datastore_id: str, error_type: str) -> Alert
         "",
         f"Data store: {datastore_id}",
         f"Import job: {job_id}",
+        *(deployment or Deployment()).lines(),
         "",
         "Look at the job's output folder (GetDICOMImportJob gives it) and verify the job with ahi-verify job.",
     ]
@@ -165,7 +236,15 @@ def compose_unreadable(job_id: str, datastore_id: str, error_type: str) -> Alert
     )
 
 
-def compose_open_job(job_id: str, datastore_id: str, *, open_s: float, pending: int, deadline_s: float) -> Alert:
+def compose_open_job(
+    job_id: str,
+    datastore_id: str,
+    *,
+    open_s: float,
+    pending: int,
+    deadline_s: float,
+    deployment: Deployment | None = None,
+) -> Alert:
     """The operational message naming the oldest job still open when it is overdue (the alarm on the
     ``OldestOpenJobAge`` metric carries no job ID; this message does)."""
     finished = open_s > deadline_s
@@ -182,6 +261,7 @@ def compose_open_job(job_id: str, datastore_id: str, *, open_s: float, pending: 
         "",
         f"Data store: {datastore_id}",
         f"Import job: {job_id}",
+        *(deployment or Deployment()).lines(),
         "",
         "Look at the work queue's dead-letter queue, the worker's errors and throttles (dashboard), and the",
         "job's record in the progress table.",
@@ -193,6 +273,93 @@ def compose_open_job(job_id: str, datastore_id: str, *, open_s: float, pending: 
         message="\n".join(lines),
         attributes={"severity": "OPS", "jobId": job_id, "datastoreId": datastore_id},
     )
+
+
+def _causes(outcome: JobOutcome) -> list[str]:
+    """What keeps the job from CLEAN (:func:`~ahi_verify.report.unverified_causes`, the rule the verdict was
+    decided on), each with what names it safely: the image sets that could not be read and why (their error
+    codes), and the exception types of the files the import rejected (their keys may embed names)."""
+    lines = []
+    totals = outcome.totals
+    for cause in unverified_causes(outcome):
+        lines.append(f"  - {cause}")
+        if _UNREADABLE_SETS.fullmatch(cause):
+            named = list(zip(totals.unreadable_image_sets, totals.unreadable_causes, strict=False))
+            lines += [f"    image set {i} could not be read: {why}" for i, why in named[:MAX_LISTED_IMAGE_SETS]]
+            more = outcome.summary.image_set_errors - min(len(named), MAX_LISTED_IMAGE_SETS)
+            if more > 0:
+                lines.append(f"    ... and {more} more in the report")
+        elif _FAILED_FILES.fullmatch(cause):
+            types = Counter(_identifier(f.exception_type) for f in outcome.findings.failures)
+            lines += [f"    {n} with {kind}" for kind, n in sorted(types.items(), key=lambda kv: (-kv[1], kv[0]))]
+    return lines
+
+
+def _identifier(text: str | None) -> str:
+    """An exception type as the import wrote it, when it is one (``ValidationException``); else a phrase:
+    the field is the import's free text, and only a name of its own shape is published."""
+    return text if text and _IDENTIFIER.fullmatch(text) else "an exception type not shown here"
+
+
+def _timing_lines(outcome: JobOutcome) -> list[str]:
+    timings = outcome.timings
+    if timings is None:
+        return []
+    started = f"started {timings.started_at}, " if timings.started_at else ""
+    return [f"Verification: {started}finished {timings.finished_at} (UTC)"]
+
+
+def _next_steps(outcome: JobOutcome, where: Deployment) -> list[str]:
+    """What the person reading the alert does now, per verdict."""
+    job = outcome.job
+    region = f" --region {where.region}" if where.region else ""
+    again = f"ahi-verify job --datastore-id {job.datastore_id} --job-id {job.job_id}{region}"
+    verdict = outcome.verdict
+    if verdict is Verdict.MISMATCH:
+        return [
+            "  1. Open the readable report (link below): it names the image set, frame ID and number of every",
+            "     frame that differs, and the source file of each where the three-way check ran.",
+            "  2. Treat those image sets as suspect; re-import the affected source files (a new import job,",
+            "     which this stack verifies).",
+            "  3. If the new import differs again, contact AWS Support with the data store, image set and frame",
+            "     IDs from the report (no patient data is needed).",
+        ]
+    if verdict is Verdict.UNVERIFIED:
+        return [
+            "  1. Fix the cause above:",
+            *_fixes(outcome),
+            "  2. Verify this job again (the stack does not re-check a finished job on its own):",
+            f"     {again}",
+            "     (with --source for the three-way check).",
+        ]
+    if verdict is Verdict.IMPORT_FAILED:
+        return [
+            "  1. Read the import job's message in the report (or GetDICOMImportJob), fix its cause (the input",
+            "     location, the data access role), and start the import again: the new job is verified.",
+        ]
+    return ["  Nothing: every frame matched. The report is the evidence."]
+
+
+def _fixes(outcome: JobOutcome) -> list[str]:
+    """What fixes each kind of cause present (:func:`~ahi_verify.report.unverified_causes`)."""
+    summary, job = outcome.summary, outcome.job
+    rejected = summary.import_failures or job.files_with_customer_error or job.files_with_server_error
+    fixes = [
+        (
+            rejected or outcome.findings.frame_warnings,
+            "re-import the files that failed import or were imported with frame-affecting warnings (the report "
+            "lists them) as a new import job, which this stack verifies",
+        ),
+        (
+            summary.image_set_errors or summary.frames.error,
+            "an image set or frame that could not be read gives its code: AccessDenied* is the verifier's role or "
+            "the data store's KMS key policy; throttling, a timeout or a dead-lettered work item passes with time",
+        ),
+        (outcome.discrepancies, "find out why the counts and identities above disagree (a stray or forged manifest?)"),
+        (outcome.totals.source_incomplete, "the report says for each frame why it was not compared with its source"),
+        (summary.frames.total == 0, "a job with no frame has nothing to verify: check the import's input"),
+    ]
+    return [f"     - {words}" for present, words in fixes if present]
 
 
 def _headline(verdict: Verdict, mismatched: int) -> str:

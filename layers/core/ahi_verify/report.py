@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -690,6 +691,9 @@ class JobTotals:
     """How many problem frames the job has in all."""
     unreadable_image_sets: tuple[str, ...]
     """The first :data:`PROBLEMS_KEPT` image sets (in report order) with an error."""
+    unreadable_causes: tuple[str, ...] = ()
+    """Why each of ``unreadable_image_sets`` could not be read, in words safe to publish
+    (:func:`image_set_error_cause`): the error codes and counts of its error, never its free text."""
 
 
 class JobTally:
@@ -709,6 +713,7 @@ class JobTally:
         self._mismatch_count = 0
         self._other_count = 0
         self._unreadable: list[str] = []
+        self._unreadable_causes: list[str] = []
         self._unreadable_count = 0
 
     def add(self, image_set: ImageSetReport) -> None:
@@ -719,6 +724,7 @@ class JobTally:
             self._unreadable_count += 1
             if len(self._unreadable) < self._kept:
                 self._unreadable.append(image_set.image_set_id)
+                self._unreadable_causes.append(image_set_error_cause(image_set.error))
         if image_set.source_errors or image_set.orphan_source_frames:
             self._source_incomplete = True
         for frame in image_set.frames:
@@ -752,6 +758,7 @@ class JobTally:
             problems=tuple(problems),
             problem_count=self._mismatch_count + self._other_count,
             unreadable_image_sets=tuple(self._unreadable),
+            unreadable_causes=tuple(self._unreadable_causes),
         )
 
 
@@ -971,6 +978,49 @@ def unverified_causes(outcome: JobOutcome) -> list[str]:
         (outcome.totals.source_incomplete, "frames were not compared with their source files"),
     ]
     return [words for present, words in causes if present]
+
+
+# The texts an image set's error is made of (joined by "; " when its parts disagree), each written by this
+# project: what may be published of each is a fixed phrase, an error code or a count, never the rest (the
+# service's message or an exception's text may name objects of the import, whose keys may embed names).
+_ERROR_CODE = r"([A-Za-z][A-Za-z0-9_.]{0,63})"
+_CAUSES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
+    # healthimaging.HealthImagingSource: "<Code>: <message> (after N retries)" from the service.
+    (re.compile(rf"GetImageSetMetadata for image set \S+ failed: {_ERROR_CODE}: "), lambda m: m[1]),
+    (re.compile(r"GetImageSetMetadata for image set \S+ failed: "), lambda m: "GetImageSetMetadata failed"),
+    # image_set.load_image_set_frames: the document could not be parsed.
+    (re.compile(r"image set \S+: "), lambda m: "its metadata could not be parsed"),
+    # merge: no part, or parts that do not cover the image set.
+    (re.compile(r"no work item of this image set completed"), lambda m: m[0]),
+    (re.compile(r"([0-9]+) of ([0-9]+) frames have no recorded result"), lambda m: m[0]),
+    # The worker's last delivery and the dead-letter recorder.
+    (
+        re.compile(
+            rf"work item failed on all ([0-9]+) deliveries and was moved to the dead-letter queue: {_ERROR_CODE}:"
+        ),
+        lambda m: f"its work item failed on all {m[1]} deliveries ({m[2]})",
+    ),
+    (
+        re.compile(r"work item was moved to the dead-letter queue after ([0-9]+) deliveries"),
+        lambda m: f"its work item was dead-lettered after {m[1]} deliveries that failed or ran out of time",
+    ),
+)
+
+
+def image_set_error_cause(error: str | None) -> str:
+    """Why an image set could not be read, in words safe to publish: the error code (``AccessDeniedException``)
+    or the project's own phrase for each part of ``error``, none of its free text.
+
+    An error none of the known forms matches is "see the report" (its text stays in ``report.json``).
+    """
+    causes: list[str] = []
+    for part in (error or "").split("; "):
+        for pattern, words in _CAUSES:
+            found = pattern.match(part)
+            if found:
+                causes.append(words(found))
+                break
+    return ", ".join(dict.fromkeys(causes)) or "see the report"
 
 
 def _count(n: int, noun: str) -> str:

@@ -31,7 +31,8 @@ def finalise_job(job_id: str, svc: Services, claimer: str) -> str | None:
     if record.get("abandoned"):  # finished by the reconciliation past its deadline: the report says why
         plan = replace(plan, discrepancies=(*plan.discrepancies, str(record["abandoned"])))
     uri, outcome = svc.reports.write_merged_report(plan, finished_at=iso_time(svc.clock()))
-    alert = compose_alert(outcome, uri, notify_clean=svc.settings.notify_on_clean_jobs)
+    settings = svc.settings
+    alert = compose_alert(outcome, uri, notify_clean=settings.notify_on_clean_jobs, deployment=settings.deployment)
     due = alert is not None and not record.get("alert_message_id")
     if alert is not None and due:
         svc.reports.put_alert(job_id, alert)  # kept first: a publish that fails is sent by the reconciliation

@@ -6,10 +6,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from ..alert import Deployment
 from ..ids import SERVICE_ID
 
 _BUCKET = r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]"
 _TOPIC = r"arn:aws[a-z\-]*:sns:.+"
+_REGION = r"[a-z]{2}(-[a-z]+)+-[0-9]+"
+_ACCOUNT = r"[0-9]{12}"
+_STACK = r"[A-Za-z][A-Za-z0-9\-]{0,127}"
 
 
 class SettingsError(ValueError):
@@ -56,6 +60,17 @@ class Settings:
     memory_budget_bytes: int = 200 * 1024 * 1024
     """Frames in flight per worker: 40 % of the function's memory (the rest is the runtime, the code and the
     HTTP pools), measured: a 3328x4096 frame in flight costs about 3.5x its 27 MB decoded size."""
+    region: str | None = None
+    """The function's region (Lambda's ``AWS_REGION``): named in alerts, and the console of their links."""
+    account_id: str | None = None
+    """The stack's account (template: ``AWS::AccountId``), named in alerts."""
+    stack_name: str | None = None
+    """The stack's name (template: ``AWS::StackName``), named in alerts."""
+
+    @property
+    def deployment(self) -> Deployment:
+        """Where this deployment's alerts come from."""
+        return Deployment(self.region, self.account_id, self.stack_name)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -119,6 +134,8 @@ class Settings:
             problems.append("SOURCE_BUCKET is malformed")
         elif source_bucket:
             settings = replace(settings, source_bucket=source_bucket)
+        where = _deployment(env, problems)
+        settings = replace(settings, region=where.region, account_id=where.account_id, stack_name=where.stack_name)
         memory_mb = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "")
         if memory_mb.isdigit():
             settings = replace(settings, memory_budget_bytes=int(memory_mb) * 1024 * 1024 * 2 // 5)
@@ -133,3 +150,18 @@ class Settings:
         if problems:
             raise SettingsError("invalid function configuration: " + "; ".join(problems))
         return settings
+
+
+def _deployment(env: Mapping[str, str], problems: list[str]) -> Deployment:
+    """The region, account and stack name given, each checked (a malformed one is added to ``problems``).
+
+    Only alerts read them, and one that is missing costs a line of an alert: checked when given, else None.
+    """
+
+    def given(name: str, pattern: str) -> str | None:
+        value = env.get(name, "")
+        if value and not re.fullmatch(pattern, value):
+            problems.append(f"{name} is malformed")
+        return value if value and re.fullmatch(pattern, value) else None
+
+    return Deployment(given("AWS_REGION", _REGION), given("ACCOUNT_ID", _ACCOUNT), given("STACK_NAME", _STACK))

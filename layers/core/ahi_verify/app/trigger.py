@@ -117,7 +117,8 @@ def _manifest_changed(plan: JobPlan, planned: str, now: str, svc: Services) -> d
     logger.warning("the manifest of a planned job changed", extra={"planned": planned, "now": now})
     if svc.progress.record_changed_manifest(job.job_id, now):
         uri = svc.reports.uri(job.job_id, "report.json")
-        svc.alerts.publish(compose_manifest_changed(job.job_id, job.datastore_id, planned, now, uri))
+        where = svc.settings.deployment
+        svc.alerts.publish(compose_manifest_changed(job.job_id, job.datastore_id, planned, now, uri, deployment=where))
         metrics.add_metric(name="ManifestsChanged", unit=MetricUnit.Count, value=1)
     return {"outcome": "manifest-changed", "plannedSha256": planned, "sha256": now}
 
@@ -164,8 +165,9 @@ def reconcile(svc: Services, verify_once: VerifyOnce, limit: int = 100) -> list[
     metrics.add_metric(name="OldestOpenJobAge", unit=MetricUnit.Seconds, value=round(oldest[0]))
     if overdue is not None:
         age, job_id, pending = overdue
+        deadline, where = svc.settings.job_deadline_s, svc.settings.deployment
         svc.ops.publish(
-            compose_open_job(job_id, datastore_id, open_s=age, pending=pending, deadline_s=svc.settings.job_deadline_s)
+            compose_open_job(job_id, datastore_id, open_s=age, pending=pending, deadline_s=deadline, deployment=where)
         )
     return started
 
@@ -207,9 +209,16 @@ def look_after(job_id: str, record: dict[str, Any], svc: Services, verify_once: 
         if abandoned is not None:
             logger.warning("job past its deadline abandoned", extra={"job_id": job_id, "work_items": abandoned})
             metrics.add_metric(name="JobsAbandoned", unit=MetricUnit.Count, value=1)
-            deadline = svc.settings.job_deadline_s
+            settings = svc.settings
             svc.ops.publish(
-                compose_open_job(job_id, svc.settings.datastore_id, open_s=age, pending=abandoned, deadline_s=deadline)
+                compose_open_job(
+                    job_id,
+                    settings.datastore_id,
+                    open_s=age,
+                    pending=abandoned,
+                    deadline_s=settings.job_deadline_s,
+                    deployment=settings.deployment,
+                )
             )
     else:
         return state
@@ -221,5 +230,5 @@ def _record_unreadable(datastore_id: str, job_id: str, exc: Exception, svc: Serv
     error_type = type(exc).__name__  # the message names objects of the output folder: kept out of the alert
     logger.warning("import job output unreadable; recorded", extra={"job_id": job_id, "error_type": error_type})
     if svc.progress.record_unreadable(job_id, datastore_id, error_type):
-        svc.alerts.publish(compose_unreadable(job_id, datastore_id, error_type))
+        svc.alerts.publish(compose_unreadable(job_id, datastore_id, error_type, deployment=svc.settings.deployment))
         metrics.add_metric(name="JobsUnreadable", unit=MetricUnit.Count, value=1)
