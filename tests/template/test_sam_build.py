@@ -12,6 +12,7 @@ The build downloads the layers' wheels (marker ``layer``); it runs once per sess
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -43,29 +44,11 @@ FUNCTION_LAYERS = {
 #: What the python3.12 runtime itself provides (/var/lang/lib/python3.12/site-packages): boto3 and its closure.
 RUNTIME_SDK = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
 #: The template's environment (Globals) with the values a deployed stack would give it.
-LAMBDA_ENVIRONMENT = {
-    "DATASTORE_ID": "0123456789abcdefghijklmnopqrstuv",
-    "OUTPUT_BUCKET": "ahi-verify-output-123456789012-us-east-1",
-    "OUTPUT_PREFIX": "import-output/",
-    "REPORTS_BUCKET": "ahi-verify-reportsbucket-1a2b3c4d5e6f",
-    "REPORTS_PREFIX": "ahi-verify-reports/",
-    "WORK_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/ahi-verify-WorkQueue-ABC",
-    "PROGRESS_TABLE": "ahi-verify-ProgressTable-ABC",
-    "IDEMPOTENCY_TABLE": "ahi-verify-IdempotencyTable-ABC",
-    "ALERT_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:ahi-verify-ahi-verify-alerts",
-    "OPS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:ahi-verify-ahi-verify-ops",
-    "NOTIFY_ON_CLEAN_JOBS": "false",
-    "FRAMES_PER_WORK_ITEM": "2000",
-    "FRAME_RATE_BUDGET": "300",
-    "METADATA_RATE_BUDGET": "10",
-    "WORKER_MAXIMUM_CONCURRENCY": "5",
-    "WORK_MAX_RECEIVE_COUNT": "5",
-    "JOB_DEADLINE_S": "43200",
-    "SOURCE_BUCKET": "",
-    "POWERTOOLS_SERVICE_NAME": "ahi-verify",
-    "POWERTOOLS_METRICS_NAMESPACE": "AhiVerify",
-    "LOG_LEVEL": "INFO",
-}
+# What the deployed stack gives every function: events/env.json, the example stack's environment, which
+# tests/local/test_sam_env.py keeps equal to what the template resolves to.
+LAMBDA_ENVIRONMENT: dict[str, str] = json.loads((REPO / "events" / "env.json").read_text(encoding="utf-8"))[
+    "Parameters"
+]
 
 # Runs in the clean Python 3.12; argv: handler module. Prints one JSON line.
 IMPORT_SCRIPT = r"""
