@@ -689,6 +689,9 @@ class JobTotals:
     """How many problem frames the job has in all."""
     unreadable_image_sets: tuple[str, ...]
     """The first :data:`PROBLEMS_KEPT` image sets (in report order) with an error."""
+    unreadable_errors: tuple[str, ...] = ()
+    """Their errors, one per ID of :attr:`unreadable_image_sets` (the HTML page lists them before the image
+    sets, whose rows a streaming merge has written by then)."""
 
 
 class JobTally:
@@ -708,6 +711,7 @@ class JobTally:
         self._mismatch_count = 0
         self._other_count = 0
         self._unreadable: list[str] = []
+        self._unreadable_errors: list[str] = []
         self._unreadable_count = 0
 
     def add(self, image_set: ImageSetReport) -> None:
@@ -718,6 +722,7 @@ class JobTally:
             self._unreadable_count += 1
             if len(self._unreadable) < self._kept:
                 self._unreadable.append(image_set.image_set_id)
+                self._unreadable_errors.append(image_set.error)
         if image_set.source_errors or image_set.orphan_source_frames:
             self._source_incomplete = True
         for frame in image_set.frames:
@@ -751,6 +756,7 @@ class JobTally:
             problems=tuple(problems),
             problem_count=self._mismatch_count + self._other_count,
             unreadable_image_sets=tuple(self._unreadable),
+            unreadable_errors=tuple(self._unreadable_errors),
         )
 
 
