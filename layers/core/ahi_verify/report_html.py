@@ -79,7 +79,13 @@ def _css_token(value: object) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "", str(value))
 
 
+def _count_of(n: int, noun: str) -> str:
+    """``1 frame``, ``2 frames``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 _ENVIRONMENT.filters["css_token"] = _css_token
+_ENVIRONMENT.filters["count_of"] = _count_of
 _MACROS: Any = _ENVIRONMENT.get_template("report.html.j2").module
 _METHOD = {
     "checksum_intro": CHECKSUM_INTRO,
