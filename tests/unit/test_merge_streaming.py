@@ -474,7 +474,7 @@ def test_the_page_lists_at_most_page_problem_rows_and_says_how_many_more() -> No
     assert f"<p>and {extra} more problem frames &mdash; see report.json</p>" in problems
     # AND every image set has its entry holding all its frames, and the whole report's page is the same page
     assert all(f'<details id="set-{set_id(n)}"' in page for n in range(3))
-    assert page.count('<tr class="error">') == total - 1
+    assert page.count('<span class="error">') == total - 1
     assert page == render_html(merge_parts(plan, parts, finished_at=FINISHED))
     # AND report.json holds every problem frame
     doc = json.loads(s3.text(f"{PREFIX}{JOB}/report.json"))

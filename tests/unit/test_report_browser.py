@@ -34,12 +34,20 @@ pytestmark = pytest.mark.skipif(
     reason="headless Chromium is not installed: `make browser` installs it (apt-get, needs root); CI runs this test",
 )
 
+BLANK_PNG_BYTES = 40_000
+"""A white screenshot compresses to a few kilobytes; one of this page's text is well over 100 KB."""
+
 PROBE = """<script>
 /* Test only: what the page looks like to the browser, written where --dump-dom shows it. */
 var root = document.documentElement, verdict = document.getElementById("verdict");
 var box = verdict.getBoundingClientRect(), cell = document.querySelector("#mismatched td");
 var probe = {width: root.clientWidth, scrollWidth: root.scrollWidth, verdictRight: box.right,
   verdictColour: getComputedStyle(verdict).backgroundColor, cellDisplay: getComputedStyle(cell).display};
+var first = document.querySelector("#sets > details"), frames = first.querySelector("pre");
+probe.framesHiddenClosed = !frames.checkVisibility();
+first.open = true;
+probe.framesShownOpen = frames.checkVisibility() && frames.getBoundingClientRect().height > 0;
+probe.scrollWidthOpen = root.scrollWidth;
 document.querySelector('#sort button[data-key="rank"]').click();
 probe.problemsFirst = Array.prototype.slice.call(document.querySelectorAll("#sets > details"), 0, 2)
   .map(function (d) { return d.id; });
@@ -90,6 +98,25 @@ def test_screenshot_of_the_demo_report(demo: tuple[JobReport, Path], width: int)
     _run(f"--screenshot={shot}", f"--window-size={width},2000", page.as_uri())
     # THEN it is written at that width (build/, for a person to look at)
     assert _png_size(shot) == (width, 2000)
+    assert shot.stat().st_size > BLANK_PNG_BYTES
+
+
+def test_screenshot_of_an_opened_image_set(demo: tuple[JobReport, Path]) -> None:
+    # GIVEN the page with its first image set (the one with the mismatch) opened, scrolled to it
+    rep, page = demo
+    first = f'<details id="set-{rep.image_sets[0].image_set_id}"'
+    opened = page.with_name("opened.html")
+    text = page.read_text(encoding="utf-8")
+    assert first in text
+    opened.write_text(text.replace(first, f"{first} open", 1), encoding="utf-8")
+    # WHEN Chromium takes a screenshot at 1400 px
+    shot = SHOTS / "report-1400-open.png"
+    shot.unlink(missing_ok=True)
+    SHOTS.mkdir(exist_ok=True)
+    _run(f"--screenshot={shot}", "--window-size=1400,2000", opened.as_uri())
+    # THEN it is written (build/report-1400-open.png: the frame list, the mismatch and the error marked)
+    assert _png_size(shot) == (1400, 2000)
+    assert shot.stat().st_size > BLANK_PNG_BYTES
 
 
 def test_the_page_prints_to_pdf(demo: tuple[JobReport, Path]) -> None:
@@ -130,6 +157,10 @@ def test_the_page_fits_500_px_and_sorts_problems_first(demo: tuple[JobReport, Pa
     assert isinstance(narrow["verdictRight"], float | int)
     assert narrow["verdictRight"] <= narrow["width"]
     assert narrow["verdictColour"] == "rgb(253, 232, 230)"
+    # AND an image set's frame list is hidden until it is opened, and scrolls inside its box at 500 px
+    assert narrow["framesHiddenClosed"] is True
+    assert narrow["framesShownOpen"] is True
+    assert narrow["scrollWidthOpen"] == narrow["width"]
     # AND the problem tables are one card a frame there, a table at 1400 px
     assert narrow["cellDisplay"] == "block"
     assert _probe(text, page.parent, 1400)["cellDisplay"] == "table-cell"

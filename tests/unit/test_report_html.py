@@ -246,16 +246,22 @@ def test_every_image_set_holds_all_its_frames() -> None:
     ) in page
     assert f'<details id="set-{ISET_B}" data-order="1" data-rank="1"' in page
     assert '<span class="tag t-unreadable">UNREADABLE</span>' in page
-    # AND the first holds every frame: status, frame number, checksums, rule, frame ID, series and SOP UIDs
+    # AND the first lists every frame, a line each under its series UID: status, frame number, checksums,
+    # rule, frame ID and SOP UID; a frame that is not a clean match is marked, with its reason
     entry = page[page.index(f'<details id="set-{ISET_A}"') : page.index(f'<details id="set-{ISET_B}"')]
-    (frames,) = tables(entry).values()
-    assert len(frames) == 1 + 4
-    first = rep.image_sets[0].frames[0]
-    assert frames[1][:8] == [
-        "MATCH", "1", str(CRC), str(CRC), "decoded-htj2k", first.image_frame_id, first.series_instance_uid,
-        first.sop_instance_uid,
+    lines = html.unescape(entry[entry.index('<pre class="frames">') : entry.index("</pre>")]).splitlines()
+    first, mismatch = rep.image_sets[0].frames[0], rep.image_sets[0].frames[3]
+    assert lines[1] == f"<b>series {first.series_instance_uid}</b>"
+    assert lines[2].split() == [
+        "MATCH", "1", str(CRC), str(CRC), "decoded-htj2k", first.image_frame_id, first.sop_instance_uid
     ]  # fmt: skip
-    assert frames[4][0] == "MISMATCH"
+    marked = re.sub("<[^>]+>", "", lines[5])
+    assert lines[5] == f'<span class="mismatch">{marked}</span>'
+    assert marked.split()[:7] == [
+        "MISMATCH", "1", str(CRC), str(CRC ^ 1), "decoded-htj2k", mismatch.image_frame_id, mismatch.sop_instance_uid
+    ]  # fmt: skip
+    assert marked.endswith("  checksum-differs")
+    assert len(lines) == 2 + 4
 
 
 def test_a_clean_job_has_no_problem_sections() -> None:

@@ -22,7 +22,7 @@ import jinja2
 
 from . import __version__
 from .outcomes import Status
-from .report import PROBLEMS_KEPT, ImageSetReport, JobOutcome, JobReport, Verdict, unverified_causes
+from .report import PROBLEMS_KEPT, FrameResult, ImageSetReport, JobOutcome, JobReport, Verdict, unverified_causes
 from .syntax import Rule
 
 PAGE_PROBLEM_ROWS = PROBLEMS_KEPT
@@ -79,6 +79,34 @@ def _css_token(value: object) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "", str(value))
 
 
+_FRAME_COLUMNS = "{:<8} {:>5} {:>10} {:>10} {:<13} {:<32} {}"
+
+
+def _frame_line(f: FrameResult) -> str:
+    """A frame as one line of text of its image set's frame list (escaped by the template, as every value):
+    status, frame number, expected, actual, rule, image frame ID, SOP instance UID, then source and reason."""
+    line = _FRAME_COLUMNS.format(
+        f.status.value,
+        f.frame_number,
+        "-" if f.expected is None else f.expected,
+        "-" if f.actual is None else f.actual,
+        f.rule.value if f.rule else "-",
+        f.image_frame_id,
+        f.sop_instance_uid,
+    )
+    notes = []
+    if f.source is not None:
+        notes.append(f"source {'-' if f.source.ifrc is None else f.source.ifrc} ({f.source.relation.value})")
+    notes += [str(x) for x in (f.reason, f.detail) if x]
+    return f"{line}  {' '.join(notes)}" if notes else line
+
+
+FRAME_HEADING = _FRAME_COLUMNS.format(
+    "status", "frame", "expected", "actual", "rule", "image frame", "SOP instance UID  (source, reason)"
+)
+"""The first line of an image set's frame list: the column names of :func:`_frame_line`."""
+
+
 def _count_of(n: int, noun: str) -> str:
     """``1 frame``, ``2 frames``."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
@@ -86,6 +114,8 @@ def _count_of(n: int, noun: str) -> str:
 
 _ENVIRONMENT.filters["css_token"] = _css_token
 _ENVIRONMENT.filters["count_of"] = _count_of
+_ENVIRONMENT.filters["frame_line"] = _frame_line
+_ENVIRONMENT.globals["frame_heading"] = FRAME_HEADING
 _MACROS: Any = _ENVIRONMENT.get_template("report.html.j2").module
 _METHOD = {
     "checksum_intro": CHECKSUM_INTRO,
