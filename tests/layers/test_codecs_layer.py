@@ -68,6 +68,14 @@ from ahi_verify import ifrc
 
 report["ifrc"] = int(ifrc.decoded_checksum(htj2k, "image/jph").crc)
 report["ifrc_crc32"] = getattr(ifrc.crc32, "__name__", repr(ifrc.crc32))
+
+# report.html from the core layer's Jinja2 template, escaped by MarkupSafe's plain-Python build.
+import markupsafe
+from ahi_verify.report import JobHeader, JobReport
+from ahi_verify.report_html import render_html
+
+report["page"] = render_html(JobReport(JobHeader("j<1>", "d", "s3://b/f/")))
+report["escape"] = markupsafe._escape_inner.__module__
 print(json.dumps(report))
 """
 
@@ -152,7 +160,7 @@ def test_core_layer_is_the_ahi_verify_package(x86_64_layers: dict[str, Path]) ->
     names = {p.name for p in core.iterdir()}
     # Beside ahi_verify: Powertools with its [tracer] extra (layers/core/requirements.txt), without botocore,
     # which the Lambda runtime provides; all pure Python, so the layer serves both architectures.
-    assert {"ahi_verify", "aws_lambda_powertools", "aws_xray_sdk", "wrapt"} <= names, names
+    assert {"ahi_verify", "aws_lambda_powertools", "aws_xray_sdk", "wrapt", "jinja2", "markupsafe"} <= names, names
     assert not names & {"boto3", "botocore", "urllib3"}, "a layer copy of the SDK would shadow the runtime's"
     assert not list(core.rglob("*.so*")), "native code in the architecture-independent core layer"
     assert (core / "ahi_verify" / "__init__.py").is_file()
@@ -160,6 +168,11 @@ def test_core_layer_is_the_ahi_verify_package(x86_64_layers: dict[str, Path]) ->
     shipped = {p.relative_to(core / "ahi_verify") for p in (core / "ahi_verify").rglob("*.py")}
     source = REPO / "layers" / "core" / "ahi_verify"
     assert shipped == {p.relative_to(source) for p in source.rglob("*.py")}
+    # AND the report page's templates ship with it, and MarkupSafe is its plain-Python build (no _speedups)
+    templates = {p.name for p in (source / "templates").iterdir()}
+    assert templates
+    assert templates == {p.name for p in (core / "ahi_verify" / "templates").iterdir()}
+    assert (core / "markupsafe" / "_native.py").is_file()
 
 
 def test_clean_python312_decodes_htj2k_bit_exactly_with_only_the_layers(
@@ -187,6 +200,8 @@ def test_clean_python312_decodes_htj2k_bit_exactly_with_only_the_layers(
     assert report["jpeg2k_crc"] == CT1_UNC_CRC
     assert report["ifrc"] == CT1_UNC_CRC
     assert report["ifrc_crc32"] == "deflate_crc32", "the core fell back to zlib: _deflate unusable?"
+    assert '<h1>ahi-verify report: import job <span class="id">j&lt;1&gt;</span></h1>' in report["page"]
+    assert report["escape"] == "markupsafe._native"
 
 
 def test_arm64_codecs_layer_has_the_aarch64_htj2k_wheel(arm64_codecs: Path) -> None:

@@ -392,9 +392,15 @@ def test_a_large_report_is_uploaded_in_parts_and_a_small_one_in_one_put() -> Non
     doc = json.loads(s3.text(key))
     assert_schema_valid(doc)
     assert JobReport.from_json(doc) == merge_parts(plan, parts, finished_at=FINISHED)
-    # AND a report smaller than a part is one PutObject
+    # AND a report smaller than a part is one PutObject (the page, whose style sheet alone is over 4 KiB, is not)
     plan, parts = big_job(1, 1)
     s3, store = streamed(plan, parts, part_bytes=4096)
+    store.write_merged_report(plan, finished_at=FINISHED)
+    assert s3.calls[0] == f"put {key}"
+    assert (s3.calls[1], s3.calls[-1]) == (f"create {PREFIX}{JOB}/report.html", f"complete {PREFIX}{JOB}/report.html")
+    assert all(call.startswith("part ") for call in s3.calls[2:-1])
+    # AND a page smaller than a part is one PutObject too
+    s3, store = streamed(plan, parts, part_bytes=1024 * 1024)
     store.write_merged_report(plan, finished_at=FINISHED)
     assert s3.calls == [f"put {key}", f"put {PREFIX}{JOB}/report.html"]
 
@@ -462,11 +468,13 @@ def test_the_page_lists_at_most_page_problem_rows_and_says_how_many_more() -> No
     store.write_merged_report(plan, finished_at=FINISHED)
     page = s3.text(f"{PREFIX}{JOB}/report.html")
     # THEN the page lists PAGE_PROBLEM_ROWS frames, the mismatch first, and points at report.json for the rest
-    assert page.count("<tr class='") == PAGE_PROBLEM_ROWS
-    assert page.index("<tr class='mismatch'>") < page.index("<tr class='error'>")
-    assert f"<p>and {extra} more &mdash; see report.json</p>" in page
-    # AND every image set has its row, and the whole report's page is the same page
-    assert all(f"<tr><td>{set_id(n)}</td>" in page for n in range(3))
+    problems = page[page.index('<h2 id="problems">') : page.index('<h2 id="image-sets">')]
+    assert problems.count("<tr class=") == PAGE_PROBLEM_ROWS
+    assert problems.index('<tr class="mismatch"') < problems.index('<tr class="error"')
+    assert f"<p>and {extra} more problem frames &mdash; see report.json</p>" in problems
+    # AND every image set has its entry holding all its frames, and the whole report's page is the same page
+    assert all(f'<details id="set-{set_id(n)}"' in page for n in range(3))
+    assert page.count('<span class="error">') == total - 1
     assert page == render_html(merge_parts(plan, parts, finished_at=FINISHED))
     # AND report.json holds every problem frame
     doc = json.loads(s3.text(f"{PREFIX}{JOB}/report.json"))

@@ -694,6 +694,9 @@ class JobTotals:
     unreadable_causes: tuple[str, ...] = ()
     """Why each of ``unreadable_image_sets`` could not be read, in words safe to publish
     (:func:`image_set_error_cause`): the error codes and counts of its error, never its free text."""
+    unreadable_errors: tuple[str, ...] = ()
+    """Their errors, one per ID of :attr:`unreadable_image_sets` (the HTML page lists them before the image
+    sets, whose rows a streaming merge has written by then)."""
 
 
 class JobTally:
@@ -714,6 +717,7 @@ class JobTally:
         self._other_count = 0
         self._unreadable: list[str] = []
         self._unreadable_causes: list[str] = []
+        self._unreadable_errors: list[str] = []
         self._unreadable_count = 0
 
     def add(self, image_set: ImageSetReport) -> None:
@@ -725,6 +729,7 @@ class JobTally:
             if len(self._unreadable) < self._kept:
                 self._unreadable.append(image_set.image_set_id)
                 self._unreadable_causes.append(image_set_error_cause(image_set.error))
+                self._unreadable_errors.append(image_set.error)
         if image_set.source_errors or image_set.orphan_source_frames:
             self._source_incomplete = True
         for frame in image_set.frames:
@@ -759,6 +764,7 @@ class JobTally:
             problem_count=self._mismatch_count + self._other_count,
             unreadable_image_sets=tuple(self._unreadable),
             unreadable_causes=tuple(self._unreadable_causes),
+            unreadable_errors=tuple(self._unreadable_errors),
         )
 
 

@@ -312,9 +312,9 @@ class ReportStore:
         with tempfile.SpooledTemporaryFile(max_size=ROW_SPOOL_BYTES, mode="w+", encoding="utf-8") as rows:
             with self._upload(job_id, REPORT, "application/json") as document:
                 writer = ReportDocumentWriter(document.write, job, findings, notes, evidence)
-                for image_set in image_sets:
+                for order, image_set in enumerate(image_sets):
                     writer.add(image_set)
-                    rows.write(image_set_row(image_set))
+                    rows.write(image_set_row(image_set, order))
                 outcome = outcome_of()
                 writer.finish(outcome)
             rows.seek(0)
