@@ -9,6 +9,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from ahi_verify.alert import compose_alert
@@ -117,3 +118,44 @@ def test_help_lists_the_evidence_exit_codes() -> None:
     text = validate_help.choices["validate"].format_help()
     assert "0  intact" in text
     assert "1  a report altered, missing or unlisted" in text
+
+
+def test_every_write_to_a_locked_bucket_carries_content_md5_and_locked_versions_stay(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a reports bucket with Object Lock default retention (as ReportRetentionDays creates it), and a hook
+    # that sees every request sent
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        client = boto3.client("s3")
+        client.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
+        client.put_object_lock_configuration(
+            Bucket=BUCKET,
+            ObjectLockConfiguration={
+                "ObjectLockEnabled": "Enabled",
+                "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}},
+            },
+        )
+        writes: list[tuple[str, bool]] = []
+
+        def seen(request: Any, **_: Any) -> None:
+            if request.method == "PUT":
+                writes.append((request.url.split("?")[0].rsplit("/", 1)[-1], "Content-MD5" in request.headers))
+
+        client.meta.events.register("before-send.s3", seen)
+        store = ReportStore(client, BUCKET, PREFIX)
+        doc = report(header(), image_set(ISET_A, matching(2)))
+        store.put_report(doc)
+        store.record_evidence(doc.job.job_id, created_at=NOW)
+        # THEN every PUT (report, page, digest, pointer) carried Content-MD5, which S3 requires on such a bucket
+        assert [name for name, _ in writes] == ["report.json", "report.html", "000000000001.json", "latest.json"]
+        assert all(has_md5 for _, has_md5 in writes), writes
+        # and the chain validates; the written report version cannot be deleted while it is retained
+        assert main(["evidence", "validate", f"s3://{BUCKET}/{PREFIX}"]) == EVIDENCE_INTACT
+        key = f"{PREFIX}{doc.job.job_id}/report.json"
+        version = client.head_object(Bucket=BUCKET, Key=key)["VersionId"]
+        with pytest.raises(ClientError, match="AccessDenied"):
+            client.delete_object(Bucket=BUCKET, Key=key, VersionId=version)
+        capsys.readouterr()

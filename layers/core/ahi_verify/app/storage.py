@@ -16,7 +16,8 @@ until the totals at its top are known.
 
 Each upload hashes what it writes (SHA-256) and keeps the version S3 gave it; the finaliser then records the
 job's documents in one digest of the evidence chain (:meth:`ReportStore.record_evidence`), so the documents
-are never read back to be hashed.
+are never read back to be hashed. Every write carries ``Content-MD5``, which S3 requires in a bucket with
+Object Lock default retention (:mod:`ahi_verify.s3_evidence`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from ..report import (
     ReportDocumentWriter,
 )
 from ..report_html import PAGE_CLOSING, image_set_row, page_opening
-from ..s3_evidence import S3EvidenceStore
+from ..s3_evidence import S3EvidenceStore, content_md5
 from ..work_items import image_set_of
 
 PLAN = "job.json"
@@ -129,7 +130,9 @@ class StreamedUpload:
         body = bytes(self._pending)
         self._pending.clear()
         if self._upload_id is None:
-            done = self._s3.put_object(Bucket=self._bucket, Key=self._key, Body=body, ContentType=self._type)
+            done = self._s3.put_object(
+                Bucket=self._bucket, Key=self._key, Body=body, ContentType=self._type, ContentMD5=content_md5(body)
+            )
             self.version_id = done.get("VersionId")
             return
         if body:
@@ -157,7 +160,12 @@ class StreamedUpload:
             self._upload_id = started["UploadId"]
         number = len(self._etags) + 1
         done = self._s3.upload_part(
-            Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=body
+            Bucket=self._bucket,
+            Key=self._key,
+            UploadId=self._upload_id,
+            PartNumber=number,
+            Body=body,
+            ContentMD5=content_md5(body),
         )
         self._etags.append({"PartNumber": number, "ETag": done["ETag"]})
 
@@ -226,7 +234,12 @@ class ReportStore:
         body = json.dumps(part.to_json(), separators=(",", ":")).encode()
         try:
             self._s3.put_object(
-                Bucket=self._bucket, Key=key, Body=body, ContentType="application/json", IfNoneMatch="*"
+                Bucket=self._bucket,
+                Key=key,
+                Body=body,
+                ContentType="application/json",
+                ContentMD5=content_md5(body),
+                IfNoneMatch="*",
             )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "ConditionalRequestConflict"):
@@ -312,7 +325,9 @@ class ReportStore:
         """Keep the job's alert, so that one whose publish failed can be sent again later."""
         key = self._key(job_id, ALERT)
         body = json.dumps(alert.to_json(), separators=(",", ":")).encode()
-        done = self._s3.put_object(Bucket=self._bucket, Key=key, Body=body, ContentType="application/json")
+        done = self._s3.put_object(
+            Bucket=self._bucket, Key=key, Body=body, ContentType="application/json", ContentMD5=content_md5(body)
+        )
         self._wrote(job_id, ALERT, Fingerprint(key, hashlib.sha256(body).hexdigest(), len(body), done.get("VersionId")))
         return self.uri(job_id, ALERT)
 
@@ -383,7 +398,13 @@ class ReportStore:
 
     def _put_json(self, job_id: str, name: str, doc: Any) -> str:
         body = json.dumps(doc, separators=(",", ":")).encode()
-        self._s3.put_object(Bucket=self._bucket, Key=self._key(job_id, name), Body=body, ContentType="application/json")
+        self._s3.put_object(
+            Bucket=self._bucket,
+            Key=self._key(job_id, name),
+            Body=body,
+            ContentType="application/json",
+            ContentMD5=content_md5(body),
+        )
         return self.uri(job_id, name)
 
     def _get_json(self, key: str) -> Any:
