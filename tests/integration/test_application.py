@@ -12,6 +12,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from ahi_emulator import ImportFaults
+from ahi_verify.cli import EVIDENCE_BROKEN, EVIDENCE_INTACT, main
 from local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
@@ -167,3 +168,33 @@ def test_reconciliation_finds_a_job_whose_events_were_lost(stack: LocalStack) ->
     assert report(stack, job)["verdict"] == "CLEAN"
     stack.run_schedule()  # and a second sweep starts nothing new
     assert stack.run_until_idle(timeout=30).invocations.get("ImageSetWorkerFunction", 0) == 0
+
+
+def test_every_finalisation_is_in_the_evidence_chain_and_an_edit_is_found(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN two jobs run through the application, one with a corrupted frame (so it keeps an alert too)
+    clean = import_files(stack, output_uri(stack))
+    broken = import_files(stack, output_uri(stack), faults=ImportFaults(corrupt_frames=1))
+    stack.run_until_idle(timeout=180)
+    env = stack.function("JobTriggerFunction").environment
+    reports = f"s3://{env['REPORTS_BUCKET']}/{env['REPORTS_PREFIX']}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", stack.endpoint_url)
+
+    def validate() -> tuple[int, dict[str, Any]]:
+        capsys.readouterr()  # the functions' own log lines (EMF metrics) went to stdout too
+        code = main(["evidence", "validate", reports, "--output", "json"])
+        return code, dict(json.loads(capsys.readouterr().out))
+
+    # WHEN the reports bucket is validated THEN the chain is intact: one digest per job, every document listed
+    code, doc = validate()
+    assert (code, doc["intact"], doc["digests"]) == (EVIDENCE_INTACT, True, 2), doc
+    assert doc["objects"] == 5  # report.json and report.html of both jobs, the broken job's alert.json
+    # WHEN the clean job's report is edited THEN exit 1 names exactly that report
+    key = f"{env['REPORTS_PREFIX']}{clean}/report.json"
+    stack.s3.put_object(Bucket=env["REPORTS_BUCKET"], Key=key, Body=b'{"verdict": "CLEAN"}')
+    code, doc = validate()
+    assert code == EVIDENCE_BROKEN
+    assert [line.split(":")[0] for line in doc["altered"]] == [key]
+    assert doc["missing"] == doc["chainBroken"] == doc["unlisted"] == []
+    assert report(stack, broken)["verdict"] == "MISMATCH"

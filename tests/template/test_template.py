@@ -791,6 +791,8 @@ def test_the_parameters_keep_their_contract(cfn: Template) -> None:
         "ReportsPrefix": "ahi-verify-reports/",
         "ReportsKmsKeyArn": "",
         "ReportsNoncurrentVersionDays": 365,
+        "ReportRetentionDays": 0,
+        "ReportRetentionMode": "GOVERNANCE",
         "AlertEmail": "",
         "OpsEmail": "",
         "NotifyOnCleanJobs": "false",

@@ -66,7 +66,15 @@ class FakeReportBucket(FakeS3):
         self.uploads[upload_id] = []
         return {"UploadId": upload_id}
 
-    def upload_part(self, Bucket: str, Key: str, UploadId: str, PartNumber: int, Body: bytes) -> dict[str, Any]:  # noqa: N803
+    def upload_part(
+        self,
+        Bucket: str,  # noqa: N803
+        Key: str,  # noqa: N803
+        UploadId: str,  # noqa: N803
+        PartNumber: int,  # noqa: N803
+        Body: bytes,  # noqa: N803
+        **_: Any,
+    ) -> dict[str, Any]:
         self.calls.append(f"part {PartNumber}")
         if PartNumber == self._fail_part:
             raise ClientError({"Error": {"Code": "InternalError", "Message": "try again"}}, "UploadPart")

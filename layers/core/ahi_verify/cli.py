@@ -3,8 +3,9 @@
 Exit codes (:data:`EXIT_CODES`): 0 clean; 1 at least one frame mismatched; 2 usage error; 3 nothing
 mismatched but something could not be verified; 4 could not run (no region, credentials or profile, or an
 endpoint that cannot be reached), with a one-line message naming what to set and no traceback unless
-``--debug``. Output never contains patient data: only data store, image set and frame IDs, DICOM UIDs and
-checksums.
+``--debug``. ``evidence validate`` has its own meanings of 0 (the chain is intact) and 1 (a report or digest
+altered, missing, unlisted or out of order; :data:`EVIDENCE_EXIT_CODES`). Output never contains patient
+data: only data store, image set and frame IDs, DICOM UIDs, checksums and S3 keys.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any, TextIO
 
 import boto3
 from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
     ConnectTimeoutError,
     EndpointConnectionError,
     NoCredentialsError,
@@ -30,6 +33,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .budget import DEFAULT_BUDGET, MAX_FETCH_THREADS, Rates, sole_budget
+from .evidence import EvidenceChain, EvidenceError, Validation
 from .healthimaging import DEFAULT_MAX_ATTEMPTS, HealthImagingJobs, HealthImagingSource, make_client
 from .ids import is_job_id, is_service_id
 from .image_set import VerifyOptions, prefer_io_threads, verify_image_set
@@ -39,6 +43,7 @@ from .locations import LocationError, S3Location, job_folder
 from .outcomes import Status
 from .ports import ImageSetError, ImportJobError, JobOutputError
 from .report import FrameCounts, FrameResult, JobReport, Verdict, iso_time, unverified_causes
+from .s3_evidence import S3EvidenceStore
 from .s3_output import JobOutputReader
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_UNVERIFIED, EXIT_CANNOT_RUN = 0, 1, 2, 3, 4
@@ -48,6 +53,13 @@ EXIT_CODES = {
     EXIT_USAGE: "usage error: a bad ID, URI or option",
     EXIT_UNVERIFIED: "no mismatch, but something could not be verified (the table says what)",
     EXIT_CANNOT_RUN: "could not run: no region, credentials or profile, or an endpoint out of reach",
+}
+EVIDENCE_INTACT, EVIDENCE_BROKEN = EXIT_OK, EXIT_MISMATCH
+EVIDENCE_EXIT_CODES = {
+    EVIDENCE_INTACT: "intact: every digest links to the one before and every listed report has its recorded hash",
+    EVIDENCE_BROKEN: "a report altered, missing or unlisted, or a digest missing, altered or out of order",
+    EXIT_USAGE: "usage error: a bad URI or option",
+    EXIT_CANNOT_RUN: "could not run: no region or credentials, the bucket out of reach or access denied",
 }
 
 _EPILOG = """exit codes:
@@ -150,7 +162,76 @@ def build_parser() -> argparse.ArgumentParser:
         "--manifest-wait", type=float, default=10.0, metavar="SECONDS", help="how long to wait for a late manifest"
     )
     _add_common(job)
+    _add_evidence(commands)
     return parser
+
+
+def _add_evidence(commands: Any) -> None:
+    """``evidence validate``: check the evidence chain of a reports bucket (:mod:`ahi_verify.evidence`)."""
+    evidence = commands.add_parser(
+        "evidence", help="check the tamper-evident record of the reports", parents=[_global_options(suppress=True)]
+    )
+    actions = evidence.add_subparsers(dest="evidence_command", required=True)
+    validate = actions.add_parser(
+        "validate",
+        help="check every digest's link and every report's SHA-256; name what is altered or missing",
+        parents=[_global_options(suppress=True)],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit codes:\n"
+        + "\n".join(f"  {code}  {words}" for code, words in EVIDENCE_EXIT_CODES.items())
+        + "\n\nthe S3 endpoint: AWS_ENDPOINT_URL_S3 (moto, the local stack)",
+    )
+    validate.add_argument(
+        "reports",
+        type=_reports_location,
+        metavar="REPORTS",
+        help="the reports folder: s3://<ReportsBucket>/<ReportsPrefix> (the stack output ReportsLocation)",
+    )
+    validate.add_argument(
+        "--workers", type=_positive, default=8, help="reports re-hashed at once (each is a GET; default 8)"
+    )
+
+
+def _reports_location(value: str) -> S3Location:
+    try:
+        location = S3Location.parse(value)
+    except LocationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    if location.key and not location.key.endswith("/"):
+        location = S3Location(location.bucket, location.key + "/")  # a prefix is a folder
+    return location
+
+
+def run_evidence(args: argparse.Namespace, session: Any) -> int:
+    """Validate the evidence chain under ``args.reports``; print what was found; exit 0 intact, 1 not."""
+    location: S3Location = args.reports
+    started = time.time()
+    chain = EvidenceChain(S3EvidenceStore(session.client("s3"), location.bucket), location.key, workers=args.workers)
+    try:
+        found = chain.validate()
+    except (ClientError, BotoCoreError, EvidenceError) as exc:
+        if (cannot := _cannot_run(exc)) is not None:
+            raise cannot from exc
+        raise CannotRunError(f"the evidence under {location.uri} cannot be read: {exc}") from exc
+    document = {"reports": location.uri, **found.to_json(), **_timings(started), "toolVersion": __version__}
+    _emit(args, document, lambda: print_evidence(location, found, sys.stdout))
+    return EVIDENCE_INTACT if found.intact else EVIDENCE_BROKEN
+
+
+def print_evidence(location: S3Location, found: Validation, out: TextIO) -> None:
+    """The human-readable outcome: one line of totals, then every finding under its heading."""
+    state = "INTACT" if found.intact else "NOT INTACT"
+    print(f"evidence {location.uri}: {state}: {found.digests} digests, {found.objects} reports checked", file=out)
+    for heading, lines in (
+        ("altered", found.altered),
+        ("missing", found.missing),
+        ("chain broken", found.chain),
+        ("unlisted (no digest lists them)", found.unlisted),
+    ):
+        if lines:
+            print(f"{heading} ({len(lines)}):", file=out)
+            for line in lines:
+                print(f"  {line}", file=out)
 
 
 def _global_options(*, suppress: bool) -> argparse.ArgumentParser:
@@ -216,6 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     session = _session(args)
+    if args.command == "evidence":
+        return run_evidence(args, session)
     prefer_io_threads()
     budget = sole_budget(Rates(args.frame_rate, args.metadata_rate))
     attempts = args.max_attempts or DEFAULT_MAX_ATTEMPTS

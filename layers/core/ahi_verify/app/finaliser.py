@@ -7,7 +7,8 @@ Whoever completes a job's last work item (or the trigger, for a job with nothing
 :func:`finalise_job`; a conditional claim in the progress table lets exactly one caller through, and a
 claim that has gone stale (its finaliser died) can be taken over by the next delivery. The alert is kept
 beside the report before it is published, so an alert SNS refuses is sent again by the reconciliation
-instead of leaving the job in ``finalising``.
+instead of leaving the job in ``finalising``. The documents written are recorded in one digest of the
+evidence chain (:mod:`ahi_verify.evidence`) before the job is marked finalised.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ def finalise_job(job_id: str, svc: Services, claimer: str) -> str | None:
     due = alert is not None and not record.get("alert_message_id")
     if alert is not None and due:
         svc.reports.put_alert(job_id, alert)  # kept first: a publish that fails is sent by the reconciliation
+    # Before the job is marked done: a failure here leaves the claim to go stale, and the finaliser that takes
+    # it over writes the documents and their digest again, so no report stands without its digest.
+    svc.reports.record_evidence(job_id, created_at=iso_time(svc.clock()))
     svc.progress.mark_finalised(job_id, uri, outcome.verdict.value, alert_due=due)
     metrics.add_metric(name="JobsFinalised", unit=MetricUnit.Count, value=1)
     logger.info("job finalised", extra={"verdict": outcome.verdict.value, "report": uri})

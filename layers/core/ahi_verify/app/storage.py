@@ -4,6 +4,7 @@
 ``<reports>/<jobId>/parts/<item>.json`` one verified work item (:class:`ahi_verify.report.Part`)
 ``<reports>/<jobId>/report.json|.html`` the merged report
 ``<reports>/<jobId>/alert.json``        the job's alert, kept until it has been published
+``<reports>/_evidence/...``             the evidence chain over the three above (:mod:`ahi_verify.evidence`)
 The reports bucket is not the watched import-output bucket (and no key ends with the manifest name), so
 writing reports can never trigger the function again.
 
@@ -12,10 +13,16 @@ keys once, fetches the parts of the next image sets on a small thread pool (S3 a
 sixteen at a time hide that), merges one image set at a time and writes ``report.json`` as it goes, with a
 multipart upload (:class:`StreamedUpload`); the page's image set rows wait in a spooled temporary file
 until the totals at its top are known.
+
+Each upload hashes what it writes (SHA-256) and keeps the version S3 gave it; the finaliser then records the
+job's documents in one digest of the evidence chain (:meth:`ReportStore.record_evidence`), so the documents
+are never read back to be hashed. Every write carries ``Content-MD5``, which S3 requires in a bucket with
+Object Lock default retention (:mod:`ahi_verify.s3_evidence`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from collections import deque
@@ -28,6 +35,7 @@ from botocore.exceptions import ClientError
 
 from ..alert import Alert
 from ..documents import ReportFormatError
+from ..evidence import EvidenceChain, Fingerprint, Link
 from ..merge import StreamingMerge
 from ..plan import JobPlan
 from ..report import (
@@ -41,6 +49,7 @@ from ..report import (
     ReportDocumentWriter,
 )
 from ..report_html import PAGE_CLOSING, image_set_row, page_opening
+from ..s3_evidence import S3EvidenceStore, content_md5
 from ..work_items import image_set_of
 
 PLAN = "job.json"
@@ -84,8 +93,11 @@ class StreamedUpload:
         self._pending = bytearray()
         self._upload_id: str | None = None
         self._etags: list[dict[str, Any]] = []
+        self._sha256 = hashlib.sha256()
         self.size = 0
         """Bytes written so far."""
+        self.version_id: str | None = None
+        """The S3 version written, once complete (None in an unversioned bucket)."""
 
     def __enter__(self) -> StreamedUpload:
         return self
@@ -106,6 +118,7 @@ class StreamedUpload:
         """Add text (UTF-8) to the object; uploads a part each time ``part_bytes`` have accumulated."""
         data = text.encode()
         self.size += len(data)
+        self._sha256.update(data)
         self._pending += data
         while len(self._pending) >= self._part_bytes:
             body = bytes(self._pending[: self._part_bytes])
@@ -117,14 +130,22 @@ class StreamedUpload:
         body = bytes(self._pending)
         self._pending.clear()
         if self._upload_id is None:
-            self._s3.put_object(Bucket=self._bucket, Key=self._key, Body=body, ContentType=self._type)
+            done = self._s3.put_object(
+                Bucket=self._bucket, Key=self._key, Body=body, ContentType=self._type, ContentMD5=content_md5(body)
+            )
+            self.version_id = done.get("VersionId")
             return
         if body:
             self._upload_part(body)
-        self._s3.complete_multipart_upload(
+        done = self._s3.complete_multipart_upload(
             Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, MultipartUpload={"Parts": self._etags}
         )
+        self.version_id = done.get("VersionId")
         self._upload_id = None
+
+    def fingerprint(self) -> Fingerprint:
+        """The object as written: its key, SHA-256, size and version (call once complete)."""
+        return Fingerprint(self._key, self._sha256.hexdigest(), self.size, self.version_id)
 
     def abort(self) -> None:
         """Discard what was uploaded (an unfinished multipart upload is otherwise stored, and billed, forever)."""
@@ -139,7 +160,12 @@ class StreamedUpload:
             self._upload_id = started["UploadId"]
         number = len(self._etags) + 1
         done = self._s3.upload_part(
-            Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=body
+            Bucket=self._bucket,
+            Key=self._key,
+            UploadId=self._upload_id,
+            PartNumber=number,
+            Body=body,
+            ContentMD5=content_md5(body),
         )
         self._etags.append({"PartNumber": number, "ETag": done["ETag"]})
 
@@ -176,6 +202,9 @@ class ReportStore:
         self._fetches = fetches
         self._look_ahead = max(look_ahead, fetches)
         self._part_bytes = part_bytes
+        self.evidence = EvidenceChain(S3EvidenceStore(s3, bucket), prefix)
+        self._written: dict[str, dict[str, Fingerprint]] = {}
+        """Per job, the documents written and not yet recorded in the chain (by name: a rewrite replaces)."""
 
     def uri(self, job_id: str, name: str) -> str:
         """The ``s3://`` URI of one of the job's documents."""
@@ -205,7 +234,12 @@ class ReportStore:
         body = json.dumps(part.to_json(), separators=(",", ":")).encode()
         try:
             self._s3.put_object(
-                Bucket=self._bucket, Key=key, Body=body, ContentType="application/json", IfNoneMatch="*"
+                Bucket=self._bucket,
+                Key=key,
+                Body=body,
+                ContentType="application/json",
+                ContentMD5=content_md5(body),
+                IfNoneMatch="*",
             )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "ConditionalRequestConflict"):
@@ -289,11 +323,33 @@ class ReportStore:
 
     def put_alert(self, job_id: str, alert: Alert) -> str:
         """Keep the job's alert, so that one whose publish failed can be sent again later."""
-        return self._put_json(job_id, ALERT, alert.to_json())
+        key = self._key(job_id, ALERT)
+        body = json.dumps(alert.to_json(), separators=(",", ":")).encode()
+        done = self._s3.put_object(
+            Bucket=self._bucket, Key=key, Body=body, ContentType="application/json", ContentMD5=content_md5(body)
+        )
+        self._wrote(job_id, ALERT, Fingerprint(key, hashlib.sha256(body).hexdigest(), len(body), done.get("VersionId")))
+        return self.uri(job_id, ALERT)
 
     def get_alert(self, job_id: str) -> Alert:
         """Read the job's kept alert."""
         return Alert.from_json(self._get_json(self._key(job_id, ALERT)))
+
+    def record_evidence(self, job_id: str, *, created_at: str) -> Link | None:
+        """Record the job's documents written since the last call in one digest of the evidence chain.
+
+        Returns
+        -------
+        Link or None
+            The digest written; None when nothing was written for the job.
+        """
+        written = self._written.pop(job_id, {})
+        if not written:
+            return None
+        return self.evidence.append([written[name] for name in sorted(written)], created_at=created_at)
+
+    def _wrote(self, job_id: str, name: str, fingerprint: Fingerprint) -> None:
+        self._written.setdefault(job_id, {})[name] = fingerprint
 
     def get_report(self, job_id: str) -> JobReport:
         """Read the job's whole report."""
@@ -317,12 +373,14 @@ class ReportStore:
                     rows.write(image_set_row(image_set, order))
                 outcome = outcome_of()
                 writer.finish(outcome)
+            self._wrote(job_id, REPORT, document.fingerprint())
             rows.seek(0)
             with self._upload(job_id, PAGE, "text/html; charset=utf-8") as page:
                 page.write(page_opening(outcome))
                 while chunk := rows.read(_COPY_CHARS):
                     page.write(chunk)
                 page.write(PAGE_CLOSING)
+            self._wrote(job_id, PAGE, page.fingerprint())
         return self.uri(job_id, REPORT), outcome
 
     def _upload(self, job_id: str, name: str, content_type: str) -> StreamedUpload:
@@ -340,7 +398,13 @@ class ReportStore:
 
     def _put_json(self, job_id: str, name: str, doc: Any) -> str:
         body = json.dumps(doc, separators=(",", ":")).encode()
-        self._s3.put_object(Bucket=self._bucket, Key=self._key(job_id, name), Body=body, ContentType="application/json")
+        self._s3.put_object(
+            Bucket=self._bucket,
+            Key=self._key(job_id, name),
+            Body=body,
+            ContentType="application/json",
+            ContentMD5=content_md5(body),
+        )
         return self.uri(job_id, name)
 
     def _get_json(self, key: str) -> Any:
