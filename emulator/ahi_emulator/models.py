@@ -104,8 +104,8 @@ class ImageSetRecord:
     frames: dict[str, StoredFrame]
     gzip_cache: dict[str, bytes] = field(default_factory=dict)
     is_primary: bool = True
-    # Versions without an entry (image sets loaded from a saved state) read as CREATED at the set's times;
-    # persistence does not save these entries.
+    # Versions without an entry (made by new_version, or loaded from a state saved before entries existed)
+    # read as CREATED at the set's times.
     version_info: dict[str, VersionInfo] = field(default_factory=dict)
 
     @property
@@ -1031,7 +1031,11 @@ class HealthImagingBackend:
                     ds,
                     image_sets={
                         iset.image_set_id: replace(
-                            iset, versions=dict(iset.versions), frames=dict(iset.frames), gzip_cache={}
+                            iset,
+                            versions=dict(iset.versions),
+                            frames=dict(iset.frames),
+                            gzip_cache={},
+                            version_info=dict(iset.version_info),
                         )
                         for iset in ds.image_sets.values()
                     },

@@ -370,3 +370,23 @@ def test_base64_blob_round_trip_is_what_botocore_sends() -> None:
     assert _attribute_blob(base64.b64encode(b'{"Study": {}}').decode()) == {"Study": {}}
     with pytest.raises(ValueError, match="base64"):
         _attribute_blob("!!not base64!!")
+
+
+def test_versions_and_their_states_survive_save_and_load(
+    client: Any, emulator: Emulator, datastore_id: str, tmp_path: Any
+) -> None:
+    """GIVEN an updated image set WHEN the state is saved and loaded THEN both versions, the UPDATED status
+    of the second and the image set's times are as they were."""
+    image_set_id = _add(emulator, datastore_id)
+    client.update_image_set_metadata(
+        datastoreId=datastore_id,
+        imageSetId=image_set_id,
+        latestVersionId="1",
+        updateImageSetMetadataUpdates={"revertToVersionId": "1"},
+    )
+    before = emulator.list_image_set_versions(datastore_id, image_set_id)
+
+    loaded = Emulator.load(emulator.save(tmp_path / "state"))
+
+    assert loaded.list_image_set_versions(datastore_id, image_set_id) == before
+    assert [v["ImageSetWorkflowStatus"] for v in before["imageSetPropertiesList"]] == ["CREATED", "UPDATED"]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import ahi_verify
-from ahi_emulator import Emulator, InstanceSpec, PatientSpec
+from ahi_emulator import Emulator, Fault, InstanceSpec, PatientSpec
 from ahi_verify.audit import DELETED, audit_datastore, audit_run_id
 from ahi_verify.cli import main
 from ahi_verify.healthimaging import HealthImagingListing, HealthImagingSource
@@ -201,3 +201,26 @@ def test_unknown_datastore_exits_3_with_an_error_document(capsys: pytest.Capture
     assert code == 3
     assert "ResourceNotFoundException" in json.loads(out)["error"]
     assert "could not be verified" in err
+
+
+@pytest.mark.usefixtures("emulator_env")
+def test_a_listing_that_fails_midway_still_ends_in_one_complete_report(
+    emulator: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN 55 image sets (two pages) and SearchImageSets denied on its second request
+    datastore_id, ids = _store(emulator, 55)
+    emulator.add_fault(Fault(kind="access_denied", operation="SearchImageSets", every=2, count=1))
+    try:
+        # WHEN the data store is audited
+        code, doc = _json(capsys, datastore_id)
+    finally:
+        emulator.clear_faults()
+    # THEN the first page's 50 image sets are verified and reported, the walk's end is a discrepancy, the
+    # document is complete and valid, and the run is UNVERIFIED (exit 3), not CLEAN
+    assert code == 3
+    assert doc["verdict"] == "UNVERIFIED"
+    assert [s["imageSetId"] for s in doc["imageSets"]] == ids[:50]
+    (discrepancy,) = doc["discrepancies"]
+    assert discrepancy.startswith("the listing stopped after 50 image sets")
+    assert "AccessDeniedException" in discrepancy
+    assert list(jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text())).iter_errors(doc)) == []
