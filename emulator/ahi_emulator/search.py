@@ -175,29 +175,32 @@ def _dicom(level: Mapping[str, Any]) -> Mapping[str, Any]:
     return dicom if isinstance(dicom, Mapping) else {}
 
 
+_TIMES_AND_FLAGS = ("createdAt", "updatedAt", "isPrimary")
+# Search attribute -> (metadata level, DICOM keyword) for the attributes that are one DICOM value.
+_DICOM_VALUES = {
+    "DICOMPatientId": ("Patient", "PatientID"),
+    "DICOMAccessionNumber": ("Study", "AccessionNumber"),
+    "DICOMStudyId": ("Study", "StudyID"),
+    "DICOMStudyInstanceUID": ("Study", "StudyInstanceUID"),
+}
+
+
 def attribute_values(candidate: Candidate, attribute: str) -> list[Any]:
     """The values an image set has for a search attribute (several for ``DICOMSeriesInstanceUID``)."""
     doc = candidate.doc
-    study = _dicom(_study(doc))
-    if attribute in ("createdAt", "updatedAt", "isPrimary"):
-        return [
-            {"createdAt": candidate.created_at, "updatedAt": candidate.updated_at}.get(attribute, candidate.is_primary)
-        ]
+    if attribute in _TIMES_AND_FLAGS:
+        own = {"createdAt": candidate.created_at, "updatedAt": candidate.updated_at, "isPrimary": candidate.is_primary}
+        return [own[attribute]]
     if attribute == "DICOMSeriesInstanceUID":
         series = _study(doc).get("Series")
         return list(series) if isinstance(series, Mapping) else []
     if attribute == "DICOMStudyDateAndTime":
+        study = _dicom(_study(doc))
         date = study.get("StudyDate")
         return [study_date_time(date, study.get("StudyTime"))] if isinstance(date, str) else []
-    if attribute == "DICOMPatientId":
-        patient = doc.get("Patient")
-        study = _dicom(patient) if isinstance(patient, Mapping) else {}
-    field = {
-        "DICOMPatientId": "PatientID",
-        "DICOMAccessionNumber": "AccessionNumber",
-        "DICOMStudyId": "StudyID",
-    }.get(attribute, "StudyInstanceUID")
-    return [study.get(field)]
+    level, keyword = _DICOM_VALUES[attribute]
+    section = doc.get(level)
+    return [_dicom(section).get(keyword)] if isinstance(section, Mapping) else []
 
 
 def matches(criteria: Criteria, candidate: Candidate) -> bool:

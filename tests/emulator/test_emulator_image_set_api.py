@@ -17,7 +17,7 @@ from ahi_emulator import Emulator, EmulatorServer
 from ahi_emulator.models import ConflictError, _attribute_blob
 from ahi_emulator.quotas import NO_QUOTAS
 from ahi_emulator.search import parse_criteria
-from ahi_emulator.specs import InstanceSpec
+from ahi_emulator.specs import InstanceSpec, PatientSpec
 
 
 @pytest.fixture
@@ -390,3 +390,21 @@ def test_versions_and_their_states_survive_save_and_load(
 
     assert loaded.list_image_set_versions(datastore_id, image_set_id) == before
     assert [v["ImageSetWorkflowStatus"] for v in before["imageSetPropertiesList"]] == ["CREATED", "UPDATED"]
+
+
+def test_search_by_patient_id_and_study_uid(client: Any, emulator: Emulator, datastore_id: str) -> None:
+    """GIVEN two image sets of different patients and studies WHEN filtered EQUAL on one's patient ID, and
+    on the other's study UID THEN each filter finds its image set only."""
+    frame = np.arange(16, dtype=np.uint16).reshape(4, 4)
+    first = emulator.add_image_set(
+        datastore_id, [InstanceSpec(frames=[frame])], patient=PatientSpec(id="PAT-A"), study_instance_uid="1.2.3.1"
+    ).image_set_id
+    second = emulator.add_image_set(
+        datastore_id, [InstanceSpec(frames=[frame])], patient=PatientSpec(id="PAT-B"), study_instance_uid="1.2.3.2"
+    ).image_set_id
+
+    by_patient = {"filters": [{"values": [{"DICOMPatientId": "PAT-A"}], "operator": "EQUAL"}]}
+    by_study = {"filters": [{"values": [{"DICOMStudyInstanceUID": "1.2.3.2"}], "operator": "EQUAL"}]}
+
+    assert _all_ids(client, datastore_id, searchCriteria=by_patient) == [first]
+    assert _all_ids(client, datastore_id, searchCriteria=by_study) == [second]
