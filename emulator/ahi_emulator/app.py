@@ -1,6 +1,8 @@
 """WSGI app: the HealthImaging routes of botocore's ``medical-imaging`` 2023-07-19 model.
 
-Runtime routes (``GetImageSetMetadata``, ``GetImageFrame``, ``GetImageSet``; ``runtime-`` host prefix on AWS) and
+Runtime routes (``GetImageSetMetadata``, ``GetImageFrame``, ``GetImageSet``, ``SearchImageSets``,
+``ListImageSetVersions``, ``UpdateImageSetMetadata``, ``CopyImageSet``, ``DeleteImageSet``; ``runtime-`` host
+prefix on AWS) and
 the DICOM import job control plane (``StartDICOMImportJob``, ``GetDICOMImportJob``, ``ListDICOMImportJobs``; no
 host prefix) share one server, so one ``AWS_ENDPOINT_URL_MEDICAL_IMAGING`` serves both.
 
@@ -30,8 +32,9 @@ from .emulator import Emulator
 from .faults import ERROR_RESPONSES, METADATA_BODY_FAULTS, Fault, ImportFaults
 from .ids import ID_PATTERN, JOB_ID_PATTERN, VERSION_PATTERN
 from .jobs import validate_start_request
-from .models import NotFoundError
+from .models import ConflictError, NotFoundError
 from .quotas import Quota, quotas_from_json
+from .search import parse_criteria
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,12 @@ _URL_MAP = Map(
         Rule(_RUNTIME + "getImageSetMetadata", endpoint="GetImageSetMetadata", methods=["POST"]),
         Rule(_RUNTIME + "getImageFrame", endpoint="GetImageFrame", methods=["POST"]),
         Rule(_RUNTIME + "getImageSet", endpoint="GetImageSet", methods=["POST"]),
+        Rule(_RUNTIME + "listImageSetVersions", endpoint="ListImageSetVersions", methods=["POST"]),
+        Rule(_RUNTIME + "updateImageSetMetadata", endpoint="UpdateImageSetMetadata", methods=["POST"]),
+        Rule(_RUNTIME + "deleteImageSet", endpoint="DeleteImageSet", methods=["POST"]),
+        # The model names this label sourceImageSetId; one name for every image set label keeps dispatch simple.
+        Rule(_RUNTIME + "copyImageSet", endpoint="CopyImageSet", methods=["POST"]),
+        Rule("/datastore/<datastore_id>/searchImageSets", endpoint="SearchImageSets", methods=["POST"]),
         Rule("/startDICOMImportJob/datastore/<datastore_id>", endpoint="StartDICOMImportJob", methods=["POST"]),
         Rule(
             "/getDICOMImportJob/datastore/<datastore_id>/job/<job_id>",
@@ -167,6 +176,8 @@ class EmulatorApp:
             response = error_response(exc.status, exc.code, exc.message)
         except NotFoundError as exc:
             response = error_response(404, "ResourceNotFoundException", str(exc))
+        except ConflictError as exc:
+            response = error_response(409, "ConflictException", str(exc))
         except Exception:
             logger.exception("%s failed", operation)
             response = error_response(500, "InternalServerException", "emulator error")
@@ -190,6 +201,12 @@ class EmulatorApp:
             _validate_id(frame_id, "imageFrameId")
             data, content_type = self.emulator.frame(datastore_id, image_set_id, frame_id)
             return Response(data, status=200, content_type=content_type)
+        if operation in _IMAGE_SET_CHANGES:
+            try:
+                payload = self._image_set_change(operation, request, datastore_id, image_set_id)
+            except ValueError as exc:
+                raise ApiError(400, "ValidationException", str(exc)) from exc
+            return Response(json.dumps(payload), status=200, content_type="application/json")
         version = request.args.get("version")
         if version is not None and not VERSION_PATTERN.fullmatch(version):
             raise ApiError(400, "ValidationException", "version must match \\d+")
@@ -208,6 +225,17 @@ class EmulatorApp:
                 json.dumps(self._datastores(operation, request)), status=200, content_type="application/json"
             )
         _validate_id(datastore_id, "datastoreId")
+        if operation == "SearchImageSets":
+            try:
+                page = emulator.search_image_sets(
+                    datastore_id,
+                    parse_criteria(_json_body(request)),
+                    max_results=_int_arg(request, "maxResults"),
+                    next_token=request.args.get("nextToken"),
+                )
+            except ValueError as exc:
+                raise ApiError(400, "ValidationException", str(exc)) from exc
+            return Response(json.dumps(page), status=200, content_type="application/json")
         if operation == "GetDatastore":
             payload: dict[str, Any] = {
                 "datastoreProperties": emulator.datastore_properties(datastore_id, emulator.region)
@@ -230,6 +258,59 @@ class EmulatorApp:
         else:
             payload = self._start_job(request, datastore_id)
         return Response(json.dumps(payload), status=200, content_type="application/json")
+
+    def _image_set_change(
+        self, operation: str, request: Request, datastore_id: str, image_set_id: str
+    ) -> dict[str, Any]:
+        """``ListImageSetVersions``, ``UpdateImageSetMetadata``, ``CopyImageSet`` or ``DeleteImageSet``.
+
+        Raises
+        ------
+        ValueError
+            For a request the model does not allow (answered ValidationException).
+        """
+        emulator = self.emulator
+        if operation == "ListImageSetVersions":
+            return emulator.list_image_set_versions(
+                datastore_id,
+                image_set_id,
+                max_results=_int_arg(request, "maxResults"),
+                next_token=request.args.get("nextToken"),
+            )
+        if operation == "DeleteImageSet":
+            return emulator.delete_image_set(datastore_id, image_set_id)
+        body = _json_body(request)
+        if not isinstance(body, dict):
+            raise ValueError("the request body must be a JSON object")
+        if operation == "UpdateImageSetMetadata":
+            latest = request.args.get("latestVersion")
+            if latest is None or not VERSION_PATTERN.fullmatch(latest):
+                raise ValueError("latestVersion is required and must match \\d+")
+            return emulator.update_image_set_metadata(
+                datastore_id, image_set_id, latest, body, force=_bool_arg(request, "force")
+            )
+        source = body.get("sourceImageSet")
+        if not isinstance(source, dict) or not VERSION_PATTERN.fullmatch(str(source.get("latestVersionId", ""))):
+            raise ValueError("copyImageSetInformation.sourceImageSet.latestVersionId is required")
+        if "DICOMCopies" in source:
+            # Copying a subset of the instances (copiableAttributes) is not emulated: refuse it rather than
+            # copy everything and pretend.
+            raise ValueError("sourceImageSet.DICOMCopies is not supported by the emulator")
+        dest = body.get("destinationImageSet")
+        destination = None
+        if dest is not None:
+            if not isinstance(dest, dict) or not VERSION_PATTERN.fullmatch(str(dest.get("latestVersionId", ""))):
+                raise ValueError("destinationImageSet needs imageSetId and latestVersionId")
+            _validate_id(str(dest.get("imageSetId", "")), "destinationImageSet.imageSetId")
+            destination = (str(dest["imageSetId"]), str(dest["latestVersionId"]))
+        return emulator.copy_image_set(
+            datastore_id,
+            image_set_id,
+            str(source["latestVersionId"]),
+            destination=destination,
+            force=_bool_arg(request, "force"),
+            promote_to_primary=_bool_arg(request, "promoteToPrimary"),
+        )
 
     def _datastores(self, operation: str, request: Request) -> dict[str, Any]:
         emulator = self.emulator
@@ -393,6 +474,26 @@ def _damaged_metadata(kind: str, blob: bytes) -> bytes:
     else:
         doc.pop("Study", None)
     return gzip.compress(json.dumps(doc).encode(), mtime=0)
+
+
+_IMAGE_SET_CHANGES = frozenset({"ListImageSetVersions", "UpdateImageSetMetadata", "CopyImageSet", "DeleteImageSet"})
+
+
+def _int_arg(request: Request, name: str) -> int | None:
+    value = request.args.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ApiError(400, "ValidationException", f"{name} must be an integer") from exc
+
+
+def _bool_arg(request: Request, name: str) -> bool:
+    value = request.args.get(name)
+    if value not in (None, "true", "false"):
+        raise ApiError(400, "ValidationException", f"{name} must be true or false")
+    return value == "true"
 
 
 def _json_body(request: Request) -> Any:

@@ -20,10 +20,10 @@ from typing import Any
 from .dicom import DicomSource, read_dicom
 from .faults import Fault, FaultBook, FaultDecision, ImportFaults, LoggedRequest
 from .ids import check_id, new_id
-from .jobs import EventSink, ImportControlPlane
+from .jobs import ImportControlPlane
 from .lossy import LossyJpegDecoding
 from .metadata import prepare_instances, synthetic_study
-from .models import HealthImagingBackend
+from .models import EventSink, HealthImagingBackend
 from .persistence import load_state, save_state
 from .quotas import Quota, QuotaBook
 from .specs import ImageSetInfo, InstanceSpec, PatientSpec

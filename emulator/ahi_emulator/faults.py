@@ -34,6 +34,11 @@ Operation = Literal[
     "GetImageFrame",
     "GetImageSetMetadata",
     "GetImageSet",
+    "SearchImageSets",
+    "ListImageSetVersions",
+    "UpdateImageSetMetadata",
+    "CopyImageSet",
+    "DeleteImageSet",
     "StartDICOMImportJob",
     "GetDICOMImportJob",
     "ListDICOMImportJobs",
@@ -77,8 +82,8 @@ class Fault:
         removed, as a reader must then take it from the data store's lossless storage format); on other
         operations they fire (and are counted) but change nothing.
     operation
-        ``GetImageFrame``, ``GetImageSetMetadata``, ``GetImageSet``, ``StartDICOMImportJob``,
-        ``GetDICOMImportJob``, ``ListDICOMImportJobs`` or ``None`` for any.
+        One of :data:`OPERATIONS` (``GetImageFrame``, ``GetImageSetMetadata``, ``GetImageSet``,
+        ``SearchImageSets``, ``StartDICOMImportJob``, ...) or ``None`` for any.
     image_set_id, frame_id
         Restrict to one image set / frame; ``None`` matches any. A fault naming either never matches the
         import job operations.

@@ -60,7 +60,7 @@ from .faults import ImportFaults, InjectedFaults, StoredFrameRef
 from .ids import new_id
 from .lossy import LossyJpegDecoding
 from .metadata import PreparedInstance, prepare_import_instance
-from .models import JOB_STATUSES, TERMINAL, JobRecord, safe_message
+from .models import JOB_STATUSES, TERMINAL, EventSink, JobRecord, safe_message
 from .p10 import TRANSCODING_EXCEPTION, P10Error, P10Instance, read_p10
 from .specs import ImageSetInfo
 
@@ -76,8 +76,6 @@ ROLE_ARN_PATTERN = re.compile(r"arn:aws(-[^:]+)?:iam::[0-9]{12}:role/.+")
 CLIENT_TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
 JOB_NAME_PATTERN = re.compile(r"[A-Za-z0-9._/#-]+")
 ACCOUNT_PATTERN = re.compile(r"\d{12}")
-
-EventSink = Callable[[dict[str, Any]], None]
 
 #: What a failed S3 call raises (a service error, or no connection at all).
 S3_ERRORS = (ClientError, BotoCoreError)

@@ -13,15 +13,21 @@ that the imports run one way: the models import the builder, and the builder nev
 
 from __future__ import annotations
 
+import base64
+import binascii
+import bisect
 import copy
 import gzip
 import json
+import logging
+import os
 import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import imagecodecs
@@ -38,17 +44,29 @@ from .metadata import (
     image_set_info,
     iter_image_frames,
 )
+from .search import MAX_RESULTS, Candidate, Criteria, encode_cursor, matches, sort_key
+from .search import decode_cursor as _decode_cursor
+from .search import summary as _summary
 from .specs import ImageSetInfo
+
+EventSink = Callable[[dict[str, Any]], None]
+"""Receives each EventBridge-shaped event the emulator sends (import jobs and image sets)."""
 
 JobStatus = Literal["SUBMITTED", "IN_PROGRESS", "COMPLETED", "FAILED"]
 JOB_STATUSES: tuple[str, ...] = ("SUBMITTED", "IN_PROGRESS", "COMPLETED", "FAILED")
 TERMINAL: frozenset[str] = frozenset({"COMPLETED", "FAILED"})
+
+logger = logging.getLogger(__name__)
 
 _MESSAGE_DISALLOWED = re.compile(r"[^\w -:`]")
 
 
 class NotFoundError(LookupError):
     """A data store, image set, version, frame or import job does not exist (the API's ResourceNotFoundException)."""
+
+
+class ConflictError(Exception):
+    """A request names a version that is no longer the latest, or a state that forbids it (ConflictException)."""
 
 
 def safe_message(text: str) -> str:
@@ -60,6 +78,17 @@ def job_folder_uri(output_s3_uri: str, datastore_id: str, job_id: str) -> str:
     """Join the caller's output prefix and ``<datastoreId>-DicomImport-<jobId>/``, with or without a trailing ``/``."""
     base = output_s3_uri if output_s3_uri.endswith("/") else output_s3_uri + "/"
     return f"{base}{datastore_id}-DicomImport-{job_id}/"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """What ``ListImageSetVersions`` says of one version besides its document."""
+
+    created_at: float
+    updated_at: float
+    workflow_status: str = "CREATED"
+    message: str | None = None
+    forced: bool = False
 
 
 @dataclass
@@ -74,11 +103,28 @@ class ImageSetRecord:
     versions: dict[str, dict[str, Any]]
     frames: dict[str, StoredFrame]
     gzip_cache: dict[str, bytes] = field(default_factory=dict)
+    is_primary: bool = True
+    # Versions without an entry (made by new_version, or loaded from a state saved before entries existed)
+    # read as CREATED at the set's times.
+    version_info: dict[str, VersionInfo] = field(default_factory=dict)
 
     @property
     def latest_version(self) -> str:
         """The highest version ID."""
         return max(self.versions, key=int)
+
+    def info(self, version: str) -> VersionInfo:
+        """The version's :class:`VersionInfo` (a CREATED default for versions recorded without one)."""
+        found = self.version_info.get(version)
+        if found is not None:
+            return found
+        return VersionInfo(self.created_at, self.updated_at if version == self.latest_version else self.created_at)
+
+    def candidate(self) -> Candidate:
+        """What a search reads of this image set (its latest version)."""
+        return Candidate(
+            self.image_set_id, self.created_at, self.updated_at, self.is_primary, self.versions[self.latest_version]
+        )
 
 
 LOSSLESS_STORAGE_FORMATS = ("HTJ2K", "JPEG_2000_LOSSLESS")
@@ -181,6 +227,13 @@ class HealthImagingBackend:
         self._jobs: dict[str, JobRecord] = {}
         self._job_tokens: dict[tuple[str, str], str] = {}
         self._job_changed = threading.Condition(self._lock)
+        self.on_event: EventSink | None = None
+        """Receives the image set events (on the :class:`~ahi_emulator.Emulator`, the same attribute the import
+        control plane sends its job events to); ``None``: no events."""
+        # Bumped by every change to which image sets exist or to their times or documents, so that a cached
+        # search listing is used only while it is still true.
+        self._generation = 0
+        self._search_cache: dict[tuple[str, str], tuple[int, list[tuple[Any, str]]]] = {}
 
     # ----------------------------------------------------------------------------------------------- setup
 
@@ -293,6 +346,8 @@ class HealthImagingBackend:
             if image_set_id in store.image_sets:
                 raise ValueError(f"image set {image_set_id} already exists")
             store.image_sets[image_set_id] = ImageSetRecord(image_set_id, now, now, {"1": doc}, frames)
+            self._generation += 1
+        self._emit(datastore_id, [(image_set_id, "Image Set Created", "ACTIVE", "CREATED")])
         return image_set_info(datastore_id, image_set_id, "1", doc)
 
     def new_version(self, datastore_id: str, image_set_id: str) -> str:
@@ -308,7 +363,24 @@ class HealthImagingBackend:
             version = str(int(image_set.latest_version) + 1)
             image_set.versions[version] = copy.deepcopy(image_set.versions[image_set.latest_version])
             image_set.updated_at = time.time()
+            self._generation += 1
             return version
+
+    def set_image_set_times(
+        self, datastore_id: str, image_set_id: str, *, created_at: float | None = None, updated_at: float | None = None
+    ) -> None:
+        """Backdate an image set's ``createdAt``/``updatedAt`` (epoch seconds), e.g. to seed an old data store.
+
+        botocore sends search timestamps in whole seconds, so tests of the date filters need image sets
+        seconds apart; setting the times is how they get them without waiting.
+        """
+        with self._lock:
+            image_set = self._image_set(datastore_id, image_set_id)
+            if created_at is not None:
+                image_set.created_at = created_at
+            if updated_at is not None:
+                image_set.updated_at = updated_at
+            self._generation += 1
 
     # ---------------------------------------------------------------------------------------------- reads
 
@@ -344,20 +416,390 @@ class HealthImagingBackend:
     ) -> dict[str, Any]:
         """Return the ``GetImageSet`` response body."""
         image_set, _, version = self._document(datastore_id, image_set_id, version_id)
-        return {
+        with self._lock:
+            info = image_set.info(version)
+            latest = version == image_set.latest_version
+        props: dict[str, Any] = {
             "datastoreId": datastore_id,
             "imageSetId": image_set_id,
             "versionId": version,
             "imageSetState": "ACTIVE",
-            "imageSetWorkflowStatus": "CREATED",
+            "imageSetWorkflowStatus": info.workflow_status,
             "createdAt": image_set.created_at,
-            "updatedAt": image_set.updated_at,
+            "updatedAt": image_set.updated_at if latest else info.updated_at,
+            "imageSetArn": self._image_set_arn(datastore_id, image_set_id),
+            "isPrimary": image_set.is_primary,
+            "storageTier": "FREQUENT_ACCESS",
         }
+        if info.message is not None:
+            props["message"] = info.message
+        if info.forced:
+            props["overrides"] = {"forced": True}
+        return props
 
     def frame(self, datastore_id: str, image_set_id: str, frame_id: str) -> tuple[bytes, str]:
         """Return ``(stored bytes, content type)`` of a frame, as ``GetImageFrame`` serves it."""
         stored = self._frame(datastore_id, image_set_id, frame_id)
         return stored.data, stored.content_type
+
+    # ------------------------------------------------------------------------- image set operations
+
+    def search_image_sets(
+        self,
+        datastore_id: str,
+        criteria: Criteria,
+        *,
+        max_results: int | None = None,
+        next_token: str | None = None,
+    ) -> dict[str, Any]:
+        """Return a ``SearchImageSets`` page: ``{"imageSetsMetadataSummaries": [...], "sort"?, "nextToken"?}``.
+
+        Parameters
+        ----------
+        datastore_id
+            An existing data store.
+        criteria
+            From :func:`ahi_emulator.search.parse_criteria`.
+        max_results
+            1..50 (the model's bounds); 50 when ``None``.
+        next_token
+            The previous page's ``nextToken``.
+
+        Raises
+        ------
+        NotFoundError
+            Unknown data store.
+        ValueError
+            ``max_results`` out of bounds or a token this emulator did not issue.
+
+        Notes
+        -----
+        A token names the last image set of its page by its sort key, not by an offset, so a page after
+        image sets were added or deleted neither repeats nor skips the ones that stayed. The sorted listing
+        of each search is cached until the image sets change, so walking 100,000 image sets page by page
+        sorts them once, not once per page.
+        """
+        limit = MAX_RESULTS if max_results is None else max_results
+        if not 1 <= limit <= MAX_RESULTS:
+            raise ValueError(f"maxResults must be between 1 and {MAX_RESULTS}")
+        cursor = _decode_cursor(next_token) if next_token is not None else None
+        with self._lock:
+            store = self._datastore(datastore_id)
+            ordered = self._sorted_listing(store, criteria)
+            try:
+                if criteria.sort_order == "ASC":
+                    start = 0 if cursor is None else bisect.bisect_right(ordered, cursor)
+                    keys = ordered[start : start + limit]
+                    more = start + limit < len(ordered)
+                else:
+                    end = len(ordered) if cursor is None else bisect.bisect_left(ordered, cursor)
+                    keys = ordered[max(0, end - limit) : end][::-1]
+                    more = end - limit > 0
+            except TypeError as exc:  # a cursor of another sort field (a number against a date string)
+                raise ValueError("nextToken is invalid for this search") from exc
+            summaries = []
+            for _, image_set_id in keys:
+                record = store.image_sets[image_set_id]
+                summaries.append(_summary(record.candidate(), record.latest_version))
+        page: dict[str, Any] = {"imageSetsMetadataSummaries": summaries}
+        if criteria.sort_given:
+            page["sort"] = {"sortOrder": criteria.sort_order, "sortField": criteria.sort_field}
+        if more and keys:
+            page["nextToken"] = encode_cursor(keys[-1])
+        return page
+
+    def list_image_set_versions(
+        self,
+        datastore_id: str,
+        image_set_id: str,
+        *,
+        max_results: int | None = None,
+        next_token: str | None = None,
+    ) -> dict[str, Any]:
+        """Return a ``ListImageSetVersions`` page, oldest version first (the service's order is undocumented).
+
+        Raises
+        ------
+        NotFoundError
+            Unknown data store or image set.
+        ValueError
+            ``max_results`` outside 1..50 or a token this emulator did not issue.
+        """
+        limit = MAX_RESULTS if max_results is None else max_results
+        if not 1 <= limit <= MAX_RESULTS:
+            raise ValueError(f"maxResults must be between 1 and {MAX_RESULTS}")
+        start = _decode_offset(next_token) if next_token is not None else 0
+        image_set = self._image_set(datastore_id, image_set_id)
+        with self._lock:
+            versions = sorted(image_set.versions, key=int)
+            listed = []
+            for version in versions[start : start + limit]:
+                info = image_set.info(version)
+                item: dict[str, Any] = {
+                    "imageSetId": image_set_id,
+                    "versionId": version,
+                    "imageSetState": "ACTIVE",
+                    # The model spells this member with a capital I in ImageSetProperties (only there).
+                    "ImageSetWorkflowStatus": info.workflow_status,
+                    "createdAt": info.created_at,
+                    "updatedAt": info.updated_at,
+                    "isPrimary": image_set.is_primary,
+                }
+                if info.message is not None:
+                    item["message"] = info.message
+                if info.forced:
+                    item["overrides"] = {"forced": True}
+                listed.append(item)
+        page: dict[str, Any] = {"imageSetPropertiesList": listed}
+        if start + limit < len(versions):
+            page["nextToken"] = _encode_offset(start + limit)
+        return page
+
+    def update_image_set_metadata(
+        self,
+        datastore_id: str,
+        image_set_id: str,
+        latest_version_id: str,
+        updates: Mapping[str, Any],
+        *,
+        force: bool = False,
+    ) -> dict[str, Any]:
+        """Apply ``UpdateImageSetMetadata``: a new version with DICOM attributes changed, or a revert.
+
+        Parameters
+        ----------
+        datastore_id, image_set_id
+            The image set.
+        latest_version_id
+            Must be the latest version (optimistic concurrency, as the service checks it).
+        updates
+            The ``MetadataUpdates`` union: ``{"DICOMUpdates": {"updatableAttributes"?, "removableAttributes"?}}``
+            (each a base64 blob of a JSON document shaped like the metadata, ``{"Study": {"DICOM": {...}}}``)
+            or ``{"revertToVersionId": "N"}``.
+        force
+            Recorded as ``overrides.forced`` on the new version.
+
+        Returns
+        -------
+        dict
+            The response body. The service answers while the update runs (``LOCKED``/``UPDATING``); the
+            emulator updates synchronously but answers the same way, and ``GetImageSet`` then says
+            ``ACTIVE``/``UPDATED``.
+
+        Raises
+        ------
+        NotFoundError
+            Unknown data store, image set or revert version.
+        ConflictError
+            ``latest_version_id`` is not the latest version.
+        ValueError
+            A malformed update, or one that would add series or instances (they would have no frames) or
+            change ``ImageFrames`` (pixel data checksums are not DICOM attributes).
+        """
+        image_set = self._image_set(datastore_id, image_set_id)
+        if not isinstance(updates, Mapping) or len(updates) != 1:
+            raise ValueError("updateImageSetMetadataUpdates must set exactly one of DICOMUpdates, revertToVersionId")
+        with self._lock:
+            latest = image_set.latest_version
+            if latest_version_id != latest:
+                raise ConflictError(f"latestVersionId {latest_version_id} is not the latest version ({latest})")
+            if "revertToVersionId" in updates:
+                target = str(updates["revertToVersionId"])
+                if target not in image_set.versions:
+                    raise NotFoundError(f"version {target} of image set {image_set_id} not found")
+                doc = copy.deepcopy(image_set.versions[target])
+            elif "DICOMUpdates" in updates and isinstance(updates["DICOMUpdates"], Mapping):
+                doc = copy.deepcopy(image_set.versions[latest])
+                dicom_updates = updates["DICOMUpdates"]
+                unknown = set(dicom_updates) - {"updatableAttributes", "removableAttributes"}
+                if unknown or not dicom_updates:
+                    raise ValueError("DICOMUpdates takes updatableAttributes and/or removableAttributes")
+                if "removableAttributes" in dicom_updates:
+                    _remove_attributes(doc, _attribute_blob(dicom_updates["removableAttributes"]))
+                if "updatableAttributes" in dicom_updates:
+                    _update_attributes(doc, _attribute_blob(dicom_updates["updatableAttributes"]), ())
+            else:
+                raise ValueError("updateImageSetMetadataUpdates must set DICOMUpdates or revertToVersionId")
+            now = time.time()
+            version = str(int(latest) + 1)
+            image_set.versions[version] = doc
+            image_set.version_info[version] = VersionInfo(now, now, "UPDATED", forced=force)
+            image_set.updated_at = now
+            self._generation += 1
+            created = image_set.created_at
+        self._emit(
+            datastore_id,
+            [
+                (image_set_id, "Image Set Updating", "LOCKED", "UPDATING"),
+                (image_set_id, "Image Set Updated", "ACTIVE", "UPDATED"),
+            ],
+        )
+        return {
+            "datastoreId": datastore_id,
+            "imageSetId": image_set_id,
+            "latestVersionId": version,
+            "imageSetState": "LOCKED",
+            "imageSetWorkflowStatus": "UPDATING",
+            "createdAt": created,
+            "updatedAt": now,
+        }
+
+    def copy_image_set(
+        self,
+        datastore_id: str,
+        source_image_set_id: str,
+        source_latest_version_id: str,
+        *,
+        destination: tuple[str, str] | None = None,
+        force: bool = False,
+        promote_to_primary: bool = False,
+    ) -> dict[str, Any]:
+        """Apply ``CopyImageSet``: the source's latest version into a new image set, or into a new version of
+        an existing one.
+
+        Parameters
+        ----------
+        datastore_id
+            The data store of both image sets.
+        source_image_set_id, source_latest_version_id
+            The source and its latest version (a stale version is a conflict).
+        destination
+            ``(imageSetId, latestVersionId)`` of an existing image set to copy into; ``None``: a new image set.
+        force
+            Copy into a destination of another study (the service refuses that without ``force``).
+        promote_to_primary
+            Make the destination primary (a new image set is primary anyway here).
+
+        Returns
+        -------
+        dict
+            The response body (both sides ``LOCKED``/``COPYING``, as the service answers while it copies; the
+            emulator has finished when it answers).
+
+        Raises
+        ------
+        NotFoundError
+            Unknown data store, source or destination.
+        ConflictError
+            A stale version, or a destination of another study without ``force``.
+
+        Notes
+        -----
+        Copied frames keep their image frame IDs (frame IDs are per image set in the API, and whether the
+        service mints new ones is not documented); each image set holds its own copy of the bytes, so
+        damaging a frame of the copy leaves the source intact.
+        """
+        source = self._image_set(datastore_id, source_image_set_id)
+        target = self._image_set(datastore_id, destination[0]) if destination is not None else None
+        with self._lock:
+            if source_latest_version_id != source.latest_version:
+                raise ConflictError(
+                    f"sourceImageSet.latestVersionId {source_latest_version_id} is not the latest version"
+                    f" ({source.latest_version})"
+                )
+            source_doc = source.versions[source.latest_version]
+            frames = {frame_id: replace(stored) for frame_id, stored in source.frames.items()}
+            now = time.time()
+            if target is None or destination is None:
+                image_set_id = uuid.uuid4().hex
+                doc = copy.deepcopy(source_doc)
+                doc["ImageSetID"] = image_set_id
+                record = ImageSetRecord(image_set_id, now, now, {"1": doc}, frames)
+                record.version_info["1"] = VersionInfo(now, now, "COPIED", forced=force)
+                self._datastore(datastore_id).image_sets[image_set_id] = record
+                version = "1"
+                target = record
+            else:
+                image_set_id, latest = destination
+                if latest != target.latest_version:
+                    raise ConflictError(
+                        f"destinationImageSet.latestVersionId {latest} is not the latest version"
+                        f" ({target.latest_version})"
+                    )
+                doc = copy.deepcopy(target.versions[target.latest_version])
+                same_study = _dicom_of(doc, "Study").get("StudyInstanceUID") == _dicom_of(source_doc, "Study").get(
+                    "StudyInstanceUID"
+                )
+                if not same_study and not force:
+                    raise ConflictError("the destination image set is of another study; copy with force=true")
+                series = doc.setdefault("Study", {}).setdefault("Series", {})
+                for uid, source_series in copy.deepcopy(source_doc.get("Study", {}).get("Series", {})).items():
+                    if uid in series:
+                        series[uid].setdefault("Instances", {}).update(source_series.get("Instances", {}))
+                    else:
+                        series[uid] = source_series
+                version = str(int(target.latest_version) + 1)
+                target.versions[version] = doc
+                target.version_info[version] = VersionInfo(now, now, "COPIED", forced=force)
+                target.frames.update(frames)
+                target.updated_at = now
+            if promote_to_primary:
+                target.is_primary = True
+            source.version_info[source.latest_version] = replace(
+                source.info(source.latest_version), workflow_status="COPIED"
+            )
+            self._generation += 1
+            source_version = source.latest_version
+        # The service's event for the source while it is read from is not documented; the destination's
+        # are the two the EventBridge reference lists for a copy.
+        self._emit(
+            datastore_id,
+            [
+                (image_set_id, "Image Set Copying", "LOCKED", "COPYING"),
+                (image_set_id, "Image Set Copied", "ACTIVE", "COPIED"),
+            ],
+        )
+
+        def side(iset_id: str, version_id: str, record: ImageSetRecord) -> dict[str, Any]:
+            return {
+                "imageSetId": iset_id,
+                "latestVersionId": version_id,
+                "imageSetState": "LOCKED",
+                "imageSetWorkflowStatus": "COPYING",
+                "createdAt": record.created_at,
+                "updatedAt": record.updated_at,
+                "imageSetArn": self._image_set_arn(datastore_id, iset_id),
+            }
+
+        return {
+            "datastoreId": datastore_id,
+            "sourceImageSetProperties": side(source_image_set_id, source_version, source),
+            "destinationImageSetProperties": side(image_set_id, version, target),
+        }
+
+    def delete_image_set(self, datastore_id: str, image_set_id: str) -> dict[str, Any]:
+        """Apply ``DeleteImageSet``: the image set, every version and its frames are gone at once.
+
+        Returns
+        -------
+        dict
+            The response body (``LOCKED``/``DELETING``, as the service answers); afterwards every operation on
+            the image set answers ResourceNotFoundException.
+
+        Raises
+        ------
+        NotFoundError
+            Unknown data store or image set.
+        """
+        self._image_set(datastore_id, image_set_id)
+        with self._lock:
+            store = self._datastore(datastore_id)
+            if store.image_sets.pop(image_set_id, None) is None:
+                raise NotFoundError(f"image set {image_set_id} not found in data store {datastore_id}")
+            self._generation += 1
+        self._emit(
+            datastore_id,
+            [
+                (image_set_id, "Image Set Deleting", "LOCKED", "DELETING"),
+                (image_set_id, "Image Set Deleted", "DELETED", "DELETED"),
+            ],
+        )
+        return {
+            "datastoreId": datastore_id,
+            "imageSetId": image_set_id,
+            "imageSetState": "LOCKED",
+            "imageSetWorkflowStatus": "DELETING",
+        }
 
     # ------------------------------------------------------------------------------ stored-data faults
 
@@ -589,7 +1031,11 @@ class HealthImagingBackend:
                     ds,
                     image_sets={
                         iset.image_set_id: replace(
-                            iset, versions=dict(iset.versions), frames=dict(iset.frames), gzip_cache={}
+                            iset,
+                            versions=dict(iset.versions),
+                            frames=dict(iset.frames),
+                            gzip_cache={},
+                            version_info=dict(iset.version_info),
                         )
                         for iset in ds.image_sets.values()
                     },
@@ -609,6 +1055,40 @@ class HealthImagingBackend:
                 self._job_tokens[(job.datastore_id, job.client_token)] = job.job_id
 
     # ---------------------------------------------------------------------------------------- internals
+
+    def _region(self) -> str:
+        # The control plane's region when this is an Emulator; the environment's otherwise.
+        region = getattr(self, "region", None)
+        return region if isinstance(region, str) else default_region()
+
+    def _image_set_arn(self, datastore_id: str, image_set_id: str) -> str:
+        return f"arn:aws:medical-imaging:{self._region()}:{ACCOUNT_ID}:datastore/{datastore_id}/imageset/{image_set_id}"
+
+    def _emit(self, datastore_id: str, events: Sequence[tuple[str, str, str, str]]) -> None:
+        """Send ``(image set, detail-type, state, workflow status)`` events to :attr:`on_event`, outside the lock."""
+        sink = self.on_event
+        if sink is None:
+            return
+        for image_set_id, detail_type, state, workflow in events:
+            event = image_set_event(self._region(), datastore_id, image_set_id, detail_type, state, workflow)
+            try:
+                sink(event)
+            except Exception:
+                logger.exception("image set %s: the event sink failed", image_set_id)
+
+    def _sorted_listing(self, store: DatastoreRecord, criteria: Criteria) -> list[tuple[Any, str]]:
+        """The search's matching image sets as sorted ``(sort key, ID)`` tuples (cached; call under the lock)."""
+        key = (store.datastore_id, criteria.cache_key())
+        cached = self._search_cache.get(key)
+        if cached is not None and cached[0] == self._generation:
+            return cached[1]
+        listing = sorted(
+            sort_key(criteria, c) for c in (r.candidate() for r in store.image_sets.values()) if matches(criteria, c)
+        )
+        if len(self._search_cache) >= 8:  # a handful of concurrent searches; older ones are rebuilt if asked for
+            self._search_cache.pop(next(iter(self._search_cache)))
+        self._search_cache[key] = (self._generation, listing)
+        return listing
 
     def _datastore(self, datastore_id: str) -> DatastoreRecord:
         with self._lock:
@@ -643,3 +1123,113 @@ class HealthImagingBackend:
         if stored is None:
             raise NotFoundError(f"image frame {frame_id} not found in image set {image_set_id}")
         return stored
+
+
+def default_region() -> str:
+    """``AWS_REGION``, ``AWS_DEFAULT_REGION`` or ``us-east-1``."""
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
+def image_set_event(
+    region: str, datastore_id: str, image_set_id: str, detail_type: str, state: str, workflow_status: str
+) -> dict[str, Any]:
+    """An ``aws.medical-imaging`` image set event, as EventBridge delivers it to a rule's target.
+
+    The detail-types are the HealthImaging guide's ("Using Amazon EventBridge with HealthImaging": Image Set
+    Created, Copying, Copying With Read Only Access, Copied, Copy Failed, Updating, Updated, Update Failed,
+    Deleting, Deleted). The detail fields (``imagingVersion``, ``datastoreId``, ``imageSetId``,
+    ``imageSetState``, ``imageSetWorkflowStatus``) are those of the published event patterns (AWS CDK's
+    ``aws_healthimaging.events``); their values in each event are not documented: the state is the one the
+    API reports at that step. ``resources`` naming the image set ARN is a choice too.
+    """
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": detail_type,
+        "source": "aws.medical-imaging",
+        "account": ACCOUNT_ID,
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region,
+        "resources": [
+            f"arn:aws:medical-imaging:{region}:{ACCOUNT_ID}:datastore/{datastore_id}/imageset/{image_set_id}"
+        ],
+        "detail": {
+            "imagingVersion": "1.0",
+            "datastoreId": datastore_id,
+            "imageSetId": image_set_id,
+            "imageSetState": state,
+            "imageSetWorkflowStatus": workflow_status,
+        },
+    }
+
+
+def _encode_offset(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
+
+
+def _decode_offset(token: str) -> int:
+    try:
+        offset = json.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise ValueError("nextToken is invalid") from exc
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise ValueError("nextToken is invalid")
+    return offset
+
+
+def _dicom_of(doc: Mapping[str, Any], level: str) -> Mapping[str, Any]:
+    section = doc.get(level)
+    dicom = section.get("DICOM") if isinstance(section, Mapping) else None
+    return dicom if isinstance(dicom, Mapping) else {}
+
+
+def _attribute_blob(raw: Any) -> dict[str, Any]:
+    """Decode a ``DICOMAttribute`` blob (base64 in the rest-json body) into its JSON document."""
+    data = raw
+    if isinstance(raw, str):
+        try:
+            data = base64.b64decode(raw, validate=True)
+        except (ValueError, binascii.Error) as exc:
+            raise ValueError("DICOM attributes must be base64") from exc
+    if not isinstance(data, bytes | bytearray) or not 1 <= len(data) <= 30000:
+        raise ValueError("DICOM attributes must be 1 to 30000 bytes")
+    try:
+        doc = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError("DICOM attributes must be a JSON document") from exc
+    if not isinstance(doc, dict):
+        raise ValueError("DICOM attributes must be a JSON object")
+    return doc
+
+
+_CONTAINERS = ("Series", "Instances")
+
+
+def _update_attributes(target: dict[str, Any], patch: Mapping[str, Any], path: tuple[str, ...]) -> None:
+    """Merge ``patch`` into ``target``; new series or instances and ``ImageFrames`` are refused."""
+    for key, value in patch.items():
+        if key == "SchemaVersion" and not path:
+            continue
+        if key == "ImageFrames":
+            raise ValueError("ImageFrames cannot be updated")
+        if path and path[-1] in _CONTAINERS and key not in target:
+            raise ValueError(f"{path[-1]} {key} is not in the image set")
+        current = target.get(key)
+        if isinstance(value, Mapping) and isinstance(current, dict):
+            _update_attributes(current, value, (*path, key))
+        else:
+            target[key] = copy.deepcopy(value)
+
+
+def _remove_attributes(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    """Remove what ``patch`` names: a key with a non-empty object descends, any other value removes the key."""
+    for key, value in patch.items():
+        if key == "SchemaVersion":
+            continue
+        if key == "ImageFrames":
+            raise ValueError("ImageFrames cannot be removed")
+        current = target.get(key)
+        if isinstance(value, Mapping) and value and isinstance(current, dict):
+            _remove_attributes(current, value)
+        else:
+            target.pop(key, None)

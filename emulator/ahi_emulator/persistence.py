@@ -17,7 +17,7 @@ from typing import Any
 
 from .ids import JOB_ID_PATTERN, VERSION_PATTERN, check_id
 from .metadata import StoredFrame
-from .models import TERMINAL, DatastoreRecord, HealthImagingBackend, ImageSetRecord, JobRecord
+from .models import TERMINAL, DatastoreRecord, HealthImagingBackend, ImageSetRecord, JobRecord, VersionInfo
 
 _INDEX_FILE = "index.json"
 _INDEX_FORMAT = "ahi-emulator"
@@ -71,6 +71,18 @@ def save_state(backend: HealthImagingBackend, directory: str | os.PathLike[str])
                     "updatedAt": iset.updated_at,
                     "versions": sorted(iset.versions, key=int),
                     "frames": frame_index,
+                    "isPrimary": iset.is_primary,
+                    # Optional on load: states saved before versions had them read as CREATED.
+                    "versionInfo": {
+                        version: {
+                            "createdAt": info.created_at,
+                            "updatedAt": info.updated_at,
+                            "workflowStatus": info.workflow_status,
+                            "message": info.message,
+                            "forced": info.forced,
+                        }
+                        for version, info in iset.version_info.items()
+                    },
                 }
             )
         index_stores.append(
@@ -149,6 +161,18 @@ def load_state(backend: HealthImagingBackend, directory: str | os.PathLike[str])
                 float(is_entry.get("updatedAt", time.time())),
                 versions,
                 frames,
+                is_primary=bool(is_entry.get("isPrimary", True)),
+                version_info={
+                    str(version): VersionInfo(
+                        float(info["createdAt"]),
+                        float(info["updatedAt"]),
+                        str(info.get("workflowStatus", "CREATED")),
+                        info.get("message"),
+                        bool(info.get("forced", False)),
+                    )
+                    for version, info in is_entry.get("versionInfo", {}).items()
+                    if str(version) in versions
+                },
             )
         stores[datastore_id] = store
     jobs = []

@@ -109,6 +109,13 @@ DEFAULT_QUOTAS: Mapping[str, Quota | None] = MappingProxyType(
         "GetImageFrame": Quota(1000, 2000),
         "GetImageSetMetadata": Quota(50, 100),
         "GetImageSet": Quota(25, 50),
+        "SearchImageSets": Quota(25, 50),
+        "ListImageSetVersions": Quota(25, 50),
+        # The guide's throttling table (HTML) gives these three 0.25 requests/s with a burst of 1; a newer
+        # markdown copy of it gives UpdateImageSetMetadata 10/40. The emulator follows the HTML table.
+        "UpdateImageSetMetadata": Quota(0.25, 1),
+        "CopyImageSet": Quota(0.25, 1),
+        "DeleteImageSet": Quota(0.25, 1),
         "StartDICOMImportJob": Quota(1, 2),
         "GetDICOMImportJob": Quota(25, 50),
         "ListDICOMImportJobs": Quota(10, 20),

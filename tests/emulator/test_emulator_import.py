@@ -533,8 +533,12 @@ def test_metadata_keeps_dicom_attributes_by_level(mixed: MixedImport) -> None:
 
 def test_completed_event_has_the_eventbridge_shape(mixed: MixedImport) -> None:
     """GIVEN an event sink WHEN the job completes THEN it receives one 'Import Job Completed' event in the
-    documented shape, with the caller's bare output prefix."""
-    (event,) = mixed.events
+    documented shape, with the caller's bare output prefix (the job's image sets send their own 'Image Set
+    Created' events, one per image set)."""
+    (event,) = [e for e in mixed.events if e["detail-type"].startswith("Import Job")]
+    created = [e["detail"]["imageSetId"] for e in mixed.events if e["detail-type"] == "Image Set Created"]
+    manifest = json.loads(mixed.outputs["job-output-manifest.json"])
+    assert sorted(created) == sorted({i["imageSetId"] for i in manifest["jobSummary"]["imageSetsSummary"]})
 
     assert set(event) == {"version", "id", "detail-type", "source", "account", "time", "region", "resources", "detail"}
     assert event["version"] == "0"
@@ -916,7 +920,9 @@ def test_manifest_delay_completes_before_the_manifest_exists(aws: Aws) -> None:
     prefix = job_prefix(datastore_id, job_id, "out/")
 
     assert emulator.wait_for_job(datastore_id, job_id)["jobStatus"] == "COMPLETED"
-    assert [event["detail-type"] for event in events] == ["Import Job Completed"]
+    assert [event["detail-type"] for event in events if event["detail-type"] != "Image Set Created"] == [
+        "Import Job Completed"
+    ]
     assert set(outputs(aws.s3, prefix)) == {"SUCCESS/success.ndjson"}
 
     emulator.wait_for_job(datastore_id, job_id, wait_for_outputs=True)

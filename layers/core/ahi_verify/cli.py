@@ -16,6 +16,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import boto3
@@ -32,17 +33,35 @@ from botocore.exceptions import (
 from tqdm import tqdm
 
 from . import __version__
+from .audit import AuditRun, audit_datastore, audit_header, audit_notes, audit_run_id
 from .budget import DEFAULT_BUDGET, MAX_FETCH_THREADS, Rates, sole_budget
 from .evidence import EvidenceChain, EvidenceError, Validation
-from .healthimaging import DEFAULT_MAX_ATTEMPTS, HealthImagingJobs, HealthImagingSource, make_client
+from .healthimaging import (
+    DEFAULT_MAX_ATTEMPTS,
+    HealthImagingJobs,
+    HealthImagingListing,
+    HealthImagingSource,
+    make_client,
+)
 from .ids import is_job_id, is_service_id
 from .image_set import VerifyOptions, prefer_io_threads, verify_image_set
 from .job import verify_job
 from .job_output import ManifestError
 from .locations import LocationError, S3Location, job_folder
 from .outcomes import Status
-from .ports import ImageSetError, ImportJobError, JobOutputError
-from .report import FrameCounts, FrameResult, JobReport, Verdict, iso_time, unverified_causes
+from .ports import ImageSetError, ImageSetListError, ImportJobError, JobOutputError
+from .report import (
+    FrameCounts,
+    FrameResult,
+    ImageSetReport,
+    ImportFindings,
+    JobOutcome,
+    JobReport,
+    ReportDocumentWriter,
+    Verdict,
+    iso_time,
+    unverified_causes,
+)
 from .s3_evidence import S3EvidenceStore
 from .s3_output import JobOutputReader
 
@@ -69,6 +88,7 @@ examples:
   ahi-verify image-set 12345678901234567890123456789012 abcdefabcdefabcdefabcdefabcdefab
   ahi-verify job s3://bucket/out/<datastoreId>-DicomImport-<jobId>/ --source --output json
   ahi-verify job --datastore-id <datastoreId> --job-id <jobId> --region eu-west-1 --profile audit
+  ahi-verify datastore <datastoreId> --updated-after 2024-06-01T00:00:00Z --output json
 
 environment (the ordinary AWS configuration; the options above win over it):
   AWS_PROFILE, AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN
@@ -113,6 +133,17 @@ def _positive(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer")
     return int(value)
+
+
+def _instant(value: str) -> float:
+    """An ISO 8601 time (``2024-06-01``, ``2024-06-01T12:00:00Z``; UTC when it names no offset), as epoch seconds."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO 8601 time (e.g. 2024-06-01T00:00:00Z)") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
 
 
 def _job_location(value: str) -> str:
@@ -162,6 +193,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--manifest-wait", type=float, default=10.0, metavar="SECONDS", help="how long to wait for a late manifest"
     )
     _add_common(job)
+    datastore = commands.add_parser(
+        "datastore",
+        help="verify the current version of every image set of a data store (SearchImageSets)",
+        parents=[_global_options(suppress=True)],
+    )
+    datastore.add_argument("datastore_id", type=_service_id, metavar="DATASTORE_ID")
+    datastore.add_argument(
+        "--created-after", type=_instant, metavar="T", help="only image sets created at or after T (ISO 8601)"
+    )
+    datastore.add_argument(
+        "--updated-after", type=_instant, metavar="T", help="only image sets updated at or after T (ISO 8601)"
+    )
+    _add_common(datastore)
     _add_evidence(commands)
     return parser
 
@@ -317,6 +361,8 @@ def _run(args: argparse.Namespace) -> int:
     with _Progress(sys.stderr) as progress, budget.running():
         if args.command == "job":
             return _run_job(args, session, client, progress)
+        if args.command == "datastore":
+            return _run_datastore(args, client, progress, started)
         return _run_image_set(args, client, progress, started)
 
 
@@ -408,6 +454,91 @@ def _run_job(args: argparse.Namespace, session: Any, client: object, progress: _
     progress.close()
     _emit(args, report.to_json(), lambda: print_job_table(report, sys.stdout))
     return job_exit_code(report.verdict)
+
+
+class _LazyReport:
+    """The audit's ``--output json`` document, streamed to stdout as image sets are verified, opened only when
+    the first one is (so that a listing that fails at once leaves stdout for the error document)."""
+
+    def __init__(self, args: argparse.Namespace, started: float, run_id: str) -> None:
+        self._args = args
+        self._run_id = run_id
+        self._writer: ReportDocumentWriter | None = None
+        self._started = started
+
+    def _open(self) -> ReportDocumentWriter:
+        if self._writer is None:
+            args = self._args
+            header = audit_header(args.datastore_id, self._run_id)
+            notes = audit_notes(args.datastore_id, args.created_after, args.updated_after)
+            self._writer = ReportDocumentWriter(sys.stdout.write, header, ImportFindings(), notes, ())
+        return self._writer
+
+    def add(self, report: ImageSetReport) -> None:
+        if self._args.output == "json":
+            self._open().add(report)
+
+    def finish(self, outcome: JobOutcome) -> None:
+        if self._args.output == "json":
+            self._open().finish(outcome)
+            sys.stdout.write("\n")
+
+
+def _run_datastore(args: argparse.Namespace, client: object, progress: _Progress, started: float) -> int:
+    run_id = audit_run_id(started)
+    document = _LazyReport(args, started, run_id)
+    try:
+        outcome, run = audit_datastore(
+            HealthImagingListing(client),
+            HealthImagingSource(client),
+            args.datastore_id,
+            run_id=run_id,
+            started=started,
+            created_after=args.created_after,
+            updated_after=args.updated_after,
+            options=args.options,
+            on_result=progress.update,
+            on_image_set=progress.next_listed,
+            on_report=document.add,
+        )
+    except ImageSetListError as exc:
+        progress.close()
+        if (cannot := _cannot_run(exc)) is not None:
+            raise cannot from exc
+        return _unverifiable("data store", exc, {"error": str(exc), "toolVersion": __version__}, args)
+    progress.close()
+    document.finish(outcome)
+    if args.output != "json":
+        print_audit_table(outcome, run, sys.stdout)
+    return job_exit_code(outcome.verdict)
+
+
+def print_audit_table(outcome: JobOutcome, run: AuditRun, out: TextIO) -> None:
+    """Human-readable audit: image sets that could not be verified, problem frames, counts, the verdict."""
+    job = outcome.job
+    print(f"Data store audit {job.job_id} (data store {job.datastore_id})", file=out)
+    for image_set_id, error in run.errors:
+        print(f"ERROR     image set {image_set_id}: {error}", file=out)
+    problems = outcome.totals.problems
+    if problems:
+        print(f"{'status':<9} {'frame id':<32} {'#':>4} {'expected':>10} {'actual':>10}  reason / image set", file=out)
+        for image_set_id, frame in problems:
+            print(f"{_row(frame)}  (image set {image_set_id})", file=out)
+    if outcome.totals.problem_count > len(problems):
+        print(
+            f"... and {outcome.totals.problem_count - len(problems)} more problem frames (see --output json)", file=out
+        )
+    for note in outcome.notes:
+        print(f"NOTE      {note}", file=out)
+    for discrepancy in outcome.discrepancies:
+        print(f"DISAGREES {discrepancy}", file=out)
+    counts = outcome.summary.frames
+    print(
+        f"{outcome.summary.image_sets} image sets, {counts.total} frames: {counts.match} match, "
+        f"{counts.mismatch} mismatch, {counts.error} error",
+        file=out,
+    )
+    print(f"Verdict: {outcome.verdict.value}: {outcome_verdict_reason(outcome, audit=True)}", file=out)
 
 
 def _reachable(jobs: HealthImagingJobs, folder: S3Location) -> None:
@@ -542,17 +673,22 @@ def job_exit_code(verdict: Verdict) -> int:
 
 def job_verdict_reason(report: JobReport) -> str:
     """The job's verdict in words: what decided it (:func:`ahi_verify.report.unverified_causes`)."""
-    outcome = report.outcome()
+    return outcome_verdict_reason(report.outcome())
+
+
+def outcome_verdict_reason(outcome: JobOutcome, *, audit: bool = False) -> str:
+    """The verdict of a job (or, with ``audit``, of a data store audit run) in words, from its outcome."""
     counts = outcome.summary.frames
     verdict = outcome.verdict
     if verdict is Verdict.MISMATCH:
         return f"{_frames(counts.mismatch)} {_differ(counts.mismatch)} from the published or the source checksum"
     if verdict is Verdict.IMPORT_FAILED:
-        message = f" ({report.job.message})" if report.job.message else ""
+        message = f" ({outcome.job.message})" if outcome.job.message else ""
         return f"the import job failed{message}"
     if verdict is Verdict.UNVERIFIED:
         return "; ".join(unverified_causes(outcome))
-    return f"all {_frames(counts.total)} of {outcome.summary.image_sets} image sets match, and every file imported"
+    matched = f"all {_frames(counts.total)} of {outcome.summary.image_sets} image sets match"
+    return matched if audit else f"{matched}, and every file imported"
 
 
 def print_job_table(report: JobReport, out: TextIO) -> None:
@@ -616,6 +752,11 @@ class _Progress:
         """Image set ``index`` (from 1) of ``count`` begins."""
         self._counted_total = False
         self._bar.set_description(f"image set {index}/{count}", refresh=False)
+
+    def next_listed(self, index: int) -> None:
+        """Image set ``index`` (from 1) of a listing begins (how many there are is not known in advance)."""
+        self._counted_total = False
+        self._bar.set_description(f"image set {index}", refresh=False)
 
     def update(self, result: FrameResult, total: int) -> None:
         """One frame of an image set of ``total`` frames has its result."""

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -22,7 +24,16 @@ from botocore.exceptions import BotoCoreError, ClientError, IncompleteReadError,
 
 from .budget import OPERATIONS, RequestBudget, throttle_retry_delay
 from .outcomes import Reason
-from .ports import DatastoreError, FetchedFrame, FrameFetchError, ImageSetError, ImportJob, ImportJobError
+from .ports import (
+    DatastoreError,
+    FetchedFrame,
+    FrameFetchError,
+    ImageSetError,
+    ImageSetListError,
+    ImportJob,
+    ImportJobError,
+    ListedImageSet,
+)
 
 #: Attempts per request, the first included. botocore's default (3) gives up on a frame after two 429s;
 #: ten rides out several consecutive throttles with exponential back-off (capped at 20 s per retry).
@@ -252,3 +263,89 @@ class HealthImagingJobs:
                     yield str(summary["jobId"])
         except (ClientError, BotoCoreError) as exc:
             raise ImportJobError(f"ListDICOMImportJobs for data store {datastore_id} failed: {exc}") from exc
+
+
+#: SearchImageSets' largest page (the model's ``maxResults`` maximum): the fewest requests for a walk.
+SEARCH_PAGE_SIZE = 50
+#: How far past the walk's start a "created/updated after" range reaches: SearchImageSets' BETWEEN needs an
+#: upper bound, and image sets created or updated while the walk runs are in it as long as the walk lasts.
+_RANGE_REACH_S = 7 * 24 * 3600.0
+
+
+class HealthImagingListing:
+    """SearchImageSets (paginated) and GetImageSet with a ``medical-imaging`` client (``ports.ImageSetListing``).
+
+    The walk is sorted by ``createdAt`` ascending: creation times never change, so an image set updated while
+    the walk runs keeps its place (sorted by ``updatedAt``, the service's default, it would move to the end
+    and could be listed twice or not at all), and one created during the walk comes last.
+
+    Only the image set ID, version and ``isPrimary`` of each summary are kept; its ``DICOMTags`` (patient
+    data) are dropped as soon as the page is read and never logged.
+    """
+
+    def __init__(self, client: Any, clock: Any = time.time) -> None:
+        self._client = client
+        self._clock = clock
+
+    def image_sets(
+        self, datastore_id: str, *, created_after: float | None = None, updated_after: float | None = None
+    ) -> Iterator[ListedImageSet]:
+        """Every image set of the data store, one page of at most 50 in memory at a time.
+
+        Raises
+        ------
+        ImageSetListError
+            A page cannot be read (after the client's retries); ``not_found`` for an unknown data store.
+        """
+        until = datetime.fromtimestamp(self._clock() + _RANGE_REACH_S, UTC)
+        filters = [
+            {
+                "values": [{name: datetime.fromtimestamp(after, UTC)}, {name: until}],
+                "operator": "BETWEEN",
+            }
+            for name, after in (("createdAt", created_after), ("updatedAt", updated_after))
+            if after is not None
+        ]
+        criteria: dict[str, Any] = {"sort": {"sortField": "createdAt", "sortOrder": "ASC"}}
+        if filters:
+            criteria["filters"] = filters
+        pages = self._client.get_paginator("search_image_sets").paginate(
+            datastoreId=datastore_id,
+            searchCriteria=criteria,
+            PaginationConfig={"PageSize": SEARCH_PAGE_SIZE},
+        )
+        try:
+            for page in pages:
+                for summary in page.get("imageSetsMetadataSummaries", []):
+                    version = summary.get("version")
+                    primary = summary.get("isPrimary")
+                    yield ListedImageSet(
+                        image_set_id=str(summary["imageSetId"]),
+                        version=version if isinstance(version, int) and not isinstance(version, bool) else None,
+                        is_primary=primary if isinstance(primary, bool) else None,
+                    )
+        except ClientError as exc:
+            not_found = exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException"
+            message = f"SearchImageSets for data store {datastore_id} failed: {_describe(exc)}"
+            raise ImageSetListError(message, not_found=not_found) from exc
+        except BotoCoreError as exc:
+            raise ImageSetListError(f"SearchImageSets for data store {datastore_id} failed: {exc}") from exc
+
+    def exists(self, datastore_id: str, image_set_id: str) -> bool:
+        """Whether GetImageSet still finds the image set (False: ResourceNotFoundException or state DELETED).
+
+        Raises
+        ------
+        ImageSetListError
+            Any other failure.
+        """
+        try:
+            state = self._client.get_image_set(datastoreId=datastore_id, imageSetId=image_set_id).get("imageSetState")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                return False
+            raise ImageSetListError(f"GetImageSet for image set {image_set_id} failed: {_describe(exc)}") from exc
+        except BotoCoreError as exc:
+            raise ImageSetListError(f"GetImageSet for image set {image_set_id} failed: {exc}") from exc
+        # The service may still describe a deleted image set for a while, in state DELETED.
+        return bool(state != "DELETED")

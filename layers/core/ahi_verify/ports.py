@@ -3,6 +3,8 @@
 ``FrameSource``     GetImageSetMetadata, GetImageFrame and the data store's lossless storage format (GetDatastore)
                     (adapter: ``healthimaging.HealthImagingSource``)
 ``ImportJobs``      GetDICOMImportJob and ListDICOMImportJobs (adapter: ``healthimaging.HealthImagingJobs``)
+``ImageSetListing`` SearchImageSets and GetImageSet, for a data store audit
+                    (adapter: ``healthimaging.HealthImagingListing``)
 ``JobOutputStore``  the job output folder and the source files in S3 (adapter: ``s3_output.JobOutputReader``)
 
 Each port has its own error type, raised by the adapters with a message that names what failed and where,
@@ -138,4 +140,43 @@ class JobOutputStore(Protocol):
 
     def read_object(self, location: S3Location) -> bytes:
         """One object's bytes (a source P10 file); raise :class:`JobOutputError`."""
+        ...
+
+
+@dataclass(frozen=True)
+class ListedImageSet:
+    """One image set a data store listing found: its ID and what the audit pins (never its DICOM tags)."""
+
+    image_set_id: str
+    version: int | None
+    """The current version when listed; verified as that version, so an update during the audit cannot
+    change what is verified."""
+    is_primary: bool | None = None
+
+
+class ImageSetListError(Exception):
+    """A data store's image sets cannot be listed, or an image set cannot be described.
+
+    ``not_found`` says the service does not know the data store (for a listing) or the image set (for
+    :meth:`ImageSetListing.exists`, where it is the answer rather than an error).
+    """
+
+    def __init__(self, message: str, *, not_found: bool = False) -> None:
+        super().__init__(message)
+        self.not_found = not_found
+
+
+class ImageSetListing(Protocol):
+    """A data store's image sets, as a stream (a data store may hold millions)."""
+
+    def image_sets(
+        self, datastore_id: str, *, created_after: float | None = None, updated_after: float | None = None
+    ) -> Iterator[ListedImageSet]:
+        """Every image set of the data store (with the filters: created or updated at or after the epoch
+        seconds given), page by page; raise :class:`ImageSetListError` when a page cannot be read."""
+        ...
+
+    def exists(self, datastore_id: str, image_set_id: str) -> bool:
+        """Whether the image set still exists (GetImageSet); raise :class:`ImageSetListError` when that cannot
+        be told."""
         ...
