@@ -252,11 +252,19 @@ class _Builder:
             props = t.resolve(dict(resource.properties), where=resource.logical_id)
             name = resource.physical_id
             # On-demand, as both templates' tables are: the local run has no capacity to provision.
+            indexes = {}
+            if props.get("GlobalSecondaryIndexes"):
+                # Keys and projection as declared (an on-demand table's indexes have no throughput to give).
+                indexes["GlobalSecondaryIndexes"] = [
+                    {k: index[k] for k in ("IndexName", "KeySchema", "Projection")}
+                    for index in props["GlobalSecondaryIndexes"]
+                ]
             self.dynamodb.create_table(
                 TableName=name,
                 AttributeDefinitions=props["AttributeDefinitions"],
                 KeySchema=props["KeySchema"],
                 BillingMode="PAY_PER_REQUEST",
+                **indexes,
             )
             ttl = props.get("TimeToLiveSpecification")
             if ttl and _as_bool(ttl.get("Enabled"), False):

@@ -38,6 +38,7 @@ EXAMPLE_STACK: dict[str, Any] = {
         "ReportsBucket": "ahi-verify-reportsbucket-example",
         "ProgressTable": "ahi-verify-ProgressTable-EXAMPLE",
         "IdempotencyTable": "ahi-verify-IdempotencyTable-EXAMPLE",
+        "LedgerTable": "ahi-verify-LedgerTable-EXAMPLE",
         "AlertTopic": "arn:aws:sns:us-east-1:123456789012:ahi-verify-AlertTopic-EXAMPLE",
         "OpsTopic": "arn:aws:sns:us-east-1:123456789012:ahi-verify-OpsTopic-EXAMPLE",
     },

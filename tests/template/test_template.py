@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from aws_lambda_powertools.utilities.idempotency.persistence import dynamodb as powertools_dynamodb
 
+from ahi_verify import dynamo_ledger
 from ahi_verify.app import progress
 from tests.template.conftest import DATASTORE_ID
 
@@ -44,6 +45,7 @@ ENVIRONMENT = {
     "WORK_QUEUE_URL",
     "PROGRESS_TABLE",
     "IDEMPOTENCY_TABLE",
+    "LEDGER_TABLE",
     "ALERT_TOPIC_ARN",
     "OPS_TOPIC_ARN",
     "NOTIFY_ON_CLEAN_JOBS",
@@ -425,10 +427,11 @@ def test_the_queue_policy_denies_insecure_transport_on_every_queue(cfn: Template
 
 def test_the_dynamodb_tables_are_encrypted_on_demand_and_expire_items(cfn: Template) -> None:
     tables = of_type(cfn, "AWS::DynamoDB::Table")
-    assert set(tables) == {"ProgressTable", "IdempotencyTable"}
+    assert set(tables) == {"ProgressTable", "IdempotencyTable", "LedgerTable"}
     expected = {
         "ProgressTable": ([("pk", "HASH"), ("sk", "RANGE")], "expires_at"),
         "IdempotencyTable": ([("id", "HASH")], "expiration"),
+        "LedgerTable": ([("pk", "HASH"), ("sk", "RANGE")], None),
     }
     for name, (keys, ttl) in expected.items():
         props = tables[name]["Properties"]
@@ -436,10 +439,18 @@ def test_the_dynamodb_tables_are_encrypted_on_demand_and_expire_items(cfn: Templ
         assert props["BillingMode"] == "PAY_PER_REQUEST"
         assert [(k["AttributeName"], k["KeyType"]) for k in props["KeySchema"]] == keys
         assert {a["AttributeType"] for a in props["AttributeDefinitions"]} == {"S"}
-        assert props["TimeToLiveSpecification"] == {"AttributeName": ttl, "Enabled": True}
-    assert tables["ProgressTable"]["Properties"]["PointInTimeRecoverySpecification"] == {
-        "PointInTimeRecoveryEnabled": True
-    }
+        if ttl is None:  # the ledger is audit evidence: nothing in it expires
+            assert "TimeToLiveSpecification" not in props
+        else:
+            assert props["TimeToLiveSpecification"] == {"AttributeName": ttl, "Enabled": True}
+    for name in ("ProgressTable", "LedgerTable"):
+        assert tables[name]["Properties"]["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    [index] = tables["LedgerTable"]["Properties"]["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "by_verdict"
+    assert [(k["AttributeName"], k["KeyType"]) for k in index["KeySchema"]] == [
+        ("dv", "HASH"),
+        ("verified_at", "RANGE"),
+    ]
 
 
 def test_the_output_bucket_is_private_encrypted_and_tls_only(cfn: Template) -> None:
@@ -824,6 +835,7 @@ def test_the_outputs_tell_a_user_where_everything_is(cfn: Template) -> None:
         "WorkDeadLetterQueueUrl",
         "TriggerFailureQueueUrl",
         "ProgressTableName",
+        "LedgerTableName",
         "IdempotencyTableName",
         "AlertTopicArn",
         "OpsTopicArn",
@@ -922,9 +934,10 @@ def test_the_reports_key_is_granted_only_when_a_customer_key_is_given(cfn: Templ
 
 
 def test_the_progress_table_is_retained_and_deletion_protected(cfn: Template) -> None:
-    progress = cfn["Resources"]["ProgressTable"]
-    assert (progress["DeletionPolicy"], progress["UpdateReplacePolicy"]) == ("Retain", "Retain")
-    assert progress["Properties"]["DeletionProtectionEnabled"] is True
+    for name in ("ProgressTable", "LedgerTable"):  # the job records and the ledger are both evidence
+        table = cfn["Resources"][name]
+        assert (table["DeletionPolicy"], table["UpdateReplacePolicy"]) == ("Retain", "Retain")
+        assert table["Properties"]["DeletionProtectionEnabled"] is True
     # the idempotency records are a 24-hour cache of what the progress table decides: deleted with the stack
     idempotency = cfn["Resources"]["IdempotencyTable"]
     assert (idempotency["DeletionPolicy"], idempotency["UpdateReplacePolicy"]) == ("Delete", "Delete")
@@ -949,6 +962,7 @@ def test_dynamodb_grants_are_exactly_the_calls_the_code_makes(cfn: Template) -> 
     # GIVEN the calls of the progress table's adapter and of Powertools' idempotency persistence layer
     used = {
         "ProgressTable": _dynamodb_actions(Path(progress.__file__).read_text(encoding="utf-8"), "self._db"),
+        "LedgerTable": _dynamodb_actions(Path(dynamo_ledger.__file__).read_text(encoding="utf-8"), "self._db"),
         "IdempotencyTable": _dynamodb_actions(
             Path(powertools_dynamodb.__file__).read_text(encoding="utf-8"), "self.client"
         ),
@@ -960,10 +974,19 @@ def test_dynamodb_grants_are_exactly_the_calls_the_code_makes(cfn: Template) -> 
         "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
     }
-    # THEN each role is granted exactly those on each table it uses (the worker has no idempotency table)
+    # and the ledger's adapter writes with BatchWriteItem (the functions) and reads with Query (the CLI only)
+    assert used["LedgerTable"] == {"dynamodb:BatchWriteItem", "dynamodb:Query"}
+    # THEN each role is granted exactly those on each table it uses (the worker has no idempotency table), and
+    # every function that can finalise a job may write the ledger and never read it
+    ledger = {"LedgerTable": {"dynamodb:BatchWriteItem"}}
     expected = {
-        "JobTriggerFunction": {"ProgressTable": used["ProgressTable"], "IdempotencyTable": used["IdempotencyTable"]},
-        "ImageSetWorkerFunction": {"ProgressTable": used["ProgressTable"]},
+        "JobTriggerFunction": {
+            "ProgressTable": used["ProgressTable"],
+            "IdempotencyTable": used["IdempotencyTable"],
+            **ledger,
+        },
+        "ImageSetWorkerFunction": {"ProgressTable": used["ProgressTable"], **ledger},
+        "DeadLetterRecorderFunction": {"ProgressTable": used["ProgressTable"], **ledger},
     }
     for function, tables in expected.items():
         granted: dict[str, set[str]] = {}

@@ -18,7 +18,7 @@ from tests.support import REPO
 DOMAIN = [
     "ids", "locations", "outcomes", "ports", "documents", "job_output", "work_items", "metadata", "syntax",
     "codestream", "ifrc", "frame_check", "image_set", "source_check", "report", "report_html", "alert", "plan",
-    "merge", "work", "job", "evidence",
+    "merge", "work", "job", "evidence", "ledger",
 ]  # fmt: skip
 AWS = ("boto3", "botocore", "aws_lambda_powertools")
 CODECS = ("numpy", "imagecodecs", "pydicom")
@@ -26,7 +26,7 @@ WITHOUT_CODECS = [
     *("ids", "locations", "outcomes", "ports", "documents", "job_output", "work_items", "report", "report_html"),
     "alert",
     *("plan", "merge", "healthimaging", "s3_output", "app.wiring", "app.trigger", "app.finaliser", "app.events"),
-    *("app.delivery", "app.dead_letters", "evidence", "s3_evidence"),
+    *("app.delivery", "app.dead_letters", "evidence", "s3_evidence", "ledger", "dynamo_ledger"),
 ]
 
 

@@ -6,6 +6,7 @@
 ``ImageSetListing`` SearchImageSets and GetImageSet, for a data store audit
                     (adapter: ``healthimaging.HealthImagingListing``)
 ``JobOutputStore``  the job output folder and the source files in S3 (adapter: ``s3_output.JobOutputReader``)
+``Ledger``          the verification ledger, a DynamoDB table (adapter: ``dynamo_ledger.DynamoLedger``)
 
 Each port has its own error type, raised by the adapters with a message that names what failed and where,
 so the domain never inspects an SDK exception. Tests implement the same protocols with fakes.
@@ -13,14 +14,15 @@ so the domain never inspects an SDK exception. Tests implement the same protocol
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
 from .job_output import LineKind
+from .ledger import LedgerEntry
 from .locations import S3Location
 from .outcomes import Reason
-from .report import ObjectEvidence
+from .report import ObjectEvidence, Verdict
 
 
 @dataclass(frozen=True)
@@ -179,4 +181,28 @@ class ImageSetListing(Protocol):
     def exists(self, datastore_id: str, image_set_id: str) -> bool:
         """Whether the image set still exists (GetImageSet); raise :class:`ImageSetListError` when that cannot
         be told."""
+        ...
+
+
+class LedgerError(Exception):
+    """The ledger cannot be written or read (after the client's retries, and the adapter's own for rows
+    DynamoDB left unprocessed)."""
+
+
+class Ledger(Protocol):
+    """The verification ledger: rows written by verifications, read by an auditor."""
+
+    def record(self, entries: Iterable[LedgerEntry]) -> int:
+        """Write the rows (replacing any with the same key); return how many; raise :class:`LedgerError`."""
+        ...
+
+    def entries(
+        self, datastore_id: str, *, since: str | None = None, verdict: Verdict | None = None
+    ) -> Iterator[LedgerEntry]:
+        """The data store's rows verified at or after ``since`` (ISO 8601 UTC), of ``verdict`` (any when
+        None), oldest first; raise :class:`LedgerError`."""
+        ...
+
+    def has_row(self, datastore_id: str, image_set_id: str) -> bool:
+        """Whether any verification of the image set (any version) is recorded; raise :class:`LedgerError`."""
         ...

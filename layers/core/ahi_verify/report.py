@@ -962,6 +962,29 @@ def decide(outcome: JobOutcome) -> Verdict:
     return Verdict.UNVERIFIED if unverified_causes(outcome) else Verdict.CLEAN
 
 
+def decide_image_set(image_set: ImageSetReport) -> Verdict:
+    """One image set's verdict (its ledger row's), by the rule of :func:`decide` applied to its own frames.
+
+    MISMATCH when any of its frames' pixels differ (from the published checksum or the source). UNVERIFIED
+    when it could not be read, lists no frame, has a frame that could not be verified, or, with the
+    three-way check, a source file that could not be read, a source frame with no counterpart or a frame not
+    compared with its source. CLEAN otherwise. (A job's own findings, such as a failed file, belong to the
+    job, not to an image set: they decide the job's verdict, never an image set's row.)
+    """
+    counts = image_set.counts
+    if counts.mismatch:
+        return Verdict.MISMATCH
+    incomplete = (
+        image_set.error is not None
+        or counts.error
+        or counts.total == 0
+        or image_set.source_errors
+        or image_set.orphan_source_frames
+        or any(frame.source_unchecked for frame in image_set.frames)
+    )
+    return Verdict.UNVERIFIED if incomplete else Verdict.CLEAN
+
+
 def unverified_causes(outcome: JobOutcome) -> list[str]:
     """What keeps the job from CLEAN short of a mismatch, in words for people (empty: nothing does).
 

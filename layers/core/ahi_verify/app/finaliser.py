@@ -9,6 +9,10 @@ claim that has gone stale (its finaliser died) can be taken over by the next del
 beside the report before it is published, so an alert SNS refuses is sent again by the reconciliation
 instead of leaving the job in ``finalising``. The documents written are recorded in one digest of the
 evidence chain (:mod:`ahi_verify.evidence`) before the job is marked finalised.
+
+Each image set of the report gets its row in the verification ledger (:mod:`ahi_verify.ledger`) as the
+merge streams past it, 25 rows a BatchWriteItem, all before the job is marked finalised: a finaliser that
+dies is taken over, and its successor writes the same deterministic keys again, so no row is doubled.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from dataclasses import replace
 from aws_lambda_powertools.metrics import MetricUnit
 
 from ..alert import Alert, compose_alert
+from ..ledger import LedgerRecorder
 from ..report import iso_time
 from .observability import logger, metrics
+from .storage import REPORT
 from .wiring import Services
 
 
@@ -31,7 +37,18 @@ def finalise_job(job_id: str, svc: Services, claimer: str) -> str | None:
     plan = svc.reports.get_plan(job_id)
     if record.get("abandoned"):  # finished by the reconciliation past its deadline: the report says why
         plan = replace(plan, discrepancies=(*plan.discrepancies, str(record["abandoned"])))
-    uri, outcome = svc.reports.write_merged_report(plan, finished_at=iso_time(svc.clock()))
+    finished_at = iso_time(svc.clock())
+    recorder = None
+    if svc.ledger is not None:
+        report_uri = svc.reports.uri(job_id, REPORT)
+        recorder = LedgerRecorder(svc.ledger.record, plan.job, verified_at=finished_at, report_uri=report_uri)
+    on_image_set = recorder.add if recorder is not None else None
+    uri, outcome = svc.reports.write_merged_report(plan, finished_at=finished_at, on_image_set=on_image_set)
+    if recorder is not None:
+        # Before the job is marked done, like the digest: a ledger that cannot be written leaves the claim to
+        # go stale, and the finaliser that takes it over writes the rows again (the same keys).
+        rows = recorder.flush()
+        metrics.add_metric(name="LedgerRowsWritten", unit=MetricUnit.Count, value=rows)
     settings = svc.settings
     alert = compose_alert(outcome, uri, notify_clean=settings.notify_on_clean_jobs, deployment=settings.deployment)
     due = alert is not None and not record.get("alert_message_id")

@@ -66,6 +66,9 @@ class Settings:
     """The stack's account (template: ``AWS::AccountId``), named in alerts."""
     stack_name: str | None = None
     """The stack's name (template: ``AWS::StackName``), named in alerts."""
+    ledger_table: str | None = None
+    """The verification ledger (template LedgerTable): a row per image set version verified. None (the
+    variable unset or empty): no ledger is written (a deployment older than the ledger)."""
 
     @property
     def deployment(self) -> Deployment:
@@ -134,6 +137,8 @@ class Settings:
             problems.append("SOURCE_BUCKET is malformed")
         elif source_bucket:
             settings = replace(settings, source_bucket=source_bucket)
+        if ledger_table := env.get("LEDGER_TABLE", ""):
+            settings = replace(settings, ledger_table=ledger_table)
         where = _deployment(env, problems)
         settings = replace(settings, region=where.region, account_id=where.account_id, stack_name=where.stack_name)
         memory_mb = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "")

@@ -302,8 +302,12 @@ class ReportStore:
             # A failed fetch or an abandoned merge: fetch nothing more (those in flight are at most the window).
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def write_merged_report(self, plan: JobPlan, *, finished_at: str) -> tuple[str, JobOutcome]:
+    def write_merged_report(
+        self, plan: JobPlan, *, finished_at: str, on_image_set: Callable[[ImageSetReport], None] | None = None
+    ) -> tuple[str, JobOutcome]:
         """Merge the job's parts into ``report.json`` and ``report.html`` as they are read, in bounded memory.
+
+        ``on_image_set`` receives each merged image set as it is written (the ledger's rows), and drops it.
 
         Returns
         -------
@@ -311,7 +315,9 @@ class ReportStore:
             The JSON's URI, and the merged job without its frames (for the alert and the progress record).
         """
         merge = StreamingMerge(plan, finished_at=finished_at)
-        image_sets = merge.image_sets(self.parts_in_plan_order(plan))
+        image_sets: Iterable[ImageSetReport] = merge.image_sets(self.parts_in_plan_order(plan))
+        if on_image_set is not None:
+            image_sets = _passing(image_sets, on_image_set)
         opening = (plan.job, plan.findings, plan.notes, plan.evidence)
         return self._write_documents(*opening, image_sets, merge.outcome)
 
@@ -409,3 +415,11 @@ class ReportStore:
 
     def _get_json(self, key: str) -> Any:
         return json.loads(self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read())
+
+
+def _passing(
+    image_sets: Iterable[ImageSetReport], on_image_set: Callable[[ImageSetReport], None]
+) -> Iterator[ImageSetReport]:
+    for image_set in image_sets:
+        on_image_set(image_set)
+        yield image_set

@@ -15,8 +15,9 @@ import boto3
 from botocore.config import Config
 
 from ..budget import MAX_FETCH_THREADS, Rates, RequestBudget
+from ..dynamo_ledger import DynamoLedger
 from ..healthimaging import HealthImagingJobs, HealthImagingSource, make_client
-from ..ports import FrameSource, ImportJobs, JobOutputStore
+from ..ports import FrameSource, ImportJobs, JobOutputStore, Ledger
 from ..s3_output import JobOutputReader
 from .budget_board import DynamoBoard
 from .messaging import AlertPublisher, WorkQueue
@@ -45,6 +46,8 @@ class Services:
     frames)."""
     clock: Callable[[], float] = time.time
     """Seconds since the epoch; tests inject their own."""
+    ledger: Ledger | None = None
+    """The verification ledger the finaliser writes a row per image set to (None: not deployed)."""
 
 
 def build_services(settings: Settings) -> Services:
@@ -65,6 +68,7 @@ def build_services(settings: Settings) -> Services:
         alerts=AlertPublisher(sns, settings.alert_topic_arn),
         ops=AlertPublisher(sns, settings.ops_topic_arn),
         budget=budget,
+        ledger=DynamoLedger(dynamodb, settings.ledger_table) if settings.ledger_table else None,
     )
 
 
