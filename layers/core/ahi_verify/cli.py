@@ -11,11 +11,12 @@ data: only data store, image set and frame IDs, DICOM UIDs, checksums and S3 key
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -35,6 +36,7 @@ from tqdm import tqdm
 from . import __version__
 from .audit import AuditRun, audit_datastore, audit_header, audit_notes, audit_run_id
 from .budget import DEFAULT_BUDGET, MAX_FETCH_THREADS, Rates, sole_budget
+from .dynamo_ledger import DynamoLedger
 from .evidence import EvidenceChain, EvidenceError, Validation
 from .healthimaging import (
     DEFAULT_MAX_ATTEMPTS,
@@ -47,9 +49,10 @@ from .ids import is_job_id, is_service_id
 from .image_set import VerifyOptions, prefer_io_threads, verify_image_set
 from .job import verify_job
 from .job_output import ManifestError
+from .ledger import CSV_COLUMNS, ROW_VERDICTS, LedgerEntry, LedgerRecorder, csv_row, never_verified
 from .locations import LocationError, S3Location, job_folder
 from .outcomes import Status
-from .ports import ImageSetError, ImageSetListError, ImportJobError, JobOutputError
+from .ports import ImageSetError, ImageSetListError, ImportJobError, JobOutputError, LedgerError
 from .report import (
     FrameCounts,
     FrameResult,
@@ -200,14 +203,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     datastore.add_argument("datastore_id", type=_service_id, metavar="DATASTORE_ID")
     datastore.add_argument(
+        "--ledger-table", metavar="TABLE", help="record each image set's verdict in this verification ledger"
+    )
+    datastore.add_argument(
         "--created-after", type=_instant, metavar="T", help="only image sets created at or after T (ISO 8601)"
     )
     datastore.add_argument(
         "--updated-after", type=_instant, metavar="T", help="only image sets updated at or after T (ISO 8601)"
     )
     _add_common(datastore)
+    _add_ledger(commands)
     _add_evidence(commands)
     return parser
+
+
+def _add_ledger(commands: Any) -> None:
+    """``ledger``: the auditor's questions to the verification ledger."""
+    ledger = commands.add_parser(
+        "ledger",
+        help="which image sets were verified when, which never were, which are not clean",
+        description="Read the verification ledger (a row per image set version per verification). Without "
+        "--never-verified: the rows, oldest first. With it: the data store's image sets (SearchImageSets) "
+        "that have no row. Exit 0 when answered, 4 when the table or the data store cannot be read.",
+        parents=[_global_options(suppress=True)],
+    )
+    ledger.add_argument("--datastore-id", type=_service_id, required=True)
+    where = ledger.add_mutually_exclusive_group(required=True)
+    where.add_argument("--table", help="the ledger table's name (the stack's LedgerTableName output)")
+    where.add_argument("--stack-name", help="the stack whose LedgerTable to read (CloudFormation)")
+    ledger.add_argument("--since", type=_instant, metavar="TIME", help="rows verified at or after TIME (ISO 8601)")
+    ledger.add_argument("--verdict", choices=[v.value for v in ROW_VERDICTS], help="rows of this verdict only")
+    ledger.add_argument("--never-verified", action="store_true", help="image sets of the data store with no row at all")
 
 
 def _add_evidence(commands: Any) -> None:
@@ -262,6 +288,90 @@ def run_evidence(args: argparse.Namespace, session: Any) -> int:
     return EVIDENCE_INTACT if found.intact else EVIDENCE_BROKEN
 
 
+def _ledger_table(args: argparse.Namespace, session: Any) -> str:
+    """The ledger table's name: ``--table``, or the stack's LedgerTable (DescribeStackResource)."""
+    if args.table:
+        return str(args.table)
+    try:
+        found = session.client("cloudformation").describe_stack_resource(
+            StackName=args.stack_name, LogicalResourceId="LedgerTable"
+        )
+    except (ClientError, BotoCoreError) as exc:
+        if (cannot := _cannot_run(exc)) is not None:
+            raise cannot from exc
+        raise CannotRunError(f"the stack {args.stack_name} has no LedgerTable that can be read: {exc}") from exc
+    return str(found["StackResourceDetail"]["PhysicalResourceId"])
+
+
+def run_ledger(args: argparse.Namespace, session: Any) -> int:
+    """Answer from the ledger: its rows (filtered), or the data store's image sets that have none; exit 0."""
+    ledger = DynamoLedger(session.client("dynamodb"), _ledger_table(args, session))
+    out = sys.stdout
+    try:
+        if args.never_verified:
+            _print_never_verified(args, session, ledger, out)
+        else:
+            since = iso_time(args.since) if args.since is not None else None
+            verdict = Verdict(args.verdict) if args.verdict else None
+            _print_ledger_rows(args, ledger.entries(args.datastore_id, since=since, verdict=verdict), out)
+    except (LedgerError, ImageSetListError) as exc:
+        if (cannot := _cannot_run(exc)) is not None:
+            raise cannot from exc
+        raise CannotRunError(str(exc)) from exc
+    return EXIT_OK
+
+
+def _print_ledger_rows(args: argparse.Namespace, entries: Iterable[LedgerEntry], out: TextIO) -> None:
+    """The rows as csv (streamed), json (one document) or a table, oldest first."""
+    if args.output == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        for entry in entries:
+            writer.writerow(csv_row(entry))
+        return
+    if args.output == "json":
+        # Streamed: a data store's ledger may hold millions of rows.
+        out.write(f'{{"datastoreId": {json.dumps(args.datastore_id)}, "rows": [')
+        for n, entry in enumerate(entries):
+            out.write(("," if n else "") + "\n  " + json.dumps(entry.to_json()))
+        out.write("\n]}\n")
+        return
+    count = 0
+    print(f"{'verdict':<10} {'image set':<32} {'version':>7} {'verified at':<25} {'frames':>7}  by", file=out)
+    for entry in entries:
+        count += 1
+        version = "-" if entry.version is None else str(entry.version)
+        print(
+            f"{entry.verdict.value:<10} {entry.image_set_id:<32} {version:>7} {entry.verified_at:<25} "
+            f"{entry.frames.total:>7}  {entry.kind.value} {entry.by}",
+            file=out,
+        )
+    print(f"{count} rows", file=out)
+
+
+def _print_never_verified(args: argparse.Namespace, session: Any, ledger: DynamoLedger, out: TextIO) -> None:
+    """The data store's image sets (SearchImageSets, streamed) that have no ledger row."""
+    client = make_client(MAX_FETCH_THREADS, session=session, endpoint_url=args.endpoint_url)
+    listing = HealthImagingListing(client)
+    datastore_id = args.datastore_id
+    unverified = never_verified(
+        listing.image_sets(datastore_id), lambda listed: ledger.has_row(datastore_id, listed.image_set_id)
+    )
+    if args.output == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(("datastoreId", "imageSetId", "version"))
+        for listed in unverified:
+            writer.writerow((datastore_id, listed.image_set_id, "" if listed.version is None else listed.version))
+        return
+    found = [{"imageSetId": x.image_set_id, "version": x.version} for x in unverified]
+    if args.output == "json":
+        print(json.dumps({"datastoreId": datastore_id, "neverVerified": found}, indent=2), file=out)
+        return
+    for row in found:
+        print(f"NEVER VERIFIED image set {row['imageSetId']} (version {row['version']})", file=out)
+    print(f"{len(found)} image sets of data store {datastore_id} were never verified", file=out)
+
+
 def print_evidence(location: S3Location, found: Validation, out: TextIO) -> None:
     """The human-readable outcome: one line of totals, then every finding under its heading."""
     state = "INTACT" if found.intact else "NOT INTACT"
@@ -295,9 +405,9 @@ def _global_options(*, suppress: bool) -> argparse.ArgumentParser:
         "--output",
         "--format",
         dest="output",
-        choices=("table", "json"),
+        choices=("table", "json", "csv"),
         default=default("table"),
-        help="table (default) or json",
+        help="table (default) or json (csv: ledger only)",
     )
     options.add_argument("--debug", action="store_true", default=default(False), help="tracebacks on errors")
     return options
@@ -330,6 +440,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "job" and bool(args.job) == bool(args.datastore_id and args.job_id):
         parser.error("job: give either JOB (an s3:// URI) or both --datastore-id and --job-id")
+    if args.output == "csv" and args.command != "ledger":
+        parser.error(f"{args.command}: --output csv is for ledger only")
+    if args.command == "ledger" and args.never_verified and (args.since is not None or args.verdict):
+        parser.error("ledger: --never-verified takes no --since or --verdict (an image set without a row has none)")
     try:
         return _run(args)
     except CannotRunError as exc:
@@ -343,6 +457,8 @@ def _run(args: argparse.Namespace) -> int:
     session = _session(args)
     if args.command == "evidence":
         return run_evidence(args, session)
+    if args.command == "ledger":
+        return run_ledger(args, session)
     prefer_io_threads()
     budget = sole_budget(Rates(args.frame_rate, args.metadata_rate))
     attempts = args.max_attempts or DEFAULT_MAX_ATTEMPTS
@@ -357,6 +473,7 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # botocore's "Invalid endpoint: ..."
         raise CannotRunError(f"{exc}: check --endpoint-url or AWS_ENDPOINT_URL_MEDICAL_IMAGING") from exc
     args.options = VerifyOptions.budgeted(budget)
+    args.session = session
     started = time.time()
     with _Progress(sys.stderr) as progress, budget.running():
         if args.command == "job":
@@ -487,6 +604,21 @@ class _LazyReport:
 def _run_datastore(args: argparse.Namespace, client: object, progress: _Progress, started: float) -> int:
     run_id = audit_run_id(started)
     document = _LazyReport(args, started, run_id)
+    recorder = None
+    if args.ledger_table:
+        # Each image set's row as it is verified, 25 a batch: the audit's verdicts answer "not clean" too.
+        recorder = LedgerRecorder(
+            DynamoLedger(args.session.client("dynamodb"), args.ledger_table).record,
+            audit_header(args.datastore_id, run_id),
+            verified_at=iso_time(started),
+            report_uri=None,
+        )
+
+    def on_report(report: ImageSetReport) -> None:
+        document.add(report)
+        if recorder is not None:
+            recorder.add(report)
+
     try:
         outcome, run = audit_datastore(
             HealthImagingListing(client),
@@ -499,9 +631,11 @@ def _run_datastore(args: argparse.Namespace, client: object, progress: _Progress
             options=args.options,
             on_result=progress.update,
             on_image_set=progress.next_listed,
-            on_report=document.add,
+            on_report=on_report,
         )
-    except ImageSetListError as exc:
+        if recorder is not None:
+            recorder.flush()
+    except (ImageSetListError, LedgerError) as exc:
         progress.close()
         if (cannot := _cannot_run(exc)) is not None:
             raise cannot from exc

@@ -17,10 +17,15 @@ The table (``LedgerTable``) is reached through the :class:`~ahi_verify.ports.Led
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .report import FrameCounts, ImageSetReport, JobHeader, Verdict, decide_image_set
+
+T = TypeVar("T")
 
 AUDIT_FOLDER_SCHEME = "healthimaging://"
 """An audit run's report names the data store as its folder (:func:`ahi_verify.audit.audit_header`)."""
@@ -178,3 +183,23 @@ class LedgerRecorder:
             self.written += self._write(self._pending)
             self._pending = []
         return self.written
+
+
+def never_verified(listed: Iterable[T], has_row: Callable[[T], bool], *, workers: int = 8) -> Iterator[T]:
+    """The listed image sets without a ledger row, in listing order, asking ``workers`` at a time.
+
+    A data store may list millions: the listing streams and at most ``4 * workers`` questions are in flight,
+    so memory stays bounded and the answer starts before the walk ends.
+    """
+    window: deque[tuple[T, Future[bool]]] = deque()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for item in listed:
+            window.append((item, pool.submit(has_row, item)))
+            while len(window) >= 4 * workers:
+                first, answer = window.popleft()
+                if not answer.result():
+                    yield first
+        while window:
+            first, answer = window.popleft()
+            if not answer.result():
+                yield first
