@@ -18,7 +18,7 @@ export AWS_SECRET_ACCESS_KEY ?= testing
 export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: help venv lint typecheck test unit corpus demo bench replay reliability layers clean browser
+.PHONY: help venv lint typecheck test unit corpus demo audit-demo bench replay reliability layers clean browser
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ browser: ## headless Chromium for the report page's browser test (apt-get instal
 
 demo: $(STAMP) ## the application on this machine: an import with one corrupted frame, caught by the stack (report + alert) and the CLI
 	$(BIN)/python -m local.demo
+
+audit-demo: $(STAMP) ## an audit of the demo data store: a frame corrupted after a clean import, and the ledger's "never verified" and "not clean"
+	$(BIN)/python -m local.audit_demo
 
 bench: $(STAMP) ## the benchmarks (ratios against a baseline in the same run)
 	$(BIN)/python -m bench.kernel

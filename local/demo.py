@@ -132,6 +132,8 @@ def _story(stack: LocalStack) -> int:
     print(f"\nVerdict: {report['verdict']}: the corrupted frame {corrupted.frame_id} was caught by the application")
     print(f"(one alert) and by the CLI (exit 1). Report: {(OUT / 'report.html').relative_to(REPO)} "
           f"(and report.json); in the stack: s3://{reports_bucket}/{reports}{job}/report.html")  # fmt: skip
+    print("Next: `make audit-demo` audits a whole data store and asks the verification ledger which image sets")
+    print("were never verified and which are not clean.")
     return 0
 
 

@@ -12,6 +12,9 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from ahi_emulator import ImportFaults
+from ahi_verify.dynamo_ledger import DynamoLedger
+from ahi_verify.ledger import entry_of
+from ahi_verify.report import JobReport, Verdict
 from local.stack import DEFAULT_TEMPLATE, LocalStack
 from local.template import load_template
 from tests.local.test_template import CONTRACT_ENV
@@ -166,3 +169,42 @@ def test_an_emulated_import_is_verified_end_to_end(real_template: Path) -> None:
         assert len(alerts) == 1, [a.subject for a in alerts]
         assert corrupt in (alerts[0].subject or "")
         assert "MISMATCH" in (alerts[0].subject or "")
+
+
+def test_a_job_through_the_stack_writes_one_ledger_row_per_image_set_and_a_rewrite_adds_none(
+    real_template: Path,
+) -> None:
+    # GIVEN the real application and a clean import of two DICOM files
+    datastore = datastore_of_events()
+    with LocalStack(real_template, parameters={"DatastoreId": datastore}) as stack:
+        stack.emulator.create_datastore(datastore)
+        stack.s3.create_bucket(Bucket="ledger-input")
+        for name in ("CT_small.dcm", "MR_small.dcm"):
+            body = Path(str(get_testdata_file(name, download=False))).read_bytes()
+            stack.s3.put_object(Bucket="ledger-input", Key=f"dicom/{name}", Body=body)
+        env = stack.function("JobTriggerFunction").environment
+        output = f"s3://{env['OUTPUT_BUCKET']}/{env['OUTPUT_PREFIX']}"
+        # WHEN the job completes and the stack runs until idle
+        job = stack.emulator.start_import_job(datastore, "s3://ledger-input/dicom/", output)
+        assert stack.run_until_idle(timeout=120).failures == {}
+        # THEN the ledger (the template's table, named in every function's environment) has a CLEAN row per
+        # image set of the report, naming the job and the report
+        table = stack.tables["LedgerTable"]
+        assert {stack.function(f).environment["LEDGER_TABLE"] for f in ("JobTriggerFunction",
+                "ImageSetWorkerFunction", "DeadLetterRecorderFunction")} == {table}  # fmt: skip
+        key = f"{env['REPORTS_PREFIX']}{job}/report.json"
+        report = JobReport.from_json(
+            json.loads(stack.s3.get_object(Bucket=env["REPORTS_BUCKET"], Key=key)["Body"].read())
+        )
+        ledger = DynamoLedger(stack.dynamodb, table)
+        rows = list(ledger.entries(datastore))
+        assert sorted(r.image_set_id for r in rows) == sorted(s.image_set_id for s in report.image_sets)
+        assert {(r.by, r.verdict, r.report_uri) for r in rows} == {
+            (job, Verdict.CLEAN, f"s3://{env['REPORTS_BUCKET']}/{key}")
+        }
+        # WHEN a finaliser taken over writes the same report's rows again
+        finished = report.timings.finished_at if report.timings else ""
+        again = [entry_of(report.job, s, verified_at=finished, report_uri=None, kind=None) for s in report.image_sets]
+        ledger.record(again)
+        # THEN no row is added: the keys are the same
+        assert stack.dynamodb.scan(TableName=table, Select="COUNT")["Count"] == len(report.image_sets)
