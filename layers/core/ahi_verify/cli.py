@@ -92,6 +92,7 @@ examples:
   ahi-verify job s3://bucket/out/<datastoreId>-DicomImport-<jobId>/ --source --output json
   ahi-verify job --datastore-id <datastoreId> --job-id <jobId> --region eu-west-1 --profile audit
   ahi-verify datastore <datastoreId> --updated-after 2024-06-01T00:00:00Z --output json
+  ahi-verify ledger --datastore-id <datastoreId> --stack-name ahi-verify --verdict MISMATCH --output csv
 
 environment (the ordinary AWS configuration; the options above win over it):
   AWS_PROFILE, AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN
