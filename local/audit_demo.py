@@ -15,17 +15,13 @@ from pathlib import Path
 
 from pydicom.data import get_testdata_file
 
-from local.demo import FUNCTION_LOG, REPO, _into_function_log
+from local.demo import FUNCTION_LOG, REPO, into_function_log, run_story, step
 from local.stack import LocalStack
 
 DATASTORE = "ad" * 16
 SAMPLES = ("CT_small.dcm", "MR_small_RLE.dcm", "SC_rgb_rle_2frame.dcm")
 DIRECT = "MR_small.dcm"
 """Added to the data store directly, as a copy or another tool would: never verified by the application."""
-
-
-def _step(number: int, text: str) -> None:
-    print(f"\n== {number}/5 {text}")
 
 
 def _cli(*args: str) -> tuple[int, str]:
@@ -39,20 +35,14 @@ def _cli(*args: str) -> tuple[int, str]:
 
 
 def main() -> int:
-    with _into_function_log():
-        stack = LocalStack(parameters={"DatastoreId": DATASTORE}).__enter__()
-    try:
-        return _story(stack)
-    finally:
-        with _into_function_log():
-            stack.__exit__(None, None, None)
+    return run_story(_story, DATASTORE)
 
 
 def _story(stack: LocalStack) -> int:
     env = stack.function("JobTriggerFunction").environment
     bucket, prefix, table = env["OUTPUT_BUCKET"], env["OUTPUT_PREFIX"], env["LEDGER_TABLE"]
     ledger = ("ledger", "--datastore-id", DATASTORE, "--table", table)
-    _step(1, "the stack from template.yaml, on this machine, with its verification ledger")
+    step(1, "the stack from template.yaml, on this machine, with its verification ledger")
     print(f"ledger table {table}; the functions' logs go to {FUNCTION_LOG.relative_to(REPO)}")
 
     stack.emulator.create_datastore(DATASTORE)
@@ -60,15 +50,15 @@ def _story(stack: LocalStack) -> int:
     for name in SAMPLES:
         body = Path(str(get_testdata_file(name, download=False))).read_bytes()
         stack.s3.put_object(Bucket="hospital-dicom", Key=f"study-2/{name}", Body=body)
-    _step(2, f"an import of {len(SAMPLES)} DICOM files, verified clean by the application: a ledger row each")
-    with _into_function_log():
+    step(2, f"an import of {len(SAMPLES)} DICOM files, verified clean by the application: a ledger row each")
+    with into_function_log():
         job = stack.emulator.start_import_job(DATASTORE, "s3://hospital-dicom/study-2/", f"s3://{bucket}/{prefix}")
         summary = stack.run_until_idle(timeout=300)
     print(f"import job {job}: verified, failures: {summary.failures or 'none'}")
     _, imported = _cli(*ledger, "--output", "csv")
     clean_at_import = [line.split(",")[1] for line in imported.splitlines()[1:] if ",CLEAN," in line]
 
-    _step(3, "one image set added without an import, and one stored frame changed in an image set verified clean")
+    step(3, "one image set added without an import, and one stored frame changed in an image set verified clean")
     direct = stack.emulator.add_image_set_from_dicom(DATASTORE, [Path(str(get_testdata_file(DIRECT, download=False)))])
     victim = clean_at_import[0] if clean_at_import else ""
     info = next(i for i in stack.emulator.image_sets() if i.image_set_id == victim)
@@ -77,10 +67,10 @@ def _story(stack: LocalStack) -> int:
     print(f"corrupted: frame {info.frame_ids[0]} of image set {victim} (verified CLEAN at import)")
     _, never_before = _cli(*ledger, "--never-verified")
 
-    _step(4, "the audit: every image set of the data store, its verdicts recorded in the ledger")
+    step(4, "the audit: every image set of the data store, its verdicts recorded in the ledger")
     audited, table_out = _cli("datastore", DATASTORE, "--ledger-table", table)
 
-    _step(5, 'the ledger answers the auditor: "not clean?" and, after the audit, "never verified?" again')
+    step(5, 'the ledger answers the auditor: "not clean?" and, after the audit, "never verified?" again')
     _, not_clean = _cli(*ledger, "--verdict", "MISMATCH", "--output", "csv")
     _, unverified = _cli(*ledger, "--verdict", "UNVERIFIED", "--output", "csv")
     _, never_after = _cli(*ledger, "--never-verified", "--output", "csv")

@@ -15,7 +15,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pydicom.data import get_testdata_file
@@ -34,7 +34,7 @@ file, so that the terminal shows the story and the file shows what CloudWatch wo
 
 
 @contextlib.contextmanager
-def _into_function_log() -> Iterator[None]:
+def into_function_log() -> Iterator[None]:
     """Send stdout, stderr (warnings included) and every log record to :data:`FUNCTION_LOG` meanwhile."""
     OUT.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
@@ -51,26 +51,33 @@ def _into_function_log() -> Iterator[None]:
             root.setLevel(level)
 
 
-def _step(number: int, text: str) -> None:
+def step(number: int, text: str) -> None:
+    """Print the heading of step ``number`` of five."""
     print(f"\n== {number}/5 {text}")
 
 
-def main() -> int:
+def run_story(story: Callable[[LocalStack], int], datastore_id: str) -> int:
+    """Start the local stack for ``datastore_id`` with its own output in :data:`FUNCTION_LOG`, tell ``story``
+    on it, and stop it: what ``make demo`` and ``make audit-demo`` share."""
     FUNCTION_LOG.unlink(missing_ok=True)
-    with _into_function_log():
-        stack = LocalStack(parameters={"DatastoreId": DATASTORE}).__enter__()
+    with into_function_log():
+        stack = LocalStack(parameters={"DatastoreId": datastore_id}).__enter__()
     try:
-        return _story(stack)
+        return story(stack)
     finally:
-        with _into_function_log():
+        with into_function_log():
             stack.__exit__(None, None, None)
+
+
+def main() -> int:
+    return run_story(_story, DATASTORE)
 
 
 def _story(stack: LocalStack) -> int:
     env = stack.function("JobTriggerFunction").environment
     bucket, prefix = env["OUTPUT_BUCKET"], env["OUTPUT_PREFIX"]
     reports_bucket, reports = env["REPORTS_BUCKET"], env["REPORTS_PREFIX"]
-    _step(1, "the stack from template.yaml, on this machine (moto and the HealthImaging emulator, no AWS account)")
+    step(1, "the stack from template.yaml, on this machine (moto and the HealthImaging emulator, no AWS account)")
     print(f"output bucket {bucket}, watched prefix {prefix}; reports s3://{reports_bucket}/{reports}")
     print(f"moto {os.environ['AWS_ENDPOINT_URL']}, emulator {os.environ['AWS_ENDPOINT_URL_MEDICAL_IMAGING']}")
     print(f"the functions' logs and metrics go to {FUNCTION_LOG.relative_to(REPO)}")
@@ -82,10 +89,10 @@ def _story(stack: LocalStack) -> int:
     for path in files:
         stack.s3.put_object(Bucket="hospital-dicom", Key=f"study-1/{path.name}", Body=path.read_bytes())
     stack.s3.put_object(Bucket="hospital-dicom", Key="study-1/readme.txt", Body=b"not DICOM")
-    _step(2, f"an import job of {len(files)} DICOM files and 1 non-DICOM file, one stored frame corrupted after")
+    step(2, f"an import job of {len(files)} DICOM files and 1 non-DICOM file, one stored frame corrupted after")
     print("its checksum was taken (as storage damage would)")
-    _step(3, "the application verifies it: manifest -> trigger -> work queue -> workers -> report + alert")
-    with _into_function_log():
+    step(3, "the application verifies it: manifest -> trigger -> work queue -> workers -> report + alert")
+    with into_function_log():
         job = stack.emulator.start_import_job(
             DATASTORE, "s3://hospital-dicom/study-1/", f"s3://{bucket}/{prefix}", faults=ImportFaults(corrupt_frames=1)
         )
@@ -107,13 +114,13 @@ def _story(stack: LocalStack) -> int:
           f"{frames['error']} error; {report['summary']['importFailures']} failed file(s)")  # fmt: skip
 
     alerts = stack.alerts()
-    _step(4, f"the alert, as SNS delivered it ({len(alerts)} for this job)")
+    step(4, f"the alert, as SNS delivered it ({len(alerts)} for this job)")
     for alert in alerts:
         print(f"Subject: {alert.subject}")
         print(alert.message.rstrip())
 
     folder = f"s3://{bucket}/{prefix}{DATASTORE}-DicomImport-{job}/"
-    _step(5, "the CLI checks the same job, and every frame against its original file")
+    step(5, "the CLI checks the same job, and every frame against its original file")
     print(f"$ ahi-verify job {folder} --source")
     cli = Path(sys.executable).with_name("ahi-verify")
     done = subprocess.run([str(cli), "job", folder, "--source"], check=False, timeout=600)

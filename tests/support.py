@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,4 +59,12 @@ def create_progress_table(client: Any, name: str = "progress") -> None:
             {"AttributeName": "sk", "AttributeType": "S"},
         ],
         BillingMode="PAY_PER_REQUEST",
+    )
+
+
+def run_demo(module: str) -> subprocess.CompletedProcess[str]:
+    """Run a demo (``local.demo``, ``local.audit_demo``) as its make target does, with dummy credentials."""
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    return subprocess.run(
+        [sys.executable, "-m", module], cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
     )

@@ -3,12 +3,11 @@ answering "never verified" (the image set added without an import) and "not clea
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support import run_demo
 
 pytestmark = pytest.mark.integration
 
@@ -17,16 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_audit_demo_finds_the_corrupted_frame_and_the_ledger_answers() -> None:
     # WHEN the audit demo runs as `make audit-demo` runs it
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    done = subprocess.run(
-        [sys.executable, "-m", "local.audit_demo"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    done = run_demo("local.audit_demo")
     out = done.stdout
     # THEN it succeeds in five numbered steps
     assert done.returncode == 0, out + done.stderr

@@ -4,12 +4,11 @@ functions' JSON logs and metrics go to a file instead of between the lines a per
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support import run_demo
 
 pytestmark = pytest.mark.integration
 
@@ -18,16 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_demo_tells_its_story_and_keeps_the_function_output_in_a_file() -> None:
     # WHEN the demo runs as `make demo` runs it
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    done = subprocess.run(
-        [sys.executable, "-m", "local.demo"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    done = run_demo("local.demo")
     out = done.stdout
     # THEN it succeeds, in five numbered steps, ending with the verdict and the report's place
     assert done.returncode == 0, out + done.stderr
