@@ -57,6 +57,8 @@ class Settings:
     """A job still open this long after it was planned is finished by the reconciliation, its unfinished
     work items reported as not verified (template parameter JobDeadlineHours). The default lies past the
     longest a work item can stay in the queue before it is dead-lettered (5 receives x 1.5 h visibility)."""
+    audit_queue_url: str | None = None
+    """The audit queue (template AuditQueue): audit work items, consumed with a lower concurrency."""
     memory_budget_bytes: int = 200 * 1024 * 1024
     """Frames in flight per worker: 40 % of the function's memory (the rest is the runtime, the code and the
     HTTP pools), measured: a 3328x4096 frame in flight costs about 3.5x its 27 MB decoded size."""
@@ -134,6 +136,11 @@ class Settings:
             problems.append("SOURCE_BUCKET is malformed")
         elif source_bucket:
             settings = replace(settings, source_bucket=source_bucket)
+        audit_queue = env.get("AUDIT_QUEUE_URL", "")
+        if audit_queue and not re.fullmatch(r"https?://.+", audit_queue):
+            problems.append("AUDIT_QUEUE_URL is malformed")
+        elif audit_queue:
+            settings = replace(settings, audit_queue_url=audit_queue)
         where = _deployment(env, problems)
         settings = replace(settings, region=where.region, account_id=where.account_id, stack_name=where.stack_name)
         memory_mb = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "")

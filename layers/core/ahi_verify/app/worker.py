@@ -106,7 +106,7 @@ def process_work_item(
         svc.progress.record_split(
             item.job_id, item.image_set_id, len(extra), len(listing.frames), settings.frames_per_work_item
         )
-        svc.queue.send(extra)
+        svc.queue_for(item.job_id).send(extra)
         svc.progress.mark_queued(item.job_id, f"SPLIT#{item.image_set_id}")
         current = current.with_frames(*first)
         logger.info("image set split into work items", extra={"work_items": len(rest) + 1})
@@ -148,7 +148,7 @@ def _hand_back(current: WorkItem, part: Part, rest: WorkItem, svc: Services) -> 
         # A concurrent delivery of the same message stopped elsewhere and was recorded first; this part
         # does not end where that item starts, so it is not counted: the redelivery checks up to that cut.
         raise RuntimeError(f"work item {current.item_id} was handed on at frame {recorded[0]} by another delivery")
-    svc.queue.send([rest])
+    svc.queue_for(current.job_id).send([rest])
     svc.progress.mark_queued(current.job_id, f"HANDBACK#{current.item_id}")
     metrics.add_metric(name="WorkItemsHandedBack", unit=MetricUnit.Count, value=1)
     logger.info(
