@@ -13,7 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from ahi_verify.app.audit_run import change_job_id, walk_audit
-from ahi_verify.app.events import AuditRequest, EventError, ImageSetChange, parse_trigger_event
+from ahi_verify.app.events import AuditRequest, EventError, ImageSetChange, Reconcile, parse_trigger_event
 from ahi_verify.app.trigger import handle_trigger
 from ahi_verify.healthimaging import HealthImagingListing
 from ahi_verify.ports import ImageSetListError
@@ -108,6 +108,17 @@ def test_audit_request_events_are_classified_with_a_run_named_by_their_time() ->
     # WHEN they are parsed THEN the run is named by the event's time (a redelivery resumes the same run)
     assert parse_trigger_event(request) == AuditRequest(RUN, "audit-request")
     assert parse_trigger_event(again) == AuditRequest(RUN, "audit-continue")
+    scheduled = {
+        "source": "aws.events",
+        "detail-type": "Scheduled Event",
+        "time": "2026-01-01T00:00:00Z",
+        "resources": ["arn:aws:events:us-east-1:111122223333:rule/stack-audit-schedule"],
+    }
+    assert parse_trigger_event(scheduled) == AuditRequest(RUN, "audit-schedule")
+    assert (
+        parse_trigger_event({**scheduled, "resources": ["arn:aws:events:us-east-1:1:rule/stack-Reconcile"]})
+        == Reconcile()
+    )
     with pytest.raises(EventError, match="runId"):
         parse_trigger_event(bad)
 

@@ -134,7 +134,9 @@ def walk_audit(
     queued = 0
     page: list[ListedImageSet] = []
     queue = svc.audit_queue or svc.queue
-    for listed in listing.image_sets(datastore_id, created_after=at):
+    # From a millisecond before the cursor: the filter's datetime rounds to microseconds, and what lies before
+    # the cursor is skipped below.
+    for listed in listing.image_sets(datastore_id, created_after=None if at is None else at - 0.001):
         created = listed.created_at
         if (
             at is not None

@@ -53,6 +53,9 @@ AUDIT_REQUESTED = "Audit Requested"
 walk that ran out of time sends to continue itself. ``detail.runId`` (optional) names the run to start or resume;
 without it the run is named by the event's ``time``, so a redelivered event resumes the same run."""
 
+AUDIT_SCHEDULE_SUFFIX = "-audit-schedule"
+"""How the AuditSchedule rule's name ends (its ARN is the scheduled event's resource)."""
+
 IMAGE_SET_VERIFIED = ("Image Set Created", "Image Set Updated", "Image Set Copied")
 """Image set events announcing a new version to verify."""
 IMAGE_SET_FAILED = {"Image Set Copy Failed": "CopyImageSet", "Image Set Update Failed": "UpdateImageSetMetadata"}
@@ -94,7 +97,7 @@ def parse_trigger_event(event: Mapping[str, Any]) -> list[JobRef] | Reconcile | 
         return _s3_records(event)
     source, detail_type = event.get("source"), event.get("detail-type")
     if source == "aws.events" and detail_type == "Scheduled Event":
-        return Reconcile()
+        return _scheduled(event)
     if source in ("aws.s3", "aws.medical-imaging") and not isinstance(event.get("detail"), Mapping):
         raise EventError(f"{detail_type} event has no detail object")
     if source == "aws.s3" and detail_type == "Object Created":
@@ -108,6 +111,15 @@ def parse_trigger_event(event: Mapping[str, Any]) -> list[JobRef] | Reconcile | 
     if source == "aws.medical-imaging":
         return _medical_imaging(event, str(detail_type))
     raise EventError(f"unsupported event: source={source!r} detail-type={detail_type!r}")
+
+
+def _scheduled(event: Mapping[str, Any]) -> Reconcile | AuditRequest:
+    """The AuditSchedule rule is named ``<stack>-audit-schedule`` (template.yaml); every other schedule reconciles."""
+    resources = event.get("resources")
+    named = resources if isinstance(resources, list) else []
+    if any(isinstance(r, str) and r.endswith(AUDIT_SCHEDULE_SUFFIX) for r in named):
+        return _audit_request(event, origin="audit-schedule")
+    return Reconcile()
 
 
 def _medical_imaging(event: Mapping[str, Any], detail_type: str) -> list[JobRef] | ImageSetChange:
@@ -129,7 +141,7 @@ def _medical_imaging(event: Mapping[str, Any], detail_type: str) -> list[JobRef]
     return []
 
 
-def _audit_request(event: Mapping[str, Any]) -> AuditRequest:
+def _audit_request(event: Mapping[str, Any], origin: str = "audit-request") -> AuditRequest:
     detail = event.get("detail")
     run_id = detail.get("runId") if isinstance(detail, Mapping) else None
     if run_id is not None:
@@ -141,7 +153,7 @@ def _audit_request(event: Mapping[str, Any]) -> AuditRequest:
         started = datetime.strptime(str(when), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
     except ValueError as exc:
         raise EventError("Audit Requested event has no detail.runId and no time (YYYY-MM-DDThh:mm:ssZ)") from exc
-    return AuditRequest(audit_run_id(started), "audit-request")
+    return AuditRequest(audit_run_id(started), origin)
 
 
 def _image_set_change(event: Mapping[str, Any], detail_type: str) -> ImageSetChange:
