@@ -204,10 +204,17 @@ def test_medical_imaging_is_scoped_to_the_datastore(cfn: Template) -> None:
             for resource in listed(s["Resource"]):
                 assert sub_text(resource) in (DATASTORE_ARN, DATASTORE_ARN + "/imageset/*"), resource
     assert by_function == {
-        "JobTriggerFunction": ["medical-imaging:GetDICOMImportJob", "medical-imaging:ListDICOMImportJobs"],
+        "JobTriggerFunction": [
+            "medical-imaging:GetDICOMImportJob",
+            "medical-imaging:GetImageSet",  # an image set event's current version
+            "medical-imaging:ListDICOMImportJobs",
+            "medical-imaging:ListImageSetVersions",
+            "medical-imaging:SearchImageSets",  # the audit walk
+        ],
         "ImageSetWorkerFunction": [
             "medical-imaging:GetDatastore",  # the data store's lossless storage format
             "medical-imaging:GetImageFrame",
+            "medical-imaging:GetImageSet",  # was an image set whose frames are gone deleted?
             "medical-imaging:GetImageSetMetadata",
         ],
         "DeadLetterRecorderFunction": [],  # it records and finalises; it reads nothing of HealthImaging

@@ -238,3 +238,23 @@ def test_a_failed_copy_is_reported_unverified_and_a_deleted_image_set_as_deleted
     assert deleted["summary"]["frames"]["mismatch"] == 0
     assert any(f"image set {image_set_id(99)} was deleted before its verification ran" in n for n in deleted["notes"])
     assert drain(aws) == []
+
+
+def test_an_image_set_deleted_after_it_was_queued_is_reported_deleted_not_damaged(aws: dict[str, Any]) -> None:
+    # GIVEN an audit of 3 image sets whose work items are queued, then one image set deleted
+    source, search = _store(3)
+    svc = services(aws, source)
+    svc.listing = HealthImagingListing(search)
+    _walk_all(svc, search, chunk=50)
+    gone = image_set_id(1)
+    del source.image_sets[gone]
+    del search.versions[gone]
+    # WHEN the workers run
+    for message in drain(aws):
+        process(WorkItem.from_json(message["Body"]), svc)
+    # THEN the report says it was deleted after it was listed: UNVERIFIED, never MISMATCH
+    doc = report(aws, RUN)
+    (deleted,) = [s for s in doc["imageSets"] if s["imageSetId"] == gone]
+    assert "deleted after it was listed" in deleted["error"]
+    assert doc["verdict"] == "UNVERIFIED"
+    assert doc["summary"]["frames"]["mismatch"] == 0
