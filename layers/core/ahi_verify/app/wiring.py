@@ -116,6 +116,11 @@ def request_budget(settings: Settings, board: DynamoBoard) -> RequestBudget:
     """This process's share of the deployment's budget, on the board every worker shares (a container runs
     one invocation at a time, so one name per process is one per running worker)."""
     budget = _budget_of(settings)
-    return RequestBudget(
-        budget, board, worker=uuid.uuid4().hex, static_share=budget.divided(settings.worker_max_concurrency)
-    )
+    # The audit queue's workers run beside the work queue's: a worker that cannot reach the board keeps to the
+    # share it would have with all of them running.
+    workers = settings.worker_max_concurrency + (AUDIT_WORKER_CONCURRENCY if settings.audit_queue_url else 0)
+    return RequestBudget(budget, board, worker=uuid.uuid4().hex, static_share=budget.divided(workers))
+
+
+AUDIT_WORKER_CONCURRENCY = 2
+"""The audit queue mapping's MaximumConcurrency (template.yaml, ImageSetWorkerFunction's AuditQueue event)."""
