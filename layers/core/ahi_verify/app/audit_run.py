@@ -50,6 +50,8 @@ CHUNK_RESERVE_S = 300.0
 CHUNK_RESERVE_SHARE = 0.3
 PAGE = 50
 """Image sets queued and checkpointed together (SearchImageSets' page size)."""
+SQS_BATCH = 10
+"""SendMessageBatch's limit: work items sent, then marked sent, together."""
 
 RemainingSeconds = Callable[[], float]
 
@@ -187,9 +189,13 @@ def _queue_page(run_id: str, page: list[ListedImageSet], svc: Services, queue: A
         if not counted and svc.progress.was_sent(run_id, listed.image_set_id):
             continue  # an earlier chunk or delivery sent it
         items.append(WorkItem(run_id, datastore_id, listed.image_set_id, listed.version))
-    queue.send(items)
-    for item in items:
-        svc.progress.mark_queued(run_id, f"QUEUED#{item.image_set_id}")
+    # Marked sent after each SQS batch: a walk killed between a batch and its marks sends at most that batch's
+    # 10 again when it resumes (the worker counts each image set once: its ITEM# marker and conditional part).
+    for start in range(0, len(items), SQS_BATCH):
+        batch = items[start : start + SQS_BATCH]
+        queue.send(batch)
+        for item in batch:
+            svc.progress.mark_queued(run_id, f"QUEUED#{item.image_set_id}")
     return len(items)
 
 
