@@ -163,6 +163,7 @@ def test_an_audit_walked_in_chunks_queues_each_image_set_once_and_ends_in_one_re
     doc = report(aws, RUN)
     assert doc["job"] == {**doc["job"], "jobId": RUN, "folder": f"healthimaging://{DS}/"}
     assert len(doc["imageSets"]) == 130
+    assert doc["timings"]["startedAt"] == "2026-01-01T00:00:00+00:00"  # the time the run ID names, on every resume
     assert doc["verdict"] == "MISMATCH"
     (alert,) = alerts(aws)
     assert bad in alert["Message"]

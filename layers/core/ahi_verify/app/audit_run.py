@@ -24,6 +24,7 @@ at most that many shares and import verification the rest (see the README, "Audi
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import time
 from collections.abc import Callable
@@ -77,7 +78,7 @@ def audit_plan(datastore_id: str, run_id: str, started_at: str) -> JobPlan:
 def _started_of(run_id: str, fallback: float) -> float:
     """The start time a run ID names (``audit%Y%m%dt%H%M%Sz``), for a plan that is the same on every resume."""
     try:
-        return time.mktime(time.strptime(run_id.removeprefix("audit"), "%Y%m%dt%H%M%Sz")) - time.timezone
+        return float(calendar.timegm(time.strptime(run_id.removeprefix("audit"), "%Y%m%dt%H%M%Sz")))
     except ValueError:
         return fallback
 
@@ -151,7 +152,8 @@ def walk_audit(
             continue
         queued += _queue_page(run_id, page, svc, queue)
         at, seen_at = _advance(at, seen_at, page)
-        svc.progress.checkpoint(run_id, at, sorted(seen_at)) if at is not None else None
+        if at is not None:  # a listing without createdAt cannot be checkpointed: the markers alone dedupe
+            svc.progress.checkpoint(run_id, at, sorted(seen_at))
         page = []
         out_of_time = reserve is not None and remaining_s is not None and remaining_s() < reserve
         if queued >= chunk_image_sets or out_of_time:
@@ -162,7 +164,8 @@ def walk_audit(
     if page:
         queued += _queue_page(run_id, page, svc, queue)
         at, seen_at = _advance(at, seen_at, page)
-        svc.progress.checkpoint(run_id, at, sorted(seen_at)) if at is not None else None
+        if at is not None:
+            svc.progress.checkpoint(run_id, at, sorted(seen_at))
     metrics.add_metric(name="AuditImageSetsQueued", unit=MetricUnit.Count, value=queued)
     return _walked(run_id, svc, queued)
 
