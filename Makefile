@@ -78,6 +78,7 @@ bench: $(STAMP) ## the benchmarks (ratios against a baseline in the same run)
 	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.job_parse
 	$(BIN)/python -m bench.datastore_walk
+	$(BIN)/python -m bench.audit_walk
 	$(BIN)/python -m bench.finalise
 	$(BIN)/python -m bench.drain
 	$(BIN)/python -m bench.budget

@@ -35,6 +35,7 @@ EXAMPLE_STACK: dict[str, Any] = {
     "Parameters": {"DatastoreId": "0123456789abcdef0123456789abcdef"},
     "Resources": {
         "WorkQueue": "https://sqs.us-east-1.amazonaws.com/123456789012/ahi-verify-WorkQueue-EXAMPLE",
+        "AuditQueue": "https://sqs.us-east-1.amazonaws.com/123456789012/ahi-verify-AuditQueue-EXAMPLE",
         "ReportsBucket": "ahi-verify-reportsbucket-example",
         "ProgressTable": "ahi-verify-ProgressTable-EXAMPLE",
         "IdempotencyTable": "ahi-verify-IdempotencyTable-EXAMPLE",

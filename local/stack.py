@@ -338,7 +338,10 @@ class LocalStack:
         isolation = dict(self.isolation)
         if self._executor is None:
             for mapping in self.sqs_mappings:
-                n = self.concurrency[mapping.function] = self._concurrency_of(mapping)
+                # A function with two mappings (WorkQueue, AuditQueue) shares one executor here: the larger
+                # concurrency, so the work queue keeps its own (the audit mapping's lower cap is AWS's to enforce).
+                n = max(self.concurrency.get(mapping.function, 0), self._concurrency_of(mapping))
+                self.concurrency[mapping.function] = n
                 if n > 1 and isolation.setdefault(mapping.function, "container") == "inprocess":
                     raise ValueError(
                         f"{mapping.function}: in-process invocations run one at a time; "

@@ -44,4 +44,6 @@ def verify_once(job: dict[str, Any]) -> dict[str, Any]:
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     IDEMPOTENCY.register_lambda_context(context)
-    return handle_trigger(event, SERVICES, lambda job: verify_once(job=job))
+    return handle_trigger(
+        event, SERVICES, lambda job: verify_once(job=job), lambda: context.get_remaining_time_in_millis() / 1000
+    )

@@ -53,7 +53,9 @@ def test_resources_follow_the_template(real_template: Path) -> None:
         dlq_arn = stack.queues["WorkDeadLetterQueue"].arn
         progress = stack.dynamodb.describe_table(TableName=stack.tables["ProgressTable"])["Table"]
         ttl = stack.dynamodb.describe_time_to_live(TableName=stack.tables["ProgressTable"])
-        mapping, dead_letters = sorted(stack.sqs_mappings, key=lambda m: m.queue.logical_id != "WorkQueue")
+        by_queue = {m.queue.logical_id: m for m in stack.sqs_mappings}
+        mapping, dead_letters, audit = by_queue["WorkQueue"], by_queue["WorkDeadLetterQueue"], by_queue["AuditQueue"]
+        assert set(by_queue) == {"WorkQueue", "WorkDeadLetterQueue", "AuditQueue"}
         # THEN the work queue keeps the template's timeout and redrives to the DLQ after 3 receives
         assert work["VisibilityTimeout"] == "5400"
         assert json.loads(work["RedrivePolicy"]) == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}
@@ -67,6 +69,11 @@ def test_resources_follow_the_template(real_template: Path) -> None:
             1,
             True,
         )
+        # and audit work is consumed by the same worker, one message at a time, at a concurrency of 2
+        assert (audit.function, audit.batch_size, audit.report_failures) == ("ImageSetWorkerFunction", 1, True)
+        assert audit.maximum_concurrency == 2
+        audit_queue = stack.sqs.get_queue_attributes(QueueUrl=stack.queue_url("AuditQueue"), AttributeNames=["All"])
+        assert json.loads(audit_queue["Attributes"]["RedrivePolicy"])["deadLetterTargetArn"] == dlq_arn
         # and the dead letters are consumed by their recorder, also with partial batch responses
         assert (dead_letters.function, dead_letters.queue.logical_id, dead_letters.report_failures) == (
             "DeadLetterRecorderFunction",

@@ -56,6 +56,7 @@ ENVIRONMENT = {
     "WORK_MAX_RECEIVE_COUNT",
     "JOB_DEADLINE_S",
     "SOURCE_BUCKET",
+    "AUDIT_QUEUE_URL",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
     "LOG_LEVEL",
@@ -206,10 +207,17 @@ def test_medical_imaging_is_scoped_to_the_datastore(cfn: Template) -> None:
             for resource in listed(s["Resource"]):
                 assert sub_text(resource) in (DATASTORE_ARN, DATASTORE_ARN + "/imageset/*"), resource
     assert by_function == {
-        "JobTriggerFunction": ["medical-imaging:GetDICOMImportJob", "medical-imaging:ListDICOMImportJobs"],
+        "JobTriggerFunction": [
+            "medical-imaging:GetDICOMImportJob",
+            "medical-imaging:GetImageSet",  # an image set event's current version
+            "medical-imaging:ListDICOMImportJobs",
+            "medical-imaging:ListImageSetVersions",
+            "medical-imaging:SearchImageSets",  # the audit walk
+        ],
         "ImageSetWorkerFunction": [
             "medical-imaging:GetDatastore",  # the data store's lossless storage format
             "medical-imaging:GetImageFrame",
+            "medical-imaging:GetImageSet",  # was an image set whose frames are gone deleted?
             "medical-imaging:GetImageSetMetadata",
         ],
         "DeadLetterRecorderFunction": [],  # it records and finalises; it reads nothing of HealthImaging
@@ -315,6 +323,10 @@ def test_every_reference_to_the_bucket_uses_the_bucket_s_own_name(cfn: Template)
     assert sub_text(permission["SourceArn"]) == "arn:${AWS::Partition}:s3:::" + BUCKET_NAME
 
 
+WORK_QUEUE_ARN = {"Fn::GetAtt": ["WorkQueue", "Arn"]}
+AUDIT_QUEUE_ARN = {"Fn::GetAtt": ["AuditQueue", "Arn"]}
+
+
 def test_the_functions_publish_only_to_the_encrypted_topics_they_use(cfn: Template) -> None:
     for function in FUNCTIONS:
         statements = function_statements(cfn, function)
@@ -330,8 +342,9 @@ def test_the_functions_publish_only_to_the_encrypted_topics_they_use(cfn: Templa
     sends = {f: [s["Resource"] for s in grants(function_statements(cfn, f), "sqs:SendMessage")] for f in FUNCTIONS}
     assert sends == {
         # the trigger's second queue is its OnFailure destination: Lambda sends the record with the function's role
-        "JobTriggerFunction": [{"Fn::GetAtt": ["WorkQueue", "Arn"]}, {"Fn::GetAtt": ["TriggerFailureQueue", "Arn"]}],
-        "ImageSetWorkerFunction": [{"Fn::GetAtt": ["WorkQueue", "Arn"]}],
+        # the work queue and the audit queue in one statement (an audit's items, splits and hand-backs)
+        "JobTriggerFunction": [[WORK_QUEUE_ARN, AUDIT_QUEUE_ARN], {"Fn::GetAtt": ["TriggerFailureQueue", "Arn"]}],
+        "ImageSetWorkerFunction": [[WORK_QUEUE_ARN, AUDIT_QUEUE_ARN]],
         # a dead-lettered whole-set message of a split image set queues its other ranges again
         "DeadLetterRecorderFunction": [{"Fn::GetAtt": ["WorkQueue", "Arn"]}],
     }
@@ -393,7 +406,7 @@ def test_the_alert_topic_is_encrypted_with_a_key_cloudwatch_alarms_can_use(cfn: 
 
 def test_every_queue_is_encrypted_and_the_work_queue_dead_letters(cfn: Template) -> None:
     queues = of_type(cfn, "AWS::SQS::Queue")
-    assert set(queues) == {"WorkQueue", "WorkDeadLetterQueue", "TriggerFailureQueue"}
+    assert set(queues) == {"WorkQueue", "AuditQueue", "WorkDeadLetterQueue", "TriggerFailureQueue"}
     for name, queue in queues.items():
         props = queue["Properties"]
         assert props.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in props, f"{name} is not encrypted"
@@ -410,13 +423,17 @@ def test_every_queue_is_encrypted_and_the_work_queue_dead_letters(cfn: Template)
     assert worker_env["WORK_MAX_RECEIVE_COUNT"] == {"Ref": "WorkMaxReceiveCount"}
     worker_timeout = cfn["Resources"]["ImageSetWorkerFunction"]["Properties"]["Timeout"]
     assert work["VisibilityTimeout"] >= 6 * worker_timeout
+    # audit items dead-letter like work items, to the queue the recorder reads
+    audit = queues["AuditQueue"]["Properties"]
+    assert audit["RedrivePolicy"] == work["RedrivePolicy"]
+    assert audit["VisibilityTimeout"] == work["VisibilityTimeout"]
     assert "RedrivePolicy" not in queues["WorkDeadLetterQueue"]["Properties"]
     assert "RedrivePolicy" not in queues["TriggerFailureQueue"]["Properties"]
 
 
 def test_the_queue_policy_denies_insecure_transport_on_every_queue(cfn: Template) -> None:
     props = cfn["Resources"]["WorkQueuePolicy"]["Properties"]
-    queues = ("WorkQueue", "WorkDeadLetterQueue", "TriggerFailureQueue")
+    queues = ("WorkQueue", "WorkDeadLetterQueue", "TriggerFailureQueue", "AuditQueue")
     assert set(of_type(cfn, "AWS::SQS::QueuePolicy")) == {"WorkQueuePolicy"}
     assert props["Queues"] == [{"Ref": q} for q in queues]
     [deny] = props["PolicyDocument"]["Statement"]
@@ -476,7 +493,7 @@ def test_the_output_bucket_is_private_encrypted_and_tls_only(cfn: Template) -> N
 
 def test_the_worker_consumes_the_work_queue_one_item_at_a_time_with_bounded_concurrency(cfn: Template) -> None:
     mappings = of_type(cfn, "AWS::Lambda::EventSourceMapping")
-    assert len(mappings) == 2  # the work queue's, and the dead-letter queue's (below)
+    assert len(mappings) == 3  # the work queue's, the audit queue's (below), and the dead-letter queue's
     [props] = [
         m["Properties"] for m in mappings.values() if m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0] == "WorkQueue"
     ]
@@ -496,8 +513,16 @@ def test_the_worker_consumes_the_work_queue_one_item_at_a_time_with_bounded_conc
     worker = cfn["Resources"]["ImageSetWorkerFunction"]["Properties"]
     assert (worker["Handler"], worker["Timeout"]) == ("image_set_worker.handler", 900)
     assert worker["MemorySize"] == {"Ref": "WorkerMemorySize"}
+    # audits: the same worker on the audit queue, at most 2 at once (SQS's minimum), so an audit holds at most
+    # 2 of the WorkerMaximumConcurrency + 2 shares of the request-rate budget while imports are verified
+    [audit] = [
+        m["Properties"] for m in mappings.values() if m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0] == "AuditQueue"
+    ]
+    assert audit["FunctionName"] == {"Ref": "ImageSetWorkerFunction"}
+    assert (audit["BatchSize"], audit["ScalingConfig"]) == (1, {"MaximumConcurrency": 2})
+    assert audit["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     consume = grants(function_statements(cfn, "ImageSetWorkerFunction"), "sqs:ReceiveMessage")
-    assert [s["Resource"] for s in consume] == [{"Fn::GetAtt": ["WorkQueue", "Arn"]}]
+    assert [s["Resource"] for s in consume] == [[WORK_QUEUE_ARN, AUDIT_QUEUE_ARN]]
     assert {"sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"} <= set(consume[0]["Action"])
 
 
@@ -615,7 +640,11 @@ def test_import_job_events_of_the_datastore_reach_the_job_trigger(cfn: Template)
 
 def test_the_reconciliation_schedule_reaches_the_job_trigger(cfn: Template) -> None:
     schedules = {n: r for n, r in of_type(cfn, "AWS::Events::Rule").items() if "ScheduleExpression" in r["Properties"]}
-    assert list(schedules) == ["JobTriggerFunctionReconcile"]
+    assert sorted(schedules) == ["AuditScheduleRule", "JobTriggerFunctionReconcile"]
+    # the audit schedule exists only with AuditSchedule set (off by default)
+    assert schedules["AuditScheduleRule"]["Condition"] == "HasAuditSchedule"
+    assert cfn["Parameters"]["AuditSchedule"]["Default"] == ""
+    assert schedules["AuditScheduleRule"]["Properties"]["ScheduleExpression"] == {"Ref": "AuditSchedule"}
     props = schedules["JobTriggerFunctionReconcile"]["Properties"]
     assert props["ScheduleExpression"] == {"Ref": "ReconcileSchedule"}
     assert cfn["Parameters"]["ReconcileSchedule"]["Default"] == "rate(6 hours)"
@@ -629,10 +658,12 @@ def test_the_reconciliation_schedule_reaches_the_job_trigger(cfn: Template) -> N
 
 def test_every_trigger_invokes_the_job_trigger_and_nothing_else_invokes_a_function(cfn: Template) -> None:
     targets = [t["Arn"] for r in of_type(cfn, "AWS::Events::Rule").values() for t in r["Properties"]["Targets"]]
-    assert len(targets) == 3
+    # import-job events, an existing bucket's manifests, the reconciliation; audits on demand and on a schedule;
+    # image set events
+    assert len(targets) == 6
     assert all(_invokes_job_trigger(t) for t in targets)
     permissions = of_type(cfn, "AWS::Lambda::Permission")
-    assert len(permissions) == 4
+    assert len(permissions) == 7
     assert all(_invokes_job_trigger(p["Properties"]["FunctionName"]) for p in permissions.values())
     trigger = cfn["Resources"]["JobTriggerFunction"]["Properties"]
     assert (trigger["Handler"], trigger["Timeout"], trigger["MemorySize"]) == ("job_trigger.handler", 900, 512)
@@ -659,6 +690,8 @@ def test_conditions_make_the_bucket_and_the_email_subscription_optional(cfn: Tem
         "ExistingBucketManifestPermission",
         "AlertEmailSubscription",
         "OpsEmailSubscription",
+        "AuditScheduleRule",
+        "AuditSchedulePermission",
     }
     assert conditions["HasOpsEmail"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "OpsEmail"}, ""]}]}
     ops = cfn["Resources"]["OpsEmailSubscription"]
@@ -804,6 +837,7 @@ def test_the_parameters_keep_their_contract(cfn: Template) -> None:
         "ReportsNoncurrentVersionDays": 365,
         "ReportRetentionDays": 0,
         "ReportRetentionMode": "GOVERNANCE",
+        "AuditSchedule": "",
         "AlertEmail": "",
         "OpsEmail": "",
         "NotifyOnCleanJobs": "false",

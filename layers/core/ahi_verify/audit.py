@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .ids import audit_run_id
 from .image_set import VerifyOptions, verify_image_set
 from .outcomes import Reason, Status
 from .ports import FrameSource, ImageSetError, ImageSetListError, ImageSetListing, ListedImageSet
@@ -40,12 +41,9 @@ from .report import (
 
 OnResult = Callable[[FrameResult, int], None]
 
+__all__ = ["DELETED", "AuditRun", "audit_datastore", "audit_header", "audit_notes", "audit_run_id", "verify_listed"]
+
 DELETED = "deleted after it was listed (GetImageSet: not found): nothing left to verify"
-
-
-def audit_run_id(started: float) -> str:
-    """The audit run's ID: ``audit`` and the UTC start time, in the job ID alphabet ``[0-9a-z]``."""
-    return "audit" + time.strftime("%Y%m%dt%H%M%Sz", time.gmtime(started))
 
 
 def audit_header(datastore_id: str, run_id: str) -> JobHeader:

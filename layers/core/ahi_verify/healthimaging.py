@@ -319,10 +319,12 @@ class HealthImagingListing:
                 for summary in page.get("imageSetsMetadataSummaries", []):
                     version = summary.get("version")
                     primary = summary.get("isPrimary")
+                    created = summary.get("createdAt")
                     yield ListedImageSet(
                         image_set_id=str(summary["imageSetId"]),
                         version=version if isinstance(version, int) and not isinstance(version, bool) else None,
                         is_primary=primary if isinstance(primary, bool) else None,
+                        created_at=created.timestamp() if isinstance(created, datetime) else None,
                     )
         except ClientError as exc:
             not_found = exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException"
@@ -330,6 +332,27 @@ class HealthImagingListing:
             raise ImageSetListError(message, not_found=not_found) from exc
         except BotoCoreError as exc:
             raise ImageSetListError(f"SearchImageSets for data store {datastore_id} failed: {exc}") from exc
+
+    def latest_version(self, datastore_id: str, image_set_id: str) -> int | None:
+        """The image set's current version (GetImageSet), or None when it is gone (not found or DELETED).
+
+        Raises
+        ------
+        ImageSetListError
+            Any other failure.
+        """
+        try:
+            described = self._client.get_image_set(datastoreId=datastore_id, imageSetId=image_set_id)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                return None
+            raise ImageSetListError(f"GetImageSet for image set {image_set_id} failed: {_describe(exc)}") from exc
+        except BotoCoreError as exc:
+            raise ImageSetListError(f"GetImageSet for image set {image_set_id} failed: {exc}") from exc
+        if described.get("imageSetState") == "DELETED":
+            return None
+        version = str(described.get("versionId", ""))
+        return int(version) if version.isdigit() else None
 
     def exists(self, datastore_id: str, image_set_id: str) -> bool:
         """Whether GetImageSet still finds the image set (False: ResourceNotFoundException or state DELETED).

@@ -8,6 +8,7 @@ a decimal string. Every parser (CLI arguments, events, manifests, work items, se
 from __future__ import annotations
 
 import re
+import time
 from typing import Any, TypeGuard
 
 SERVICE_ID = re.compile(r"[0-9a-z]{32}")
@@ -38,3 +39,8 @@ def parse_job_folder(key_or_uri: str) -> tuple[str, str] | None:
     folder = key_or_uri if key_or_uri.endswith("/") else key_or_uri.rsplit("/", 1)[0] + "/"
     match = JOB_FOLDER.search(folder)
     return (match.group(1), match.group(2)) if match else None
+
+
+def audit_run_id(started: float) -> str:
+    """The audit run's ID: ``audit`` and the UTC start time, in the job ID alphabet ``[0-9a-z]``."""
+    return "audit" + time.strftime("%Y%m%dt%H%M%Sz", time.gmtime(started))

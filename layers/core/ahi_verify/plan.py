@@ -180,6 +180,10 @@ class JobPlan:
     UNVERIFIED."""
     evidence: tuple[ObjectEvidence, ...] = ()
     """The manifest and every ndjson file read, with ETag and SHA-256."""
+    listed: bool = False
+    """The image sets are those the job's parts name, not ``image_sets`` (a data store audit: its listing can be
+    millions long, so the plan stays small and the walk keeps constant memory); each is a verified image set of
+    the report, in image set ID order, as if the plan listed it."""
 
     def work_items(self) -> list[WorkItem]:
         """One work item per image set (a worker may split a large one into frame ranges)."""
@@ -201,6 +205,7 @@ class JobPlan:
             "withSources": self.with_sources,
             "discrepancies": list(self.discrepancies),
             "evidence": [e.to_json() for e in self.evidence],
+            **({"listed": True} if self.listed else {}),
         }
 
     @classmethod
@@ -224,6 +229,7 @@ class JobPlan:
             with_sources=boolean(obj, "withSources", "plan"),
             discrepancies=texts(obj, "discrepancies", "plan"),
             evidence=items(obj, "evidence", "plan", ObjectEvidence.from_json),
+            listed=obj.get("listed") is True,
         )
 
 

@@ -154,6 +154,8 @@ class ListedImageSet:
     """The current version when listed; verified as that version, so an update during the audit cannot
     change what is verified."""
     is_primary: bool | None = None
+    created_at: float | None = None
+    """``createdAt`` in epoch seconds, when the listing gives it: the application checkpoints its walk by it."""
 
 
 class ImageSetListError(Exception):

@@ -2,21 +2,24 @@
 
 Three sources announce a job: an S3 notification for the manifest (the template created the bucket), an
 EventBridge "Object Created" event for it (an existing bucket), and HealthImaging's own "Import Job
-Completed/Failed" event. A schedule asks for reconciliation instead. Everything else is an error that
-names what was received, never silently ignored.
+Completed/Failed" event. A schedule asks for reconciliation instead; an ``ahi-verify`` "Audit Requested"
+event (on demand, the AuditSchedule rule, or a walk continuing itself) for an audit run of the data store; an
+image set event (Created, Updated, Copied, Copy Failed, Update Failed) for the verification of its new version.
+Everything else is an error that names what was received, never silently ignored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventRecord
 
-from ..ids import is_job_id, is_service_id, parse_job_folder
+from ..ids import audit_run_id, is_int, is_job_id, is_service_id, parse_job_folder
 from ..locations import MANIFEST_NAME
 
 
@@ -44,8 +47,44 @@ class Reconcile:
     """The scheduled sweep for completed jobs that were never verified."""
 
 
-def parse_trigger_event(event: Mapping[str, Any]) -> list[JobRef] | Reconcile:
-    """Return the jobs an event announces (possibly none), or :class:`Reconcile`.
+AUDIT_SOURCE = "ahi-verify"
+AUDIT_REQUESTED = "Audit Requested"
+"""The on-demand audit event (``source`` and ``detail-type``), also what the AuditSchedule rule sends and what a
+walk that ran out of time sends to continue itself. ``detail.runId`` (optional) names the run to start or resume;
+without it the run is named by the event's ``time``, so a redelivered event resumes the same run."""
+
+AUDIT_SCHEDULE_SUFFIX = "-audit-schedule"
+"""How the AuditSchedule rule's name ends (its ARN is the scheduled event's resource)."""
+
+IMAGE_SET_VERIFIED = ("Image Set Created", "Image Set Updated", "Image Set Copied")
+"""Image set events announcing a new version to verify."""
+IMAGE_SET_FAILED = {"Image Set Copy Failed": "CopyImageSet", "Image Set Update Failed": "UpdateImageSetMetadata"}
+"""Image set events announcing a failed change: reported (UNVERIFIED), never verified."""
+
+
+@dataclass(frozen=True)
+class AuditRequest:
+    """Start (or resume) the audit run ``run_id`` of the deployment's data store."""
+
+    run_id: str
+    origin: str
+
+
+@dataclass(frozen=True)
+class ImageSetChange:
+    """An image set event: a new version to verify, or a change that failed (``failed_operation``)."""
+
+    datastore_id: str
+    image_set_id: str
+    detail_type: str
+    version: int | None = None
+    """The event's version, when it names one; else GetImageSet is asked."""
+    failed_operation: str | None = None
+
+
+def parse_trigger_event(event: Mapping[str, Any]) -> list[JobRef] | Reconcile | AuditRequest | ImageSetChange:
+    """Return the jobs an event announces (possibly none), :class:`Reconcile`, an :class:`AuditRequest` or an
+    :class:`ImageSetChange`.
 
     Raises
     ------
@@ -58,7 +97,7 @@ def parse_trigger_event(event: Mapping[str, Any]) -> list[JobRef] | Reconcile:
         return _s3_records(event)
     source, detail_type = event.get("source"), event.get("detail-type")
     if source == "aws.events" and detail_type == "Scheduled Event":
-        return Reconcile()
+        return _scheduled(event)
     if source in ("aws.s3", "aws.medical-imaging") and not isinstance(event.get("detail"), Mapping):
         raise EventError(f"{detail_type} event has no detail object")
     if source == "aws.s3" and detail_type == "Object Created":
@@ -67,7 +106,27 @@ def parse_trigger_event(event: Mapping[str, Any]) -> list[JobRef] | Reconcile:
         if bucket is None or key is None:
             raise EventError("Object Created event has no detail.bucket.name or detail.object.key")
         return [_from_key(bucket, key, "eventbridge-s3", _text(detail, "object", "etag"))]
-    if source == "aws.medical-imaging" and detail_type in ("Import Job Completed", "Import Job Failed"):
+    if source == AUDIT_SOURCE and detail_type == AUDIT_REQUESTED:
+        return _audit_request(event)
+    if source == "aws.medical-imaging":
+        return _medical_imaging(event, str(detail_type))
+    raise EventError(f"unsupported event: source={source!r} detail-type={detail_type!r}")
+
+
+def _scheduled(event: Mapping[str, Any]) -> Reconcile | AuditRequest:
+    """The AuditSchedule rule is named ``<stack>-audit-schedule`` (template.yaml); every other schedule reconciles."""
+    resources = event.get("resources")
+    named = resources if isinstance(resources, list) else []
+    if any(isinstance(r, str) and r.endswith(AUDIT_SCHEDULE_SUFFIX) for r in named):
+        return _audit_request(event, origin="audit-schedule")
+    return Reconcile()
+
+
+def _medical_imaging(event: Mapping[str, Any], detail_type: str) -> list[JobRef] | ImageSetChange:
+    """An ``aws.medical-imaging`` event: an import job's end, an image set's change, or nothing to do."""
+    if detail_type in IMAGE_SET_VERIFIED or detail_type in IMAGE_SET_FAILED:
+        return _image_set_change(event, detail_type)
+    if detail_type in ("Import Job Completed", "Import Job Failed"):
         detail = EventBridgeEvent(dict(event)).detail
         datastore_id, job_id = _text(detail, "datastoreId"), _text(detail, "jobId")
         for name, value in (("datastoreId", datastore_id), ("jobId", job_id)):
@@ -77,9 +136,36 @@ def parse_trigger_event(event: Mapping[str, Any]) -> list[JobRef] | Reconcile:
         if not is_service_id(datastore_id) or not is_job_id(job_id):
             raise EventError(f"{detail_type} event has a malformed datastoreId or jobId")
         return [JobRef(datastore_id, job_id, None, "import-job-event", failed=detail.get("jobStatus") == "FAILED")]
-    if source == "aws.medical-imaging":
-        return []  # Submitted / In Progress: nothing to verify yet
-    raise EventError(f"unsupported event: source={source!r} detail-type={detail_type!r}")
+    # Import Job Submitted / In Progress, Image Set Copying / Updating / Deleting / Deleted: nothing new to
+    # verify (a deletion's image set is gone; a work item already queued for it reports it deleted).
+    return []
+
+
+def _audit_request(event: Mapping[str, Any], origin: str = "audit-request") -> AuditRequest:
+    detail = event.get("detail")
+    run_id = detail.get("runId") if isinstance(detail, Mapping) else None
+    if run_id is not None:
+        if not is_job_id(run_id) or not str(run_id).startswith("audit"):
+            raise EventError("Audit Requested event has a malformed detail.runId")
+        return AuditRequest(str(run_id), "audit-continue")
+    when = event.get("time")
+    try:
+        started = datetime.strptime(str(when), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError as exc:
+        raise EventError("Audit Requested event has no detail.runId and no time (YYYY-MM-DDThh:mm:ssZ)") from exc
+    return AuditRequest(audit_run_id(started), origin)
+
+
+def _image_set_change(event: Mapping[str, Any], detail_type: str) -> ImageSetChange:
+    detail = EventBridgeEvent(dict(event)).detail
+    datastore_id, image_set_id = _text(detail, "datastoreId"), _text(detail, "imageSetId")
+    if not is_service_id(datastore_id) or not is_service_id(image_set_id):
+        raise EventError(f"{detail_type} event has a missing or malformed datastoreId or imageSetId")
+    raw = detail.get("imageSetVersion", detail.get("versionId"))
+    version = int(raw) if isinstance(raw, str) and raw.isdigit() else raw if is_int(raw) and raw > 0 else None
+    return ImageSetChange(
+        str(datastore_id), str(image_set_id), detail_type, version, failed_operation=IMAGE_SET_FAILED.get(detail_type)
+    )
 
 
 def _s3_records(event: Mapping[str, Any]) -> list[JobRef]:

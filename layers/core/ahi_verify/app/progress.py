@@ -7,6 +7,11 @@ Items (partition ``JOB#<jobId>``):
 ``SPLIT#<imageSetId>``an image set was split into frame ranges (conditional put: ``pending`` grows once);
                       holds the frame count and range size, so a redelivered whole-set message is cut the
                       same way even when its metadata cannot be read again
+``QUEUED#<imageSetId>``an audit run queued the image set (conditional put: ``pending`` grows once per run);
+                      ``queued`` once the message was sent, so a resumed walk sends it at most once more
+``CURSOR``            an audit run's walk checkpoint: the last ``createdAt`` queued, the image sets queued at
+                      exactly that instant, and ``walked`` once the listing ended (``pending`` lost the
+                      walk's own 1 then)
 ``HANDBACK#<itemId>`` a work item stopped at its deadline and handed the frames from ``at`` on to a new
                       item (conditional put: ``pending`` grows once, and a redelivery stops at the same frame)
 """
@@ -270,6 +275,83 @@ class JobProgress:
             ),
         )
 
+    def record_queued(self, run_id: str, image_set_id: str) -> bool:
+        """Count one image set of an audit run as pending, once per run; False if it was already counted."""
+        return self._transact(run_id, f"QUEUED#{image_set_id}", "ADD pending :one", {":one": _n(1)})
+
+    def was_sent(self, run_id: str, image_set_id: str) -> bool:
+        """Whether the audit run's work item for the image set was sent (:meth:`mark_queued` ``QUEUED#<id>``)."""
+        marker = self._marker(run_id, f"QUEUED#{image_set_id}")
+        return bool(marker and marker.get("queued"))
+
+    def cursor(self, run_id: str) -> tuple[float | None, list[str], bool]:
+        """The audit run's walk checkpoint: ``(createdAt reached, image sets queued at that instant, walked)``."""
+        marker = self._marker(run_id, "CURSOR")
+        if marker is None:
+            return None, [], False
+        at = marker.get("at")
+        ids = marker.get("ids_at")
+        return (
+            (float(at) if at is not None else None),
+            sorted(ids) if isinstance(ids, set) else [],
+            bool(marker.get("walked")),
+        )
+
+    def checkpoint(self, run_id: str, at: float, ids_at: list[str]) -> None:
+        """Save the walk's cursor: everything created before ``at``, and ``ids_at`` created at it, is queued.
+
+        ``at`` is stored as the decimal text of the float (epoch seconds), so it comes back exactly."""
+        names = {"ids_at": {"SS": sorted(set(ids_at))}} if ids_at else {}
+        # A walk that already ended keeps its end: a late duplicate walker cannot move the cursor back.
+        _when_condition_holds(
+            self._sleep,
+            lambda: self._db.put_item(
+                TableName=self._table,
+                Item={
+                    "pk": _pk(run_id),
+                    "sk": {"S": "CURSOR"},
+                    "at": {"S": repr(at)},
+                    "saved_at": _n(int(self._clock())),
+                    "expires_at": _n(int(self._clock()) + RETENTION_S),
+                    **names,
+                },
+                ConditionExpression="attribute_not_exists(walked)",
+            ),
+        )
+
+    def end_walk(self, run_id: str) -> bool:
+        """The listing ended: the walk's own pending 1 is removed, once; False when it already was."""
+        now = int(self._clock())
+        return _when_condition_holds(
+            self._sleep,
+            lambda: self._db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": {"pk": _pk(run_id), "sk": {"S": "CURSOR"}},
+                            "UpdateExpression": "SET walked = :yes, saved_at = :now, expires_at = :exp",
+                            "ConditionExpression": "attribute_not_exists(walked)",
+                            "ExpressionAttributeValues": {
+                                ":yes": {"BOOL": True},
+                                ":now": _n(now),
+                                ":exp": _n(now + RETENTION_S),
+                            },
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": {"pk": _pk(run_id), "sk": {"S": "JOB"}},
+                            "UpdateExpression": "ADD pending :minus_one",
+                            "ConditionExpression": "attribute_exists(pk)",
+                            "ExpressionAttributeValues": {":minus_one": _n(-1)},
+                        }
+                    },
+                ]
+            ),
+        )
+
     def claim_finalisation(self, job_id: str, claimer: str) -> bool:
         """Claim the right to write the report and send the alert: only when nothing is pending, only once.
 
@@ -370,4 +452,6 @@ def _plain(value: Mapping[str, Any]) -> Any:
         return int(raw)
     if kind == "BOOL":
         return bool(raw)
+    if kind == "SS":
+        return set(raw)
     return raw

@@ -57,6 +57,8 @@ class Settings:
     """A job still open this long after it was planned is finished by the reconciliation, its unfinished
     work items reported as not verified (template parameter JobDeadlineHours). The default lies past the
     longest a work item can stay in the queue before it is dead-lettered (5 receives x 1.5 h visibility)."""
+    audit_queue_url: str | None = None
+    """The audit queue (template AuditQueue): audit work items, consumed with a lower concurrency."""
     memory_budget_bytes: int = 200 * 1024 * 1024
     """Frames in flight per worker: 40 % of the function's memory (the rest is the runtime, the code and the
     HTTP pools), measured: a 3328x4096 frame in flight costs about 3.5x its 27 MB decoded size."""
@@ -132,13 +134,13 @@ class Settings:
             settings = replace(settings, job_deadline_s=int(deadline))
         else:
             problems.append("JOB_DEADLINE_S must be an integer >= 60")
-        source_bucket = env.get("SOURCE_BUCKET", "")
-        if source_bucket and not re.fullmatch(_BUCKET, source_bucket):
-            problems.append("SOURCE_BUCKET is malformed")
-        elif source_bucket:
-            settings = replace(settings, source_bucket=source_bucket)
-        if ledger_table := env.get("LEDGER_TABLE", ""):
-            settings = replace(settings, ledger_table=ledger_table)
+        # Optional: empty or unset leaves the feature off (None); a malformed value is a problem.
+        settings = replace(
+            settings,
+            source_bucket=_optional(env, "SOURCE_BUCKET", _BUCKET, problems),
+            ledger_table=_optional(env, "LEDGER_TABLE", r".+", problems),
+            audit_queue_url=_optional(env, "AUDIT_QUEUE_URL", r"https?://.+", problems),
+        )
         where = _deployment(env, problems)
         settings = replace(settings, region=where.region, account_id=where.account_id, stack_name=where.stack_name)
         memory_mb = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "")
@@ -155,6 +157,15 @@ class Settings:
         if problems:
             raise SettingsError("invalid function configuration: " + "; ".join(problems))
         return settings
+
+
+def _optional(env: Mapping[str, str], name: str, pattern: str, problems: list[str]) -> str | None:
+    """``env[name]`` when given and well formed; None when empty or unset; a malformed one is a problem."""
+    value = env.get(name, "")
+    if value and not re.fullmatch(pattern, value):
+        problems.append(f"{name} is malformed")
+        return None
+    return value or None
 
 
 def _deployment(env: Mapping[str, str], problems: list[str]) -> Deployment:

@@ -20,7 +20,8 @@ from ..locations import job_folder
 from ..plan import JobPlan, failed_job_plan, plan_job
 from ..ports import ImportJob, ImportJobError, JobOutputError
 from ..report import iso_time
-from .events import JobRef, Reconcile, parse_trigger_event
+from .audit_run import change_plan, walk_audit
+from .events import AuditRequest, ImageSetChange, JobRef, Reconcile, parse_trigger_event
 from .finaliser import finalise_job, send_kept_alert
 from .observability import logger, metrics
 from .progress import JobState
@@ -30,11 +31,30 @@ VerifyOnce = Callable[[dict[str, Any]], dict[str, Any]]
 """:func:`start_job` behind the handler's idempotency, taking a :class:`JobRef` as a dict."""
 
 
-def handle_trigger(event: Mapping[str, Any], svc: Services, verify_once: VerifyOnce) -> dict[str, Any]:
-    """Turn a trigger event into verification runs."""
+def handle_trigger(
+    event: Mapping[str, Any],
+    svc: Services,
+    verify_once: VerifyOnce,
+    remaining_s: Callable[[], float] | None = None,
+) -> dict[str, Any]:
+    """Turn a trigger event into verification runs.
+
+    Audit requests and image set events are not behind the handler's idempotency: a killed walk must resume
+    when Lambda retries the same event, and both are idempotent through the progress table (the run's or the
+    version's job record, and the markers of what was queued).
+    """
     parsed = parse_trigger_event(event)
     if isinstance(parsed, Reconcile):
         return {"reconciled": reconcile(svc, verify_once)}
+    if isinstance(parsed, AuditRequest):
+        logger.set_correlation_id(parsed.run_id)
+        logger.append_keys(job_id=parsed.run_id, origin=parsed.origin)
+        listing, again = svc.listing, svc.audit_requests
+        if listing is None or again is None:
+            raise RuntimeError("this deployment has no data store listing wired for audits")
+        return {"audit": {parsed.run_id: walk_audit(parsed, svc, listing, continue_run=again, remaining_s=remaining_s)}}
+    if isinstance(parsed, ImageSetChange):
+        return {"imageSet": start_image_set_change(parsed, str(event.get("id", "")), svc)}
     outcomes = {}
     for ref in parsed:
         logger.set_correlation_id(ref.job_id)
@@ -75,6 +95,24 @@ def start_job(ref: JobRef, svc: Services) -> dict[str, Any]:
             expected_ids=(ref.datastore_id, ref.job_id),
             jobs=svc.jobs,
         )
+    return _queue(plan, svc)
+
+
+def start_image_set_change(change: ImageSetChange, event_id: str, svc: Services) -> dict[str, Any]:
+    """Verify the new version an image set event announces, as a job of one image set (idempotent on the image
+    set and version); report a failed copy or update; say so for an image set already deleted."""
+    if change.datastore_id != svc.settings.datastore_id:
+        logger.warning("image set event of another data store; not verified by this deployment")
+        return {"outcome": "skipped", "reason": "other data store"}
+    if change.detail_type == "Image Set Created":
+        # Image sets are created by imports, and the import job's verification covers their first version;
+        # one created another way is covered by the next audit run.
+        return {"outcome": "skipped", "reason": "created by an import: verified with its job"}
+    if svc.listing is None:
+        raise RuntimeError("this deployment has no GetImageSet wired for image set events")
+    plan = change_plan(change, svc.listing, event_id, iso_time(svc.clock()))
+    logger.set_correlation_id(plan.job.job_id)
+    logger.append_keys(job_id=plan.job.job_id, image_set_id=change.image_set_id, origin="image-set-event")
     return _queue(plan, svc)
 
 

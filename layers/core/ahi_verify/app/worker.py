@@ -14,11 +14,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from ..audit import DELETED
 from ..image_set import Stop, VerifyOptions
+from ..outcomes import Reason, Status
+from ..ports import ImageSetListError
 from ..report import Part
 from ..work import list_frames, source_inputs, unreached, verify_frames
 from ..work_items import WorkItem, WorkItemError, frame_ranges
@@ -106,7 +110,7 @@ def process_work_item(
         svc.progress.record_split(
             item.job_id, item.image_set_id, len(extra), len(listing.frames), settings.frames_per_work_item
         )
-        svc.queue.send(extra)
+        svc.queue_for(item.job_id).send(extra)
         svc.progress.mark_queued(item.job_id, f"SPLIT#{item.image_set_id}")
         current = current.with_frames(*first)
         logger.info("image set split into work items", extra={"work_items": len(rest) + 1})
@@ -119,6 +123,7 @@ def process_work_item(
     rest_item = unreached(current, part)
     if rest_item is not None and effective.upto is None:
         _hand_back(current, part, rest_item, svc)
+    part = _deleted_since_queued(part, svc)
     part = svc.reports.put_part(item.job_id, part)  # a concurrent delivery's part, if it was written first
     counts = part.counts
     if svc.progress.complete_item(item.job_id, part.item_id, counts):
@@ -130,6 +135,24 @@ def process_work_item(
         metrics.add_metric(name="VerificationLatency", unit=MetricUnit.Milliseconds, value=elapsed_ms)
     finalise_if_done(item.job_id, svc, claimer=part.item_id)
     return {"itemId": part.item_id, **counts.to_json()}
+
+
+def _deleted_since_queued(part: Part, svc: Services) -> Part:
+    """A part whose metadata or frames were not found: when GetImageSet says the image set is gone, the part
+    says it was deleted (not verified, and never read as damage); otherwise it stands as it is."""
+    missing = part.error is not None or any(
+        f.status is Status.ERROR and f.reason is Reason.FRAME_NOT_FOUND for f in part.frames
+    )
+    if not missing or svc.listing is None:
+        return part
+    try:
+        gone = not svc.listing.exists(svc.settings.datastore_id, part.image_set_id)
+    except ImageSetListError:
+        return part  # the part's own error stands; whether it was deleted is not known
+    if gone:
+        logger.info("image set deleted since it was queued", extra={"image_set_id": part.image_set_id})
+        return replace(part, error=DELETED)
+    return part
 
 
 def _deadline(remaining_s: RemainingSeconds) -> Stop:
@@ -148,7 +171,7 @@ def _hand_back(current: WorkItem, part: Part, rest: WorkItem, svc: Services) -> 
         # A concurrent delivery of the same message stopped elsewhere and was recorded first; this part
         # does not end where that item starts, so it is not counted: the redelivery checks up to that cut.
         raise RuntimeError(f"work item {current.item_id} was handed on at frame {recorded[0]} by another delivery")
-    svc.queue.send([rest])
+    svc.queue_for(current.job_id).send([rest])
     svc.progress.mark_queued(current.job_id, f"HANDBACK#{current.item_id}")
     metrics.add_metric(name="WorkItemsHandedBack", unit=MetricUnit.Count, value=1)
     logger.info(
