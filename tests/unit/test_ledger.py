@@ -101,8 +101,10 @@ def test_rows_are_keyed_by_image_set_version_and_verification() -> None:
     # GIVEN an import job's header and an audit run's
     job = JobHeader(job_id="j1", datastore_id=DATASTORE, folder="s3://out/x/")
     audit = JobHeader(job_id="audit20261202t000000z", datastore_id=DATASTORE, folder=f"healthimaging://{DATASTORE}/")
-    # THEN the kind is told from the folder, and the key holds version and verifier (so history is kept)
-    assert (kind_of(job), kind_of(audit)) == (VerifiedBy.JOB, VerifiedBy.AUDIT)
+    event = JobHeader(job_id="v" + "0" * 31, datastore_id=DATASTORE, folder=f"healthimaging://{DATASTORE}/")
+    # THEN the kind is told from the folder and the ID (an image set event's job is neither an import nor an
+    # audit), and the key holds version and verifier (so history is kept)
+    assert (kind_of(job), kind_of(audit), kind_of(event)) == (VerifiedBy.JOB, VerifiedBy.AUDIT, VerifiedBy.EVENT)
     assert row_key(DATASTORE, "i1", 3, "j1") == (f"{DATASTORE}#i1", "0000000003#j1")
     assert row_key(DATASTORE, "i1", None, "j1") == (f"{DATASTORE}#i1", "-#j1")
     made = entry_of(

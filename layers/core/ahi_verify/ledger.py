@@ -124,8 +124,15 @@ def row_key(datastore_id: str, image_set_id: str, version: int | None, by: str) 
 
 
 def kind_of(job: JobHeader) -> VerifiedBy:
-    """Whether a report is an import job's or an audit run's (an audit's folder is the data store)."""
-    return VerifiedBy.AUDIT if job.folder.startswith(AUDIT_FOLDER_SCHEME) else VerifiedBy.JOB
+    """Whether a report is an import job's, an audit run's or an image set event's.
+
+    Audit runs and event jobs both name the data store as their folder (they have no job output); an audit
+    run's ID starts with ``audit`` (``ids.audit_run_id``), an event job's does not (``v`` and a digest). Import
+    job IDs are HealthImaging's hexadecimal IDs, so neither prefix can be one.
+    """
+    if not job.folder.startswith(AUDIT_FOLDER_SCHEME):
+        return VerifiedBy.JOB
+    return VerifiedBy.AUDIT if job.job_id.startswith("audit") else VerifiedBy.EVENT
 
 
 def entry_of(
