@@ -121,7 +121,7 @@ def walk_audit(
     settings = svc.settings
     run_id, datastore_id = request.run_id, settings.datastore_id
     plan = audit_plan(datastore_id, run_id, iso_time(_started_of(run_id, svc.clock())))
-    if not svc.progress.create(run_id, datastore_id, plan.job.folder, pending=1):
+    if not svc.progress.create(run_id, datastore_id, plan.job.folder, pending=1, indexed=True):
         record = svc.progress.get(run_id) or {}
         if record.get("state") != JobState.PLANNING:
             return {"outcome": "duplicate", "state": record.get("state"), "queued": 0}

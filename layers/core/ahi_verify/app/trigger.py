@@ -19,7 +19,7 @@ from ..job_output import ManifestError
 from ..locations import job_folder
 from ..plan import JobPlan, failed_job_plan, plan_job
 from ..ports import ImportJob, ImportJobError, JobOutputError
-from ..report import iso_time
+from ..report import ImportFindings, JobHeader, iso_time
 from .audit_run import change_plan, walk_audit
 from .events import AuditRequest, ImageSetChange, JobRef, Reconcile, parse_trigger_event
 from .finaliser import finalise_job, send_kept_alert
@@ -113,7 +113,7 @@ def start_image_set_change(change: ImageSetChange, event_id: str, svc: Services)
     plan = change_plan(change, svc.listing, event_id, iso_time(svc.clock()))
     logger.set_correlation_id(plan.job.job_id)
     logger.append_keys(job_id=plan.job.job_id, image_set_id=change.image_set_id, origin="image-set-event")
-    return _queue(plan, svc)
+    return _queue(plan, svc, indexed=True)
 
 
 def _described(ref: JobRef, svc: Services) -> ImportJob | None:
@@ -127,11 +127,16 @@ def _described(ref: JobRef, svc: Services) -> ImportJob | None:
         return None
 
 
-def _queue(plan: JobPlan, svc: Services) -> dict[str, Any]:
+def _queue(plan: JobPlan, svc: Services, *, indexed: bool = False) -> dict[str, Any]:
+    """Record the job, store its plan and send its work items (resuming a queueing that was interrupted);
+    ``indexed`` for a job the reconciliation cannot list through ListDICOMImportJobs (a new image set version)."""
     job = plan.job
     items = plan.work_items()
     manifest = plan.evidence[0].sha256 if plan.evidence else None
-    if not svc.progress.create(job.job_id, job.datastore_id, job.folder, pending=len(items), manifest_sha256=manifest):
+    created = svc.progress.create(
+        job.job_id, job.datastore_id, job.folder, pending=len(items), manifest_sha256=manifest, indexed=indexed
+    )
+    if not created:
         existing = svc.progress.get(job.job_id) or {}
         planned = existing.get("manifest_sha256")
         if manifest and planned and manifest != planned:
@@ -174,8 +179,10 @@ def reconcile(svc: Services, verify_once: VerifyOnce, limit: int = 100) -> list[
     started: list[str] = []
     datastore_id = svc.settings.datastore_id
     now = svc.clock()
-    oldest: tuple[float, str, int] = (0.0, "", 0)  # age, job, pending of the oldest job found open
-    overdue: tuple[float, str, int] | None = None  # the oldest still open after the sweep, if overdue
+    # age, job, pending of the oldest job found open; the oldest still open after the sweep, if overdue
+    oldest: tuple[float, str, int]
+    overdue: tuple[float, str, int] | None
+    oldest, overdue = _sweep_open_runs(svc, now)
     for status in ("COMPLETED", "FAILED"):
         for job_id in svc.jobs.job_ids(datastore_id, status):
             record = svc.progress.get(job_id)
@@ -216,11 +223,98 @@ PLANNING_STALE_S = 900
 the sweep plans it again, which resumes the queueing where it stopped."""
 
 
-def look_after(job_id: str, record: dict[str, Any], svc: Services, verify_once: VerifyOnce) -> str:
+def _sweep_open_runs(svc: Services, now: float) -> tuple[tuple[float, str, int], tuple[float, str, int] | None]:
+    """Look after the indexed runs (audit runs, new-version jobs), which ListDICOMImportJobs does not list;
+    return the oldest found open and the oldest still open and overdue, as :func:`reconcile` counts them."""
+    oldest: tuple[float, str, int] = (0.0, "", 0)
+    overdue: tuple[float, str, int] | None = None
+    for run_id in svc.progress.open_runs():
+        try:
+            found = _look_after_run(run_id, svc, now)
+        except Exception:  # the next run and the import jobs must still be swept; this one is tried again
+            logger.exception("reconciliation could not handle an open run; it is tried again on the next sweep")
+            continue
+        if found is not None:
+            opened, still_open = found
+            oldest = max(oldest, opened)
+            if still_open and opened[0] > svc.settings.job_deadline_s / 2:
+                overdue = max(overdue or opened, opened)
+    return oldest, overdue
+
+
+def _look_after_run(run_id: str, svc: Services, now: float) -> tuple[tuple[float, str, int], bool] | None:
+    """Look after one indexed run (an audit run or a new-version job) like an import job; return its
+    ``(age, id, pending)`` and whether it is still open, or None when it was not open.
+
+    A run done with no alert due leaves the index. A run indexed without a record cannot happen (both are
+    written in one transaction) but is dropped from the index rather than looked at on every sweep.
+    """
+    record = svc.progress.get(run_id) or {}
+    if record.get("state") not in OPEN_STATES:
+        if _alert_due(record):
+            look_after(run_id, record, svc, _never_planned)  # done, its alert kept: sent again
+            record = svc.progress.get(run_id) or {}
+        if not _alert_due(record):
+            svc.progress.close_run(run_id)
+        return None
+    opened = (now - int(record.get("created_at", now)), run_id, int(record.get("pending", 0)))
+    state = look_after(run_id, record, svc, _never_planned, plan_again=lambda: _plan_run_again(run_id, svc))
+    if state == JobState.DONE and not _alert_due(svc.progress.get(run_id) or {}):
+        svc.progress.close_run(run_id)
+    return opened, state in OPEN_STATES
+
+
+def _alert_due(record: dict[str, Any]) -> bool:
+    """A done job whose kept alert was not published yet."""
+    return bool(record.get("alert_due") and not record.get("alert_message_id"))
+
+
+def _never_planned(job: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - runs are planned by plan_again
+    raise AssertionError("an indexed run is planned again by its own rule, never as an import job")
+
+
+def _plan_run_again(run_id: str, svc: Services) -> None:
+    """A run still ``planning`` past :data:`PLANNING_STALE_S`: its walk or queueing died on every attempt.
+
+    An audit run's walk is asked for again (the ``Audit Requested`` event with its run ID): it resumes from its
+    checkpoint. A new-version job's stored plan is queued again (the worker counts each work item once); one
+    whose plan was never stored gets the plan of what is known, no image set, and is finished as UNVERIFIED.
+    """
+    if run_id.startswith("audit"):
+        if svc.audit_requests is None:
+            raise RuntimeError("this deployment has no audit requests wired to resume an audit walk")
+        svc.audit_requests(run_id)
+        return
+    plan = svc.reports.find_plan(run_id)
+    if plan is None:  # the trigger died between the job record and its plan, on every attempt
+        record = svc.progress.get(run_id) or {}
+        datastore_id = str(record.get("datastore_id", svc.settings.datastore_id))
+        header = JobHeader(run_id, datastore_id, str(record.get("folder", f"healthimaging://{datastore_id}/")))
+        why = "the image set event's verification died before it was planned: the new version is not verified"
+        plan = JobPlan(header, ImportFindings(), (), (), iso_time(svc.clock()), discrepancies=(why,))
+        svc.reports.put_plan(plan)
+        svc.progress.abandon(run_id, why)
+        svc.progress.advance(run_id, JobState.PLANNING, JobState.RUNNING)
+        finalise_job(run_id, svc, claimer="reconcile")
+        return
+    svc.queue.send(plan.work_items())
+    svc.progress.advance(run_id, JobState.PLANNING, JobState.RUNNING)
+    if not plan.work_items():
+        finalise_job(run_id, svc, claimer="reconcile")
+
+
+def look_after(
+    job_id: str,
+    record: dict[str, Any],
+    svc: Services,
+    verify_once: VerifyOnce,
+    plan_again: Callable[[], None] | None = None,
+) -> str:
     """Move a known job on if the application left it behind; return its state afterwards.
 
     - ``done`` with its alert still due (SNS refused it): the kept alert is sent again.
-    - ``planning`` for longer than :data:`PLANNING_STALE_S`: planned again (its queueing resumes).
+    - ``planning`` for longer than :data:`PLANNING_STALE_S`: planned again (its queueing resumes), by
+      ``plan_again`` when given (an audit run or a new-version job), else as an import job by ``verify_once``.
     - ``finalising``: finalised again, which takes over only a claim older than any function can run.
     - ``running`` past the job deadline: abandoned (nothing pending any more; the work items that never
       completed are reported as not verified, and the report says why), then finalised.
@@ -233,7 +327,10 @@ def look_after(job_id: str, record: dict[str, Any], svc: Services, verify_once: 
         send_kept_alert(job_id, svc)
     elif state == JobState.PLANNING and age > PLANNING_STALE_S:
         logger.warning("job stayed in planning; planned again", extra={"job_id": job_id})
-        verify_once(asdict(JobRef(svc.settings.datastore_id, job_id, None, "reconcile")))
+        if plan_again is not None:
+            plan_again()
+        else:
+            verify_once(asdict(JobRef(svc.settings.datastore_id, job_id, None, "reconcile")))
     elif state == JobState.FINALISING:
         finalise_job(job_id, svc, claimer="reconcile")
     elif state == JobState.RUNNING and age > svc.settings.job_deadline_s:
