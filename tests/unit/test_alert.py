@@ -532,3 +532,28 @@ def test_the_subject_of_the_longest_real_job_is_whole_within_the_limit(
     assert alert is not None
     assert alert.subject == subject
     assert_valid_subject(alert.subject)
+
+
+@pytest.mark.parametrize(
+    ("job_id", "version_of", "named"),
+    [
+        pytest.param("audit20260101t000000z", None, "audit run audit20260101t000000z", id="audit-run"),
+        pytest.param("v" + "a" * 31, ("b" * 32, 12345), f"image set {'b' * 32} version 12345", id="new-version"),
+        pytest.param("v" + "a" * 31, None, f"image set job v{'a' * 31}", id="failed-change"),
+    ],
+)
+def test_audit_runs_and_new_versions_are_named_for_what_they_are(
+    job_id: str, version_of: tuple[str, int] | None, named: str
+) -> None:
+    # GIVEN an UNVERIFIED job that is an audit run or a new image set version, not an import job
+    head = header()
+    head = replace(head, job=replace(head.job, job_id=job_id))
+    doc = report(head, image_set(ISET_A, []))
+    # WHEN its alert is composed
+    alert = compose_alert(doc.outcome(), REPORT_URI, notify_clean=False, image_set=version_of)
+    # THEN the subject names what it is, whole, within SNS's limit, and never calls it an import job
+    assert alert is not None
+    assert alert.subject == f"[ahi-verify] UNVERIFIED: {named} is not fully verified"
+    assert_valid_subject(alert.subject)
+    assert "import job" not in alert.subject.lower()
+    assert alert.attributes["jobId"] == job_id
