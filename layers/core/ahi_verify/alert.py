@@ -166,6 +166,14 @@ def compose_alert(
         Verdict.UNVERIFIED: f"UNVERIFIED: {label} is not fully verified",
         Verdict.CLEAN: f"OK: {label} verified, {frames.match} frames match",
     }[verdict]
+    if image_set is not None and len(f"[ahi-verify] {subject}") > SUBJECT_LIMIT:
+        # An image set and its version are longer than a job ID: the short form keeps the whole label.
+        subject = {
+            Verdict.MISMATCH: f"MISMATCH in {label}",
+            Verdict.IMPORT_FAILED: f"{label[0].upper()}{label[1:]} failed",
+            Verdict.UNVERIFIED: f"UNVERIFIED: {label}",
+            Verdict.CLEAN: f"OK: {label} verified",
+        }[verdict]
     where = deployment or Deployment()
     causes = [] if verdict is Verdict.IMPORT_FAILED else _causes(outcome)
     lines = [_headline(verdict, frames.mismatch), ""]
