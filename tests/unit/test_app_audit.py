@@ -407,3 +407,31 @@ def test_an_alert_of_a_new_version_names_the_image_set_and_its_version(aws: dict
     (alert,) = alerts(aws)
     assert alert["Subject"] == f"[ahi-verify] MISMATCH: 1 frame(s) differ in image set {image_set_id(0)} version 3"
     assert len(alert["Subject"]) <= SUBJECT_LIMIT
+
+
+def test_an_audit_walk_that_never_gets_planned_ends_at_its_deadline_in_an_unverified_report(
+    aws: dict[str, Any],
+) -> None:
+    # GIVEN an audit run whose walk dies on its first page every time it is asked for
+    now = [BASE]
+    source, search = _store(3)
+    asked: list[str] = []
+    svc = services(aws, source, clock=lambda: now[0], job_deadline_s=3600)
+    svc.audit_requests = asked.append
+    search.fail_after_pages = 0
+    with pytest.raises(ImageSetListError):
+        walk_audit(AuditRequest(RUN, "test"), svc, HealthImagingListing(search), continue_run=asked.append)
+    # WHEN the sweep runs past the run's deadline
+    now[0] += 3601
+    _sweep(svc)
+    # THEN the run ends in an UNVERIFIED report saying why, with one alert naming the run, and is not walked again
+    doc = report(aws, RUN)
+    assert doc["verdict"] == "UNVERIFIED"
+    assert any("work item(s) had not completed" in d for d in doc["discrepancies"])
+    (alert,) = alerts(aws)
+    assert alert["Subject"] == f"[ahi-verify] UNVERIFIED: audit run {RUN} is not fully verified"
+    assert asked == []
+    assert (
+        walk_audit(AuditRequest(RUN, "test"), svc, HealthImagingListing(search), continue_run=asked.append)["outcome"]
+        == "duplicate"
+    )

@@ -368,6 +368,11 @@ class JobProgress:
             bool(marker.get("walked")),
         )
 
+    def walk_saved_at(self, run_id: str) -> int | None:
+        """When the audit run's walk last checkpointed (epoch seconds), or None before its first page."""
+        marker = self._marker(run_id, "CURSOR")
+        return None if marker is None else int(marker["saved_at"])
+
     def checkpoint(self, run_id: str, at: float, ids_at: list[str]) -> None:
         """Save the walk's cursor: everything created before ``at``, and ``ids_at`` created at it, is queued.
 

@@ -257,8 +257,23 @@ def _look_after_run(run_id: str, svc: Services, now: float) -> tuple[tuple[float
         if not _alert_due(record):
             svc.progress.close_run(run_id)
         return None
-    opened = (now - int(record.get("created_at", now)), run_id, int(record.get("pending", 0)))
-    state = look_after(run_id, record, svc, _never_planned, plan_again=lambda: _plan_run_again(run_id, svc))
+    age = now - int(record.get("created_at", now))
+    opened = (age, run_id, int(record.get("pending", 0)))
+    if record.get("state") == JobState.PLANNING:
+        if age <= svc.settings.job_deadline_s:
+            # A walk of a large data store plans for hours, checkpointing every page: only a walk silent
+            # for longer than any invocation runs has died (its created_at says nothing about that).
+            last = svc.progress.walk_saved_at(run_id) or int(record.get("created_at", now))
+            if now - last > PLANNING_STALE_S:
+                logger.warning("run stayed in planning; planned again", extra={"job_id": run_id})
+                _plan_run_again(run_id, svc)
+            after = svc.progress.get(run_id) or {}
+            return opened, after.get("state") in OPEN_STATES
+        # Asked for again sweep after sweep and still not planned by its deadline: finished as a job running
+        # past it (nothing pending any more, the report says why), so the run ends in a report all the same.
+        svc.progress.advance(run_id, JobState.PLANNING, JobState.RUNNING)
+        record = svc.progress.get(run_id) or record
+    state = look_after(run_id, record, svc, _never_planned)
     if state == JobState.DONE and not _alert_due(svc.progress.get(run_id) or {}):
         svc.progress.close_run(run_id)
     return opened, state in OPEN_STATES
@@ -269,7 +284,7 @@ def _alert_due(record: dict[str, Any]) -> bool:
     return bool(record.get("alert_due") and not record.get("alert_message_id"))
 
 
-def _never_planned(job: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - runs are planned by plan_again
+def _never_planned(job: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - a planning run never reaches it
     raise AssertionError("an indexed run is planned again by its own rule, never as an import job")
 
 
@@ -303,18 +318,11 @@ def _plan_run_again(run_id: str, svc: Services) -> None:
         finalise_job(run_id, svc, claimer="reconcile")
 
 
-def look_after(
-    job_id: str,
-    record: dict[str, Any],
-    svc: Services,
-    verify_once: VerifyOnce,
-    plan_again: Callable[[], None] | None = None,
-) -> str:
+def look_after(job_id: str, record: dict[str, Any], svc: Services, verify_once: VerifyOnce) -> str:
     """Move a known job on if the application left it behind; return its state afterwards.
 
     - ``done`` with its alert still due (SNS refused it): the kept alert is sent again.
-    - ``planning`` for longer than :data:`PLANNING_STALE_S`: planned again (its queueing resumes), by
-      ``plan_again`` when given (an audit run or a new-version job), else as an import job by ``verify_once``.
+    - ``planning`` for longer than :data:`PLANNING_STALE_S`: planned again (its queueing resumes).
     - ``finalising``: finalised again, which takes over only a claim older than any function can run.
     - ``running`` past the job deadline: abandoned (nothing pending any more; the work items that never
       completed are reported as not verified, and the report says why), then finalised.
@@ -327,10 +335,7 @@ def look_after(
         send_kept_alert(job_id, svc)
     elif state == JobState.PLANNING and age > PLANNING_STALE_S:
         logger.warning("job stayed in planning; planned again", extra={"job_id": job_id})
-        if plan_again is not None:
-            plan_again()
-        else:
-            verify_once(asdict(JobRef(svc.settings.datastore_id, job_id, None, "reconcile")))
+        verify_once(asdict(JobRef(svc.settings.datastore_id, job_id, None, "reconcile")))
     elif state == JobState.FINALISING:
         finalise_job(job_id, svc, claimer="reconcile")
     elif state == JobState.RUNNING and age > svc.settings.job_deadline_s:
