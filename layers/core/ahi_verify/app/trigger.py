@@ -20,7 +20,7 @@ from ..locations import job_folder
 from ..plan import JobPlan, failed_job_plan, plan_job
 from ..ports import ImportJob, ImportJobError, JobOutputError
 from ..report import ImportFindings, JobHeader, iso_time
-from .audit_run import change_plan, walk_audit
+from .audit_run import audit_plan, change_plan, started_of, walk_audit
 from .events import AuditRequest, ImageSetChange, JobRef, Reconcile, parse_trigger_event
 from .finaliser import finalise_job, send_kept_alert
 from .observability import logger, metrics
@@ -273,6 +273,7 @@ def _look_after_run(run_id: str, svc: Services, now: float) -> tuple[tuple[float
         # past it (nothing pending any more, the report says why), so the run ends in a report all the same.
         svc.progress.advance(run_id, JobState.PLANNING, JobState.RUNNING)
         record = svc.progress.get(run_id) or record
+    _ensure_plan(run_id, record, svc)
     state = look_after(run_id, record, svc, _never_planned)
     if state == JobState.DONE and not _alert_due(svc.progress.get(run_id) or {}):
         svc.progress.close_run(run_id)
@@ -286,6 +287,24 @@ def _alert_due(record: dict[str, Any]) -> bool:
 
 def _never_planned(job: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - a planning run never reaches it
     raise AssertionError("an indexed run is planned again by its own rule, never as an import job")
+
+
+def _ensure_plan(run_id: str, record: dict[str, Any], svc: Services) -> str | None:
+    """Store the plan of a run whose function died before it stored one, so it can be finalised; return why
+    it was missing, or None when the plan was there.
+
+    An audit run's plan follows from its ID (the same on every resume). A new-version job's image set and
+    version are known only to its event: its plan names no image set and says why (UNVERIFIED)."""
+    if svc.reports.find_plan(run_id) is not None:
+        return None
+    datastore_id = str(record.get("datastore_id", svc.settings.datastore_id))
+    if run_id.startswith("audit"):
+        svc.reports.put_plan(audit_plan(datastore_id, run_id, iso_time(started_of(run_id, svc.clock()))))
+        return "the audit walk died before its plan was stored"
+    header = JobHeader(run_id, datastore_id, str(record.get("folder", f"healthimaging://{datastore_id}/")))
+    why = "the image set event's verification died before it was planned: the new version is not verified"
+    svc.reports.put_plan(JobPlan(header, ImportFindings(), (), (), iso_time(svc.clock()), discrepancies=(why,)))
+    return why
 
 
 def _plan_run_again(run_id: str, svc: Services) -> None:
@@ -303,12 +322,8 @@ def _plan_run_again(run_id: str, svc: Services) -> None:
     plan = svc.reports.find_plan(run_id)
     if plan is None:  # the trigger died between the job record and its plan, on every attempt
         record = svc.progress.get(run_id) or {}
-        datastore_id = str(record.get("datastore_id", svc.settings.datastore_id))
-        header = JobHeader(run_id, datastore_id, str(record.get("folder", f"healthimaging://{datastore_id}/")))
-        why = "the image set event's verification died before it was planned: the new version is not verified"
-        plan = JobPlan(header, ImportFindings(), (), (), iso_time(svc.clock()), discrepancies=(why,))
-        svc.reports.put_plan(plan)
-        svc.progress.abandon(run_id, why)
+        why = _ensure_plan(run_id, record, svc)
+        svc.progress.abandon(run_id, why or "the new version is not verified")
         svc.progress.advance(run_id, JobState.PLANNING, JobState.RUNNING)
         finalise_job(run_id, svc, claimer="reconcile")
         return
