@@ -4,7 +4,10 @@ emulator (SearchImageSets, GetImageSet, CopyImageSet, DeleteImageSet and its ima
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -154,3 +157,47 @@ def test_an_image_set_deleted_before_its_verification_is_reported_deleted(stack:
     assert deleted["verdict"] != "MISMATCH"
     assert deleted["summary"]["frames"]["mismatch"] == 0
     assert not [a for a in stack.alerts() if a.attributes.get("severity") == "MISMATCH"]
+
+
+ATTEMPTS = 3
+"""The trigger's asynchronous invocation: the first attempt and MaximumRetryAttempts 2 (template.yaml)."""
+
+
+def test_an_audit_whose_walk_is_killed_on_every_attempt_ends_in_a_report_after_the_sweep(stack: LocalStack) -> None:
+    # GIVEN 30 image sets, and a trigger killed, on the request and on every retry Lambda makes, once the run
+    # has its record (so it stays planning with no report)
+    _image_sets(stack.emulator, 30)
+    table = stack.tables["ProgressTable"]
+    dynamodb = stack.dynamodb
+
+    def recorded() -> bool:
+        return "Item" in dynamodb.get_item(TableName=table, Key={"pk": {"S": f"JOB#{RUN}"}, "sk": {"S": "JOB"}})
+
+    stack.run_schedule()  # a sweep over nothing: cold-starts the trigger, whose settings the test shortens below
+    stack.arm_crash("JobTriggerFunction", when=recorded, times=ATTEMPTS)
+    stack.put_events(REQUEST)
+    stack.run_until_idle(timeout=300)
+    walks = [i for i in stack.invocations if i.function == "JobTriggerFunction" and i.error]
+    assert len(walks) == ATTEMPTS  # the request and Lambda's retries, all killed
+    record = dynamodb.get_item(TableName=table, Key={"pk": {"S": f"JOB#{RUN}"}, "sk": {"S": "JOB"}})["Item"]
+    assert record["state"]["S"] == "planning"
+    assert _alerts_of(stack, RUN) == []
+    # WHEN the reconciliation sweep runs past the run's deadline (shortened, as local/fault_matrix.py does)
+    module = sys.modules[stack.function("JobTriggerFunction").module]
+    module.SERVICES.settings = dataclasses.replace(module.SERVICES.settings, job_deadline_s=2)
+    time.sleep(3)
+    stack.run_schedule()
+    stack.run_until_idle(timeout=300)
+    # THEN the run has its UNVERIFIED report saying why, and exactly one alert naming the audit run
+    doc = _report(stack, RUN)
+    assert doc["verdict"] == "UNVERIFIED"
+    assert any("had not completed" in d for d in doc["discrepancies"])
+    (alert,) = [a for a in stack.alerts("AlertTopic") if a.attributes.get("jobId") == RUN]
+    (ops,) = [a for a in stack.alerts("OpsTopic") if a.attributes.get("jobId") == RUN]
+    assert ops.subject == f"[ahi-verify] OPS: audit run {RUN} finished past its deadline"
+    assert alert.subject == f"[ahi-verify] UNVERIFIED: audit run {RUN} is not fully verified"
+    assert SENTINEL.name not in alert.message + json.dumps(doc)
+    # AND a later sweep leaves the done run alone
+    stack.run_schedule()
+    stack.run_until_idle(timeout=300)
+    assert len(_alerts_of(stack, RUN)) == 2  # the alert and the operational message, nothing more

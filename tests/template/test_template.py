@@ -374,10 +374,19 @@ def test_dynamodb_grants_name_the_tables(cfn: Template) -> None:
     }
     assert [s["Resource"] for s in grants(worker, "dynamodb:UpdateItem")] == [{"Fn::GetAtt": ["ProgressTable", "Arn"]}]
     # IAM has no TransactWriteItems action: a transaction is authorised per item (Put -> PutItem, Update ->
-    # UpdateItem); app/progress.py's transactions hold only those two, and nothing deletes, queries or batches.
+    # UpdateItem); app/progress.py's transactions hold only those two. Only the trigger (the reconciliation)
+    # queries and deletes, and only in the open-run index partition.
     for statements in (trigger, worker):
-        (progress,) = [s for s in statements if s["Resource"] == {"Fn::GetAtt": ["ProgressTable", "Arn"]}]
-        assert sorted(progress["Action"]) == ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+        progress_grants = [s for s in statements if s["Resource"] == {"Fn::GetAtt": ["ProgressTable", "Arn"]}]
+        unconditioned = [s for s in progress_grants if "Condition" not in s]
+        (items,) = unconditioned
+        assert sorted(items["Action"]) == ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+    (open_runs,) = [
+        s for s in trigger if s["Resource"] == {"Fn::GetAtt": ["ProgressTable", "Arn"]} and "Condition" in s
+    ]
+    assert sorted(open_runs["Action"]) == ["dynamodb:DeleteItem", "dynamodb:Query"]
+    assert open_runs["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["OPEN#runs"]}}
+    assert not [s for s in worker if "dynamodb:Query" in listed(s["Action"])]
 
 
 # --- encryption, TLS, dead letters ------------------------------------------------------------------------------
@@ -1001,7 +1010,15 @@ def test_dynamodb_grants_are_exactly_the_calls_the_code_makes(cfn: Template) -> 
             Path(powertools_dynamodb.__file__).read_text(encoding="utf-8"), "self.client"
         ),
     }
-    assert used["ProgressTable"] == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
+    assert used["ProgressTable"] == {
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:Query",
+        "dynamodb:DeleteItem",
+    }
+    # the workers never list or close open runs: only the reconciliation (the trigger) does
+    items_only = used["ProgressTable"] - {"dynamodb:Query", "dynamodb:DeleteItem"}
     assert used["IdempotencyTable"] == {
         "dynamodb:GetItem",
         "dynamodb:PutItem",
@@ -1019,8 +1036,8 @@ def test_dynamodb_grants_are_exactly_the_calls_the_code_makes(cfn: Template) -> 
             "IdempotencyTable": used["IdempotencyTable"],
             **ledger,
         },
-        "ImageSetWorkerFunction": {"ProgressTable": used["ProgressTable"], **ledger},
-        "DeadLetterRecorderFunction": {"ProgressTable": used["ProgressTable"], **ledger},
+        "ImageSetWorkerFunction": {"ProgressTable": items_only, **ledger},
+        "DeadLetterRecorderFunction": {"ProgressTable": items_only, **ledger},
     }
     for function, tables in expected.items():
         granted: dict[str, set[str]] = {}

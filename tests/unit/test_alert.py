@@ -532,3 +532,47 @@ def test_the_subject_of_the_longest_real_job_is_whole_within_the_limit(
     assert alert is not None
     assert alert.subject == subject
     assert_valid_subject(alert.subject)
+
+
+@pytest.mark.parametrize(
+    ("job_id", "version_of", "subject"),
+    [
+        pytest.param(
+            "audit20260101t000000z",
+            None,
+            "UNVERIFIED: audit run audit20260101t000000z is not fully verified",
+            id="audit-run",
+        ),
+        pytest.param(
+            "v" + "a" * 31,
+            ("b" * 32, 3),
+            f"UNVERIFIED: image set {'b' * 32} version 3 is not fully verified",
+            id="new-version",
+        ),
+        # too long for the whole sentence: the short form keeps the image set and version whole
+        pytest.param(
+            "v" + "a" * 31,
+            ("b" * 32, 12345),
+            f"UNVERIFIED: image set {'b' * 32} version 12345",
+            id="new-version-short-form",
+        ),
+        pytest.param(
+            "v" + "a" * 31, None, f"UNVERIFIED: image set job v{'a' * 31} is not fully verified", id="failed-change"
+        ),
+    ],
+)
+def test_audit_runs_and_new_versions_are_named_for_what_they_are(
+    job_id: str, version_of: tuple[str, int] | None, subject: str
+) -> None:
+    # GIVEN an UNVERIFIED job that is an audit run or a new image set version, not an import job
+    head = header()
+    head = replace(head, job=replace(head.job, job_id=job_id))
+    doc = report(head, image_set(ISET_A, []))
+    # WHEN its alert is composed
+    alert = compose_alert(doc.outcome(), REPORT_URI, notify_clean=False, image_set=version_of)
+    # THEN the subject names what it is, whole, within SNS's limit, and never calls it an import job
+    assert alert is not None
+    assert alert.subject == f"[ahi-verify] {subject}"
+    assert_valid_subject(alert.subject)
+    assert "import job" not in alert.subject.lower()
+    assert alert.attributes["jobId"] == job_id

@@ -12,14 +12,25 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from ahi_verify.app.audit_run import change_job_id, walk_audit
+from ahi_verify.alert import SUBJECT_LIMIT
+from ahi_verify.app.audit_run import change_job_id, change_plan, walk_audit
 from ahi_verify.app.events import AuditRequest, EventError, ImageSetChange, Reconcile, parse_trigger_event
-from ahi_verify.app.trigger import handle_trigger
+from ahi_verify.app.trigger import PLANNING_STALE_S, handle_trigger, reconcile
 from ahi_verify.healthimaging import HealthImagingListing
 from ahi_verify.ports import ImageSetListError
 from ahi_verify.work_items import WorkItem
 from tests.fakes.frames import FakeSource, make_frames
-from tests.unit.test_application_flow import DS, alerts, aws, drain, image_set_id, process, report, services
+from tests.unit.test_application_flow import (
+    DS,
+    alerts,
+    aws,
+    drain,
+    image_set_id,
+    ops_messages,
+    process,
+    report,
+    services,
+)
 
 __all__ = ["aws"]  # the fixture, imported for the tests below
 
@@ -259,3 +270,168 @@ def test_an_image_set_deleted_after_it_was_queued_is_reported_deleted_not_damage
     assert "deleted after it was listed" in deleted["error"]
     assert doc["verdict"] == "UNVERIFIED"
     assert doc["summary"]["frames"]["mismatch"] == 0
+
+
+# ------------------------------------------------------------------- the sweep looks after runs left behind
+
+
+def _sweep(svc: Any) -> list[str]:
+    """The reconciliation, with an import-job planner that must not be asked (no import jobs are listed)."""
+
+    def no_import_job(job: dict[str, Any]) -> dict[str, Any]:
+        raise AssertionError(f"an import job was planned: {job}")
+
+    return reconcile(svc, no_import_job)
+
+
+def test_an_audit_walk_that_died_on_every_attempt_is_asked_for_again_by_the_sweep(aws: dict[str, Any]) -> None:
+    # GIVEN an audit run whose walk failed on its first page on every attempt (the run stays planning)
+    now = [BASE]
+    source, search = _store(3)
+    asked: list[str] = []
+    svc = services(aws, source, clock=lambda: now[0])
+    svc.audit_requests = asked.append
+    listing = HealthImagingListing(search)
+    search.fail_after_pages = 0
+    with pytest.raises(ImageSetListError):
+        walk_audit(AuditRequest(RUN, "test"), svc, listing, continue_run=asked.append)
+    # WHEN the sweep runs before the planning is stale THEN the run is left alone
+    now[0] += PLANNING_STALE_S
+    _sweep(svc)
+    assert asked == []
+    # WHEN it runs once the planning is stale THEN the walk is asked for again, naming the run
+    now[0] += 1
+    _sweep(svc)
+    assert asked == [RUN]
+    # AND the walk it asks for resumes the run to one report, and the run leaves the open-run index
+    assert walk_audit(AuditRequest(RUN, "test"), svc, listing, continue_run=asked.append)["outcome"] == "walked"
+    for message in drain(aws):
+        process(WorkItem.from_json(message["Body"]), svc)
+    assert report(aws, RUN)["verdict"] == "CLEAN"
+    assert svc.progress.open_runs() == [RUN]  # done: closed by the next sweep
+    _sweep(svc)
+    assert svc.progress.open_runs() == []
+
+
+def test_an_audit_run_past_its_deadline_is_abandoned_and_reported_unverified_with_one_alert(
+    aws: dict[str, Any],
+) -> None:
+    # GIVEN an audit run of 3 image sets walked, 2 verified and the third's work item lost
+    now = [BASE]
+    source, search = _store(3)
+    svc = services(aws, source, clock=lambda: now[0], job_deadline_s=3600)
+    _walk_all(svc, search, chunk=50)
+    lost, *done = sorted((WorkItem.from_json(m["Body"]) for m in drain(aws)), key=lambda i: i.image_set_id)
+    for item in done:
+        process(item, svc)
+    # WHEN the sweep runs after half the deadline THEN the run is still open, and one ops message names the run
+    now[0] += 1801
+    _sweep(svc)
+    record = svc.progress.get(RUN)
+    assert record is not None
+    assert (record["state"], record["pending"]) == ("running", 1)
+    (overdue,) = ops_messages(aws)
+    assert overdue["Subject"] == f"[ahi-verify] OPS: audit run {RUN} overdue"
+    # WHEN it runs past the deadline
+    now[0] += 1800
+    _sweep(svc)
+    # THEN the run has its UNVERIFIED report (a listed run's report holds the image sets its parts name: the
+    # lost one is counted as not completed, not named), and one alert naming the run
+    doc = report(aws, RUN)
+    assert doc["verdict"] == "UNVERIFIED"
+    assert sorted(s["imageSetId"] for s in doc["imageSets"]) == sorted(i.image_set_id for i in done)
+    assert lost.image_set_id not in {s["imageSetId"] for s in doc["imageSets"]}
+    assert any("1 work item(s) had not completed" in d for d in doc["discrepancies"])
+    (alert,) = alerts(aws)
+    assert alert["Subject"] == f"[ahi-verify] UNVERIFIED: audit run {RUN} is not fully verified"
+    assert f"Audit run: {RUN}" in alert["Message"]
+    (finished,) = ops_messages(aws)
+    assert finished["Subject"] == f"[ahi-verify] OPS: audit run {RUN} finished past its deadline"
+    # AND the done run is left alone by later sweeps: no second report, alert or ops message, and not indexed
+    now[0] += 3600
+    _sweep(svc)
+    assert (alerts(aws), ops_messages(aws), svc.progress.open_runs()) == ([], [], [])
+    assert report(aws, RUN)["verdict"] == "UNVERIFIED"
+
+
+def test_a_new_version_job_left_in_planning_is_queued_again_or_reported_unverified(aws: dict[str, Any]) -> None:
+    # GIVEN a new-version job whose plan was stored but whose work item was never sent, and one whose trigger
+    # died before it stored the plan
+    now = [BASE]
+    source, search = _store(1)
+    search.versions[image_set_id(0)] = 3
+    svc = services(aws, source, clock=lambda: now[0])
+    svc.listing = HealthImagingListing(search)
+    change = ImageSetChange(DS, image_set_id(0), "Image Set Updated")
+    plan = change_plan(change, svc.listing, "e1", "2026-01-01T00:00:00+00:00")
+    queued = plan.job.job_id
+    assert svc.progress.create(queued, DS, plan.job.folder, pending=1, indexed=True)
+    svc.reports.put_plan(plan)
+    unplanned = change_job_id(image_set_id(0), "4")
+    assert svc.progress.create(unplanned, DS, f"healthimaging://{DS}/", pending=1, indexed=True)
+    # WHEN the sweep runs once their planning is stale
+    now[0] += PLANNING_STALE_S + 1
+    _sweep(svc)
+    for message in drain(aws):
+        process(WorkItem.from_json(message["Body"]), svc)
+    # THEN the first is verified from its stored plan, its alert (if any) naming the image set and version
+    assert report(aws, queued)["verdict"] == "CLEAN"
+    # AND the second ends in an UNVERIFIED report saying why, with one alert
+    doc = report(aws, unplanned)
+    assert doc["verdict"] == "UNVERIFIED"
+    assert any("died before it was planned" in d for d in doc["discrepancies"])
+    (alert,) = alerts(aws)
+    assert alert["Subject"] == f"[ahi-verify] UNVERIFIED: image set job {unplanned} is not fully verified"
+
+
+def test_an_alert_of_a_new_version_names_the_image_set_and_its_version(aws: dict[str, Any]) -> None:
+    # GIVEN a new version 3 whose frame differs
+    source, search = _store(1)
+    frames = make_frames(2, seed=0)
+    first = next(iter(frames))
+    frames[first] = (frames[first][0], frames[first][1] ^ 1)
+    source.add_image_set(image_set_id(0), frames)
+    search.versions[image_set_id(0)] = 3
+    svc = services(aws, source)
+    svc.listing = HealthImagingListing(search)
+    detail = {"datastoreId": DS, "imageSetId": image_set_id(0), "imageSetState": "ACTIVE"}
+    handle_trigger(
+        {"id": "e1", "source": "aws.medical-imaging", "detail-type": "Image Set Updated", "detail": detail},
+        svc,
+        lambda job: {},
+    )
+    # WHEN it is verified
+    (item,) = [WorkItem.from_json(m["Body"]) for m in drain(aws)]
+    process(item, svc)
+    # THEN the alert's subject names the image set and version, within SNS's limit
+    (alert,) = alerts(aws)
+    assert alert["Subject"] == f"[ahi-verify] MISMATCH: 1 frame(s) differ in image set {image_set_id(0)} version 3"
+    assert len(alert["Subject"]) <= SUBJECT_LIMIT
+
+
+def test_an_audit_walk_that_never_gets_planned_ends_at_its_deadline_in_an_unverified_report(
+    aws: dict[str, Any],
+) -> None:
+    # GIVEN an audit run whose walk dies on its first page every time it is asked for
+    now = [BASE]
+    source, search = _store(3)
+    asked: list[str] = []
+    svc = services(aws, source, clock=lambda: now[0], job_deadline_s=3600)
+    svc.audit_requests = asked.append
+    search.fail_after_pages = 0
+    with pytest.raises(ImageSetListError):
+        walk_audit(AuditRequest(RUN, "test"), svc, HealthImagingListing(search), continue_run=asked.append)
+    # WHEN the sweep runs past the run's deadline
+    now[0] += 3601
+    _sweep(svc)
+    # THEN the run ends in an UNVERIFIED report saying why, with one alert naming the run, and is not walked again
+    doc = report(aws, RUN)
+    assert doc["verdict"] == "UNVERIFIED"
+    assert any("work item(s) had not completed" in d for d in doc["discrepancies"])
+    (alert,) = alerts(aws)
+    assert alert["Subject"] == f"[ahi-verify] UNVERIFIED: audit run {RUN} is not fully verified"
+    assert asked == []
+    assert (
+        walk_audit(AuditRequest(RUN, "test"), svc, HealthImagingListing(search), continue_run=asked.append)["outcome"]
+        == "duplicate"
+    )

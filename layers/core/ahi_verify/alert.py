@@ -106,8 +106,36 @@ class Alert:
         return cls(doc["subject"], doc["message"], attributes)
 
 
+_VERSION_JOB = re.compile(r"v[0-9a-f]{31}")
+"""A new-version job's ID (``app.audit_run.change_job_id``): import job IDs are hexadecimal, never ``v``."""
+
+
+def is_version_job(job_id: str) -> bool:
+    """Whether the job verifies one new image set version (an image set event), not an import."""
+    return _VERSION_JOB.fullmatch(job_id) is not None
+
+
+def job_label(job_id: str, image_set: tuple[str, int | None] | None = None) -> tuple[str, str]:
+    """What a job is, for alert subjects and bodies: ``(label, field)``, e.g. ``("audit run audit2026...",
+    "Audit run")``; ``image_set`` is a new-version job's image set and version, when its plan names them."""
+    if job_id.startswith("audit"):
+        return f"audit run {job_id}", "Audit run"
+    if image_set is not None:
+        image_set_id, version = image_set
+        of = f" version {version}" if version is not None else ""
+        return f"image set {image_set_id}{of}", "Image set job"
+    if is_version_job(job_id):
+        return f"image set job {job_id}", "Image set job"
+    return f"import job {job_id}", "Import job"
+
+
 def compose_alert(
-    outcome: JobOutcome, report_uri: str, *, notify_clean: bool, deployment: Deployment | None = None
+    outcome: JobOutcome,
+    report_uri: str,
+    *,
+    notify_clean: bool,
+    deployment: Deployment | None = None,
+    image_set: tuple[str, int | None] | None = None,
 ) -> Alert | None:
     """Return the job's alert, or None for a clean job unless ``notify_clean``.
 
@@ -122,6 +150,8 @@ def compose_alert(
         Alert a CLEAN job too.
     deployment : Deployment, optional
         The stack's region (for the console links), account and name.
+    image_set : tuple, optional
+        A new-version job's image set ID and version, named in the subject instead of the job ID.
     """
     verdict = outcome.verdict
     if verdict is Verdict.CLEAN and not notify_clean:
@@ -129,12 +159,21 @@ def compose_alert(
     job, summary, totals = outcome.job, outcome.summary, outcome.totals
     frames = summary.frames
     job_id = job.job_id
+    label, field = job_label(job_id, image_set)
     subject = {
-        Verdict.MISMATCH: f"MISMATCH: {frames.mismatch} frame(s) differ in import job {job_id}",
-        Verdict.IMPORT_FAILED: f"Import job {job_id} failed",
-        Verdict.UNVERIFIED: f"UNVERIFIED: import job {job_id} is not fully verified",
-        Verdict.CLEAN: f"OK: import job {job_id} verified, {frames.match} frames match",
+        Verdict.MISMATCH: f"MISMATCH: {frames.mismatch} frame(s) differ in {label}",
+        Verdict.IMPORT_FAILED: f"{label[0].upper()}{label[1:]} failed",
+        Verdict.UNVERIFIED: f"UNVERIFIED: {label} is not fully verified",
+        Verdict.CLEAN: f"OK: {label} verified, {frames.match} frames match",
     }[verdict]
+    if image_set is not None and len(f"[ahi-verify] {subject}") > SUBJECT_LIMIT:
+        # An image set and its version are longer than a job ID: the short form keeps the whole label.
+        subject = {
+            Verdict.MISMATCH: f"MISMATCH in {label}",
+            Verdict.IMPORT_FAILED: f"{label[0].upper()}{label[1:]} failed",
+            Verdict.UNVERIFIED: f"UNVERIFIED: {label}",
+            Verdict.CLEAN: f"OK: {label} verified",
+        }[verdict]
     where = deployment or Deployment()
     causes = [] if verdict is Verdict.IMPORT_FAILED else _causes(outcome)
     lines = [_headline(verdict, frames.mismatch), ""]
@@ -142,7 +181,7 @@ def compose_alert(
         lines += ["Why it is not verified:" if verdict is Verdict.UNVERIFIED else "Also not verified:", *causes, ""]
     lines += [
         f"Data store: {job.datastore_id}",
-        f"Import job: {job_id}",
+        f"{field}: {job_id}",
         *where.lines(),
         *_timing_lines(outcome),
         f"Frames: {frames.total} total, {frames.match} match, {frames.mismatch} mismatch, "
@@ -248,6 +287,7 @@ def compose_open_job(
     """The operational message naming the oldest job still open when it is overdue (the alarm on the
     ``OldestOpenJobAge`` metric carries no job ID; this message does)."""
     finished = open_s > deadline_s
+    label, field = job_label(job_id)
     state = (
         "It was past its deadline: the reconciliation finished it, and its report lists the unfinished work as "
         "not verified (verdict UNVERIFIED)."
@@ -260,16 +300,16 @@ def compose_open_job(
         state,
         "",
         f"Data store: {datastore_id}",
-        f"Import job: {job_id}",
+        f"{field}: {job_id}",
         *(deployment or Deployment()).lines(),
         "",
         "Look at the work queue's dead-letter queue, the worker's errors and throttles (dashboard), and the",
         "job's record in the progress table.",
     ]
     return Alert(
-        subject=_one_line(
-            f"[ahi-verify] OPS: import job {job_id} {'finished past its deadline' if finished else 'overdue'}"
-        )[:SUBJECT_LIMIT],
+        subject=_one_line(f"[ahi-verify] OPS: {label} {'finished past its deadline' if finished else 'overdue'}")[
+            :SUBJECT_LIMIT
+        ],
         message="\n".join(lines),
         attributes={"severity": "OPS", "jobId": job_id, "datastoreId": datastore_id},
     )

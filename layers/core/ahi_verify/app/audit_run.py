@@ -75,7 +75,7 @@ def audit_plan(datastore_id: str, run_id: str, started_at: str) -> JobPlan:
     return JobPlan(header, ImportFindings(), (note,), (), started_at, listed=True)
 
 
-def _started_of(run_id: str, fallback: float) -> float:
+def started_of(run_id: str, fallback: float) -> float:
     """The start time a run ID names (``audit%Y%m%dt%H%M%Sz``), for a plan that is the same on every resume."""
     try:
         return float(calendar.timegm(time.strptime(run_id.removeprefix("audit"), "%Y%m%dt%H%M%Sz")))
@@ -120,8 +120,8 @@ def walk_audit(
     """
     settings = svc.settings
     run_id, datastore_id = request.run_id, settings.datastore_id
-    plan = audit_plan(datastore_id, run_id, iso_time(_started_of(run_id, svc.clock())))
-    if not svc.progress.create(run_id, datastore_id, plan.job.folder, pending=1):
+    plan = audit_plan(datastore_id, run_id, iso_time(started_of(run_id, svc.clock())))
+    if not svc.progress.create(run_id, datastore_id, plan.job.folder, pending=1, indexed=True):
         record = svc.progress.get(run_id) or {}
         if record.get("state") != JobState.PLANNING:
             return {"outcome": "duplicate", "state": record.get("state"), "queued": 0}

@@ -21,7 +21,7 @@ from dataclasses import replace
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from ..alert import Alert, compose_alert
+from ..alert import Alert, compose_alert, is_version_job
 from ..ledger import LedgerRecorder
 from ..report import iso_time
 from .observability import logger, metrics
@@ -50,7 +50,16 @@ def finalise_job(job_id: str, svc: Services, claimer: str) -> str | None:
         rows = recorder.flush()
         metrics.add_metric(name="LedgerRowsWritten", unit=MetricUnit.Count, value=rows)
     settings = svc.settings
-    alert = compose_alert(outcome, uri, notify_clean=settings.notify_on_clean_jobs, deployment=settings.deployment)
+    # A new-version job (one image set, not listed) is named by its image set and version, not its job ID.
+    single = plan.image_sets[0] if is_version_job(job_id) and len(plan.image_sets) == 1 else None
+    image_set = (single.image_set_id, single.version) if single is not None else None
+    alert = compose_alert(
+        outcome,
+        uri,
+        notify_clean=settings.notify_on_clean_jobs,
+        deployment=settings.deployment,
+        image_set=image_set,
+    )
     due = alert is not None and not record.get("alert_message_id")
     if alert is not None and due:
         svc.reports.put_alert(job_id, alert)  # kept first: a publish that fails is sent by the reconciliation

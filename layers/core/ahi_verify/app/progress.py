@@ -14,6 +14,12 @@ Items (partition ``JOB#<jobId>``):
                       walk's own 1 then)
 ``HANDBACK#<itemId>`` a work item stopped at its deadline and handed the frames from ``at`` on to a new
                       item (conditional put: ``pending`` grows once, and a redelivery stops at the same frame)
+
+Items (partition ``OPEN#runs``, :data:`OPEN_RUNS`):
+``<jobId>``           an audit run or a new-version job that is not known to be done yet, written with its job
+                      record in one transaction. The reconciliation lists import jobs through
+                      ListDICOMImportJobs but has no such listing for these, so it queries this partition (a
+                      Query, O(open runs), no Scan) and deletes the item once the run is done with no alert due.
 """
 
 from __future__ import annotations
@@ -33,6 +39,10 @@ STALE_CLAIM_S = 900  # the Lambda timeout ceiling: a claim this old belongs to a
 # Conflicts last as long as the other transaction (milliseconds); 5 attempts over ~1.5 s at most ride them out.
 CONFLICT_ATTEMPTS = 5
 CONFLICT_BACKOFF_S = 0.05
+
+
+OPEN_RUNS = "OPEN#runs"
+"""The partition that indexes the open runs that are not import jobs (see the module docstring)."""
 
 
 def _pk(job_id: str) -> dict[str, str]:
@@ -113,10 +123,20 @@ class JobProgress:
         self._sleep = sleep
 
     def create(
-        self, job_id: str, datastore_id: str, folder_uri: str, pending: int, manifest_sha256: str | None = None
+        self,
+        job_id: str,
+        datastore_id: str,
+        folder_uri: str,
+        pending: int,
+        manifest_sha256: str | None = None,
+        *,
+        indexed: bool = False,
     ) -> bool:
         """Record a new job in state ``planning`` (with its manifest's SHA-256, to recognise a manifest that
-        changes later); False when the job is already known."""
+        changes later); False when the job is already known.
+
+        ``indexed``: also index it as an open run (:data:`OPEN_RUNS`), for the jobs the reconciliation cannot
+        list through ListDICOMImportJobs (audit runs, new image set versions)."""
         manifest = {"manifest_sha256": {"S": manifest_sha256}} if manifest_sha256 else {}
         return self._new_job(
             job_id,
@@ -130,14 +150,19 @@ class JobProgress:
                 "frames_error": _n(0),
                 **manifest,
             },
+            indexed=indexed,
         )
 
     def record_unreadable(self, job_id: str, datastore_id: str, error_type: str) -> bool:
         """Record a job whose output cannot be read, once; False when the job is already known."""
         return self._new_job(job_id, datastore_id, JobState.UNREADABLE, {"error_type": {"S": error_type}})
 
-    def _new_job(self, job_id: str, datastore_id: str, state: JobState, fields: dict[str, Any]) -> bool:
-        """Put a job record that does not exist yet; False when it does (the job is already known)."""
+    def _new_job(
+        self, job_id: str, datastore_id: str, state: JobState, fields: dict[str, Any], *, indexed: bool = False
+    ) -> bool:
+        """Put a job record that does not exist yet; False when it does (the job is already known). With
+        ``indexed``, its open-run index item is put in the same transaction, so neither exists without the
+        other whatever dies."""
         now = int(self._clock())
         item = {
             "pk": _pk(job_id),
@@ -148,10 +173,56 @@ class JobProgress:
             "expires_at": _n(now + RETENTION_S),
             **fields,
         }
+        if not indexed:
+            return _when_condition_holds(
+                self._sleep,
+                lambda: self._db.put_item(
+                    TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)"
+                ),
+            )
+        index = {
+            "pk": {"S": OPEN_RUNS},
+            "sk": {"S": job_id},
+            "created_at": _n(now),
+            "expires_at": _n(now + RETENTION_S),
+        }
         return _when_condition_holds(
             self._sleep,
-            lambda: self._db.put_item(TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)"),
+            lambda: self._db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": item,
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                    {"Put": {"TableName": self._table, "Item": index}},
+                ]
+            ),
         )
+
+    def open_runs(self) -> list[str]:
+        """The audit runs and new-version jobs indexed as open (:data:`OPEN_RUNS`), in job ID order."""
+        runs: list[str] = []
+        start: dict[str, Any] | None = None
+        while True:
+            page = self._db.query(
+                TableName=self._table,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": {"S": OPEN_RUNS}},
+                ProjectionExpression="sk",
+                ConsistentRead=True,
+                **({"ExclusiveStartKey": start} if start else {}),
+            )
+            runs += [item["sk"]["S"] for item in page.get("Items", [])]
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return runs
+
+    def close_run(self, job_id: str) -> None:
+        """Remove a run from the open-run index (it is done and its alert, if any, sent)."""
+        self._db.delete_item(TableName=self._table, Key={"pk": {"S": OPEN_RUNS}, "sk": {"S": job_id}})
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         """The job record as plain values, or None."""
@@ -296,6 +367,11 @@ class JobProgress:
             sorted(ids) if isinstance(ids, set) else [],
             bool(marker.get("walked")),
         )
+
+    def walk_saved_at(self, run_id: str) -> int | None:
+        """When the audit run's walk last checkpointed (epoch seconds), or None before its first page."""
+        marker = self._marker(run_id, "CURSOR")
+        return None if marker is None else int(marker["saved_at"])
 
     def checkpoint(self, run_id: str, at: float, ids_at: list[str]) -> None:
         """Save the walk's cursor: everything created before ``at``, and ``ids_at`` created at it, is queued.

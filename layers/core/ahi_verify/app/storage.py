@@ -221,6 +221,15 @@ class ReportStore:
         """Read the job's plan."""
         return JobPlan.from_json(self._get_json(self._key(job_id, PLAN)))
 
+    def find_plan(self, job_id: str) -> JobPlan | None:
+        """The job's plan, or None when none was stored (a trigger that died before it stored the plan)."""
+        try:
+            return self.get_plan(job_id)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+
     def put_part(self, job_id: str, part: Part) -> Part:
         """Write one work item's part unless it has one already; return the part that stands.
 

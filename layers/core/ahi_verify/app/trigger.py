@@ -19,8 +19,8 @@ from ..job_output import ManifestError
 from ..locations import job_folder
 from ..plan import JobPlan, failed_job_plan, plan_job
 from ..ports import ImportJob, ImportJobError, JobOutputError
-from ..report import iso_time
-from .audit_run import change_plan, walk_audit
+from ..report import ImportFindings, JobHeader, iso_time
+from .audit_run import audit_plan, change_plan, started_of, walk_audit
 from .events import AuditRequest, ImageSetChange, JobRef, Reconcile, parse_trigger_event
 from .finaliser import finalise_job, send_kept_alert
 from .observability import logger, metrics
@@ -113,7 +113,7 @@ def start_image_set_change(change: ImageSetChange, event_id: str, svc: Services)
     plan = change_plan(change, svc.listing, event_id, iso_time(svc.clock()))
     logger.set_correlation_id(plan.job.job_id)
     logger.append_keys(job_id=plan.job.job_id, image_set_id=change.image_set_id, origin="image-set-event")
-    return _queue(plan, svc)
+    return _queue(plan, svc, indexed=True)
 
 
 def _described(ref: JobRef, svc: Services) -> ImportJob | None:
@@ -127,11 +127,16 @@ def _described(ref: JobRef, svc: Services) -> ImportJob | None:
         return None
 
 
-def _queue(plan: JobPlan, svc: Services) -> dict[str, Any]:
+def _queue(plan: JobPlan, svc: Services, *, indexed: bool = False) -> dict[str, Any]:
+    """Record the job, store its plan and send its work items (resuming a queueing that was interrupted);
+    ``indexed`` for a job the reconciliation cannot list through ListDICOMImportJobs (a new image set version)."""
     job = plan.job
     items = plan.work_items()
     manifest = plan.evidence[0].sha256 if plan.evidence else None
-    if not svc.progress.create(job.job_id, job.datastore_id, job.folder, pending=len(items), manifest_sha256=manifest):
+    created = svc.progress.create(
+        job.job_id, job.datastore_id, job.folder, pending=len(items), manifest_sha256=manifest, indexed=indexed
+    )
+    if not created:
         existing = svc.progress.get(job.job_id) or {}
         planned = existing.get("manifest_sha256")
         if manifest and planned and manifest != planned:
@@ -174,8 +179,10 @@ def reconcile(svc: Services, verify_once: VerifyOnce, limit: int = 100) -> list[
     started: list[str] = []
     datastore_id = svc.settings.datastore_id
     now = svc.clock()
-    oldest: tuple[float, str, int] = (0.0, "", 0)  # age, job, pending of the oldest job found open
-    overdue: tuple[float, str, int] | None = None  # the oldest still open after the sweep, if overdue
+    # age, job, pending of the oldest job found open; the oldest still open after the sweep, if overdue
+    oldest: tuple[float, str, int]
+    overdue: tuple[float, str, int] | None
+    oldest, overdue = _sweep_open_runs(svc, now)
     for status in ("COMPLETED", "FAILED"):
         for job_id in svc.jobs.job_ids(datastore_id, status):
             record = svc.progress.get(job_id)
@@ -214,6 +221,116 @@ OPEN_STATES = (JobState.PLANNING, JobState.RUNNING, JobState.FINALISING)
 PLANNING_STALE_S = 900
 """A job still ``planning`` this long after it was recorded lost its trigger (the function's timeout):
 the sweep plans it again, which resumes the queueing where it stopped."""
+
+
+def _sweep_open_runs(svc: Services, now: float) -> tuple[tuple[float, str, int], tuple[float, str, int] | None]:
+    """Look after the indexed runs (audit runs, new-version jobs), which ListDICOMImportJobs does not list;
+    return the oldest found open and the oldest still open and overdue, as :func:`reconcile` counts them."""
+    oldest: tuple[float, str, int] = (0.0, "", 0)
+    overdue: tuple[float, str, int] | None = None
+    for run_id in svc.progress.open_runs():
+        try:
+            found = _look_after_run(run_id, svc, now)
+        except Exception:  # the next run and the import jobs must still be swept; this one is tried again
+            logger.exception("reconciliation could not handle an open run; it is tried again on the next sweep")
+            continue
+        if found is not None:
+            opened, still_open = found
+            oldest = max(oldest, opened)
+            if still_open and opened[0] > svc.settings.job_deadline_s / 2:
+                overdue = max(overdue or opened, opened)
+    return oldest, overdue
+
+
+def _look_after_run(run_id: str, svc: Services, now: float) -> tuple[tuple[float, str, int], bool] | None:
+    """Look after one indexed run (an audit run or a new-version job) like an import job; return its
+    ``(age, id, pending)`` and whether it is still open, or None when it was not open.
+
+    A run done with no alert due leaves the index. A run indexed without a record cannot happen (both are
+    written in one transaction) but is dropped from the index rather than looked at on every sweep.
+    """
+    record = svc.progress.get(run_id) or {}
+    if record.get("state") not in OPEN_STATES:
+        if _alert_due(record):
+            look_after(run_id, record, svc, _never_planned)  # done, its alert kept: sent again
+            record = svc.progress.get(run_id) or {}
+        if not _alert_due(record):
+            svc.progress.close_run(run_id)
+        return None
+    age = now - int(record.get("created_at", now))
+    opened = (age, run_id, int(record.get("pending", 0)))
+    if record.get("state") == JobState.PLANNING:
+        if age <= svc.settings.job_deadline_s:
+            # A walk of a large data store plans for hours, checkpointing every page: only a walk silent
+            # for longer than any invocation runs has died (its created_at says nothing about that).
+            last = svc.progress.walk_saved_at(run_id) or int(record.get("created_at", now))
+            if now - last > PLANNING_STALE_S:
+                logger.warning("run stayed in planning; planned again", extra={"job_id": run_id})
+                _plan_run_again(run_id, svc)
+            after = svc.progress.get(run_id) or {}
+            return opened, after.get("state") in OPEN_STATES
+        # Asked for again sweep after sweep and still not planned by its deadline: finished as a job running
+        # past it (nothing pending any more, the report says why), so the run ends in a report all the same.
+        svc.progress.advance(run_id, JobState.PLANNING, JobState.RUNNING)
+        record = svc.progress.get(run_id) or record
+    _ensure_plan(run_id, record, svc)
+    state = look_after(run_id, record, svc, _never_planned)
+    if state == JobState.DONE and not _alert_due(svc.progress.get(run_id) or {}):
+        svc.progress.close_run(run_id)
+    return opened, state in OPEN_STATES
+
+
+def _alert_due(record: dict[str, Any]) -> bool:
+    """A done job whose kept alert was not published yet."""
+    return bool(record.get("alert_due") and not record.get("alert_message_id"))
+
+
+def _never_planned(job: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - a planning run never reaches it
+    raise AssertionError("an indexed run is planned again by its own rule, never as an import job")
+
+
+def _ensure_plan(run_id: str, record: dict[str, Any], svc: Services) -> str | None:
+    """Store the plan of a run whose function died before it stored one, so it can be finalised; return why
+    it was missing, or None when the plan was there.
+
+    An audit run's plan follows from its ID (the same on every resume). A new-version job's image set and
+    version are known only to its event: its plan names no image set and says why (UNVERIFIED)."""
+    if svc.reports.find_plan(run_id) is not None:
+        return None
+    datastore_id = str(record.get("datastore_id", svc.settings.datastore_id))
+    if run_id.startswith("audit"):
+        svc.reports.put_plan(audit_plan(datastore_id, run_id, iso_time(started_of(run_id, svc.clock()))))
+        return "the audit walk died before its plan was stored"
+    header = JobHeader(run_id, datastore_id, str(record.get("folder", f"healthimaging://{datastore_id}/")))
+    why = "the image set event's verification died before it was planned: the new version is not verified"
+    svc.reports.put_plan(JobPlan(header, ImportFindings(), (), (), iso_time(svc.clock()), discrepancies=(why,)))
+    return why
+
+
+def _plan_run_again(run_id: str, svc: Services) -> None:
+    """A run still ``planning`` past :data:`PLANNING_STALE_S`: its walk or queueing died on every attempt.
+
+    An audit run's walk is asked for again (the ``Audit Requested`` event with its run ID): it resumes from its
+    checkpoint. A new-version job's stored plan is queued again (the worker counts each work item once); one
+    whose plan was never stored gets the plan of what is known, no image set, and is finished as UNVERIFIED.
+    """
+    if run_id.startswith("audit"):
+        if svc.audit_requests is None:
+            raise RuntimeError("this deployment has no audit requests wired to resume an audit walk")
+        svc.audit_requests(run_id)
+        return
+    plan = svc.reports.find_plan(run_id)
+    if plan is None:  # the trigger died between the job record and its plan, on every attempt
+        record = svc.progress.get(run_id) or {}
+        why = _ensure_plan(run_id, record, svc)
+        svc.progress.abandon(run_id, why or "the new version is not verified")
+        svc.progress.advance(run_id, JobState.PLANNING, JobState.RUNNING)
+        finalise_job(run_id, svc, claimer="reconcile")
+        return
+    svc.queue.send(plan.work_items())
+    svc.progress.advance(run_id, JobState.PLANNING, JobState.RUNNING)
+    if not plan.work_items():
+        finalise_job(run_id, svc, claimer="reconcile")
 
 
 def look_after(job_id: str, record: dict[str, Any], svc: Services, verify_once: VerifyOnce) -> str:
