@@ -10,7 +10,9 @@ Routes are matched on the *raw* request path: botocore percent-encodes URI label
 matching the decoded path would turn a malformed ID into an unknown route instead of a ValidationException.
 
 Every API request first takes a token from its operation's quota (:mod:`ahi_emulator.quotas`); one that finds
-none is answered 429 ``ThrottlingException`` "Rate exceeded", as the service answers it.
+none is answered 429 ``ThrottlingException`` "Rate exceeded", as the service answers it. With signature
+verification on (:mod:`ahi_emulator.sigv4`), a request is authenticated before that: one that does not verify is
+answered 403 and takes no token.
 """
 
 from __future__ import annotations
