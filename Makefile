@@ -84,6 +84,7 @@ bench: $(STAMP) ## the benchmarks (ratios against a baseline in the same run)
 	$(BIN)/python -m bench.budget
 	$(BIN)/python -m bench.report_html
 	$(BIN)/python -m bench.evidence
+	$(BIN)/python -m bench.sigv4
 
 replay: $(STAMP) ## replay one event through the local stack (no Docker): make replay EVENT=events/s3-put-manifest.json
 	@test -n "$(EVENT)" || { echo "usage: make replay EVENT=events/<file>.json [PARAMS='Name=Value ...']"; exit 2; }

@@ -21,13 +21,20 @@ from ahi_emulator import Emulator
 
 
 @contextmanager
-def served(emulator: Emulator) -> Iterator[str]:
-    """Save the emulator's state, serve it from a child process, yield the endpoint URL."""
+def served(emulator: Emulator, *, verify_signatures: bool | None = None) -> Iterator[str]:
+    """Save the emulator's state, serve it from a child process, yield the endpoint URL.
+
+    ``verify_signatures`` True or False forces the child's SigV4 verification on or off; None leaves it to the
+    environment (``AHI_EMULATOR_VERIFY_SIGV4``).
+    """
     with tempfile.TemporaryDirectory(prefix="ahi-bench-") as tmp:
         data, url_file = Path(tmp) / "data", Path(tmp) / "url"
         emulator.save(data)
         cmd = [sys.executable, "-m", "ahi_emulator", "serve", "--data", str(data), "--port", "0"]
-        proc = subprocess.Popen([*cmd, "--url-file", str(url_file)], stdout=subprocess.DEVNULL)
+        env = dict(os.environ)
+        if verify_signatures is not None:
+            env["AHI_EMULATOR_VERIFY_SIGV4"] = "1" if verify_signatures else "0"
+        proc = subprocess.Popen([*cmd, "--url-file", str(url_file)], stdout=subprocess.DEVNULL, env=env)
         try:
             deadline = time.monotonic() + 120
             while not url_file.exists() or not url_file.read_text().strip():

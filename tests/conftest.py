@@ -35,6 +35,10 @@ for _key, _value in {
 }.items():
     os.environ[_key] = _value
 os.environ.pop("AWS_PROFILE", None)
+# Every emulator the suite starts (in process, ``ahi-emulator serve``, the local stack) verifies each request's
+# SigV4 signature with botocore's signer, so every test that talks to it also proves its requests are signed
+# right. ``AHI_EMULATOR_VERIFY_SIGV4=0`` in the environment turns it off for a run.
+os.environ.setdefault("AHI_EMULATOR_VERIFY_SIGV4", "1")
 
 
 @pytest.fixture(scope="session")

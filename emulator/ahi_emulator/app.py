@@ -10,7 +10,9 @@ Routes are matched on the *raw* request path: botocore percent-encodes URI label
 matching the decoded path would turn a malformed ID into an unknown route instead of a ValidationException.
 
 Every API request first takes a token from its operation's quota (:mod:`ahi_emulator.quotas`); one that finds
-none is answered 429 ``ThrottlingException`` "Rate exceeded", as the service answers it.
+none is answered 429 ``ThrottlingException`` "Rate exceeded", as the service answers it. With signature
+verification on (:mod:`ahi_emulator.sigv4`), a request is authenticated before that: one that does not verify is
+answered 403 and takes no token.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from .jobs import validate_start_request
 from .models import ConflictError, NotFoundError
 from .quotas import Quota, quotas_from_json
 from .search import parse_criteria
+from .sigv4 import ReceivedRequest, SignatureError
 
 logger = logging.getLogger(__name__)
 
@@ -120,10 +123,21 @@ class EmulatorApp:
     ----------
     emulator
         The state to serve; shared with the caller, so tests can mutate it while the server runs.
+    verify_signatures
+        Check every service request's SigV4 signature (:mod:`ahi_emulator.sigv4`); None follows
+        ``emulator.verify_signatures``. Admin routes (``/_emulator/...``) are never signed.
     """
 
-    def __init__(self, emulator: Emulator) -> None:
+    def __init__(self, emulator: Emulator, verify_signatures: bool | None = None) -> None:
         self.emulator = emulator
+        self._verify_signatures = verify_signatures
+
+    @property
+    def verify_signatures(self) -> bool:
+        """Whether service requests must be signed right."""
+        if self._verify_signatures is not None:
+            return self._verify_signatures
+        return self.emulator.verify_signatures
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
@@ -145,7 +159,29 @@ class EmulatorApp:
         args = {key: unquote(value) for key, value in args.items()}
         if endpoint.startswith("admin_"):
             return self._admin(endpoint, request, args)
+        if self.verify_signatures:
+            refused = self._refuse_unsigned(endpoint, request, raw)
+            if refused is not None:
+                return refused
         return self._api(endpoint, request, args)
+
+    def _refuse_unsigned(self, operation: str, request: Request, raw: str | None) -> Response | None:
+        """The service's 403 for a request whose signature does not verify, else None."""
+        # The signature covers the request as sent: the raw request line when the server passed it on.
+        if raw:
+            raw_path, _, raw_query = raw.partition("?")
+        else:
+            raw_path, raw_query = request.path, request.query_string.decode("latin-1")
+        headers: dict[str, list[str]] = {}
+        for name, value in request.headers.items():
+            headers.setdefault(name, []).append(value)
+        received = ReceivedRequest(request.method, raw_path, raw_query, headers, request.get_data())
+        try:
+            self.emulator.signatures.verify(received, self.emulator.region)
+        except SignatureError as exc:
+            self.emulator.record_response(operation, exc.status)
+            return error_response(exc.status, exc.code, exc.message)
+        return None
 
     # ---------------------------------------------------------------------------------- service API
 

@@ -78,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="make every operation unlimited (then --quota sets the ones to throttle)",
     )
+    serve.add_argument(
+        "--verify-signatures",
+        action="store_true",
+        default=None,
+        help="refuse (403) every service request whose SigV4 signature does not verify against the known "
+        "credentials (testing/testing); default: on when AHI_EMULATOR_VERIFY_SIGV4=1",
+    )
 
     viewer = commands.add_parser(
         "viewer",
@@ -146,6 +153,8 @@ def _served_emulator(args: argparse.Namespace) -> Emulator:
         emulator = Emulator.load(args.data, quotas=quotas)
     if args.datastore_id is not None and args.datastore_id not in emulator.datastore_ids():
         emulator.create_datastore(args.datastore_id)
+    if args.verify_signatures:
+        emulator.verify_signatures = True
     if args.lossy_jpeg_decoder != "pydicom" or args.lossy_jpeg_perturb:
         emulator.lossy_jpeg_decoding = LossyJpegDecoding(args.lossy_jpeg_decoder, args.lossy_jpeg_perturb)
     return emulator
@@ -165,6 +174,7 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"ahi-emulator serving {count} image set(s) at {server.endpoint_url}", flush=True)
             print(f"data stores: {' '.join(emulator.datastore_ids()) or '(none)'}", flush=True)
             print(f"quotas: {_describe_quotas(emulator.quotas())}", flush=True)
+            print(f"signatures: {'verified' if server.app.verify_signatures else 'not checked'}", flush=True)
             print("Point boto3 at it with:", flush=True)
             for key, value in server.client_env().items():
                 print(f"export {key}={value}", flush=True)

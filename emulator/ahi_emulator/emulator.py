@@ -26,6 +26,7 @@ from .metadata import prepare_instances, synthetic_study
 from .models import EventSink, HealthImagingBackend
 from .persistence import load_state, save_state
 from .quotas import Quota, QuotaBook
+from .sigv4 import SignatureVerifier, verify_by_default
 from .specs import ImageSetInfo, InstanceSpec, PatientSpec
 
 
@@ -47,6 +48,12 @@ class Emulator(HealthImagingBackend, ImportControlPlane):
         ``{"GetImageFrame": Quota(20, 40)}`` for a scaled-down bench; ``None`` for an operation makes it
         unlimited, :data:`~ahi_emulator.quotas.NO_QUOTAS` makes every operation unlimited. They are the
         emulator's starting quotas: :meth:`reset_quotas` returns to them.
+    verify_signatures
+        Refuse every service request whose SigV4 signature botocore's signer does not reproduce
+        (:mod:`ahi_emulator.sigv4`); None (the default) follows ``AHI_EMULATOR_VERIFY_SIGV4``. Settable later.
+    credentials
+        The key pairs a request may be signed with, access key ID → secret (default ``{"testing":
+        "testing"}``); more with ``emulator.signatures.register(...)``.
 
     Raises
     ------
@@ -63,9 +70,13 @@ class Emulator(HealthImagingBackend, ImportControlPlane):
         import_faults: ImportFaults | None = None,
         quotas: Mapping[str, Quota | None] | None = None,
         lossy_jpeg_decoding: LossyJpegDecoding | None = None,
+        verify_signatures: bool | None = None,
+        credentials: Mapping[str, str] | None = None,
     ) -> None:
         HealthImagingBackend.__init__(self)
         ImportControlPlane.__init__(self, self, region)
+        self.verify_signatures = verify_by_default() if verify_signatures is None else verify_signatures
+        self.signatures = SignatureVerifier(credentials)
         self.s3_client = s3_client
         self.on_event = on_event
         self.import_faults = import_faults

@@ -195,6 +195,9 @@ class EmulatorServer:
         Interface to bind; loopback by default, and there is rarely a reason to change it.
     port
         TCP port; 0 picks a free one (read it back from :attr:`port` after :meth:`start`).
+    verify_signatures
+        Refuse service requests whose SigV4 signature does not verify (:mod:`ahi_emulator.sigv4`); None (the
+        default) follows ``emulator.verify_signatures``.
 
     Examples
     --------
@@ -203,9 +206,11 @@ class EmulatorServer:
     ...     boto3.client("medical-imaging").get_image_set(...)
     """
 
-    def __init__(self, emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, emulator: Emulator, host: str = "127.0.0.1", port: int = 0, *, verify_signatures: bool | None = None
+    ) -> None:
         self.emulator = emulator
-        self.app = EmulatorApp(emulator)
+        self.app = EmulatorApp(emulator, verify_signatures)
         self._host = host
         self._requested_port = port
         self._httpd: _HTTPServer | None = None
