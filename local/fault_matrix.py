@@ -1163,20 +1163,29 @@ def _reconcile_unreadable(out: Outcome) -> None:
 
 @scenario("dynamodb-transaction-conflicts")
 def _transaction_conflicts(out: Outcome) -> None:
-    """Every 2nd TransactWriteItems of the progress table (item completions, splits) is cancelled by a
-    conflicting transaction: the ledger retries them, so nothing waits a visibility timeout or dead-letters
-    uncounted."""
+    """Every 2nd distinct TransactWriteItems of the progress table (item completions, splits) is cancelled by a
+    conflicting transaction on its first attempt: the progress ledger retries it, so nothing waits a visibility
+    timeout or dead-letters uncounted.
+
+    Which attempt conflicts is decided per transaction, not by a global call count: with a global count, a
+    worker whose retries interleave with other workers' calls could draw a conflict on all its attempts
+    (CONFLICT_ATTEMPTS) by chance, and one CI run did; that is a test of luck, not of the retry."""
     original = DynamoDBBackend.transact_write_items
-    calls, fired = [0], [0]
+    seen: dict[str, int] = {}
+    fired = [0]
     lock = threading.Lock()
 
     def conflicting(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        key = json.dumps(transact_items, sort_keys=True, default=str)
         with lock:
-            calls[0] += 1
-            conflict = calls[0] % 2 == 0
+            first = key not in seen
+            if first:
+                seen[key] = len(seen) + 1
+            conflict = first and seen[key] % 2 == 0
             fired[0] += conflict
         if conflict:
-            raise TransactionCanceledException([("TransactionConflict", "Transaction is ongoing", None)] * 2)
+            reasons = [("TransactionConflict", "Transaction is ongoing", None)] * len(transact_items)
+            raise TransactionCanceledException(reasons)
         original(self, transact_items)
 
     DynamoDBBackend.transact_write_items = conflicting  # type: ignore[method-assign]
